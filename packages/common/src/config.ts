@@ -1,0 +1,151 @@
+import { type Static, type TObject, type TProperties, Type as t } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+  constructor(
+    readonly variable: string,
+    readonly expected: string,
+  ) {
+    super(`invalid configuration: ${variable} ${expected}`)
+  }
+}
+
+/** Environment variables every service reads. */
+export const BaseEnv = {
+  HOST: t.String({ default: '127.0.0.1', description: 'Interface to listen on (0.0.0.0 in containers)' }),
+  LOG_LEVEL: t.Union(
+    ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map((level) => t.Literal(level)),
+    { default: 'info', description: 'pino log level' },
+  ),
+  SHUTDOWN_GRACE_MS: t.Integer({
+    minimum: 0,
+    default: 10_000,
+    description: 'Time allowed for in-flight work to finish after SIGTERM',
+  }),
+  SHUTDOWN_DELAY_MS: t.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Time between readiness going false and the listener closing (endpoint propagation)',
+  }),
+  BODY_LIMIT_BYTES: t.Integer({
+    minimum: 1024,
+    default: 1_048_576,
+    description: 'Largest accepted request body',
+  }),
+}
+
+export const PostgresEnv = {
+  DATABASE_URL: t.String({ pattern: '^postgres(ql)?://', description: 'PostgreSQL connection URL' }),
+  DATABASE_POOL_MAX: t.Integer({ minimum: 1, default: 10, description: 'PostgreSQL pool size' }),
+}
+
+export const RedisEnv = {
+  REDIS_URL: t.String({
+    pattern: '^rediss?://',
+    default: 'redis://127.0.0.1:6379',
+    description: 'Redis URL',
+  }),
+}
+
+export const AmqpEnv = {
+  AMQP_URL: t.String({
+    pattern: '^amqps?://',
+    default: 'amqp://guest:guest@127.0.0.1:5672/%2F',
+    description: 'RabbitMQ URL',
+  }),
+  AMQP_EXCHANGE: t.String({
+    minLength: 1,
+    default: 'parley.events',
+    description: 'Durable topic exchange of domain events',
+  }),
+  AMQP_PREFETCH: t.Integer({
+    minimum: 1,
+    maximum: 1000,
+    default: 20,
+    description: 'Unacknowledged deliveries per consumer',
+  }),
+}
+
+export const MongoEnv = {
+  MONGO_URL: t.String({ pattern: '^mongodb(\\+srv)?://', description: 'MongoDB URL' }),
+  MONGO_DB: t.String({ minLength: 1, default: 'parley_chat', description: 'MongoDB database name' }),
+}
+
+export const JwtVerifyEnv = {
+  JWKS_URL: t.String({
+    pattern: '^https?://',
+    description: 'Auth service JWKS used to verify access tokens',
+  }),
+  JWT_ISSUER: t.String({
+    minLength: 1,
+    default: 'parley-auth',
+    description: 'Expected `iss` of access tokens',
+  }),
+  JWT_AUDIENCE: t.String({ minLength: 1, default: 'parley', description: 'Expected `aud` of access tokens' }),
+}
+
+/** A service's environment schema: the shared blocks plus its own variables. */
+export function envSchema<P extends TProperties>(properties: P): TObject<P> {
+  return t.Object(properties, { additionalProperties: true })
+}
+
+function describeExpected(schema: unknown): string {
+  const s = schema as {
+    description?: string
+    pattern?: string
+    minimum?: number
+    type?: string
+    anyOf?: { const?: unknown }[]
+  }
+  if (s.anyOf?.every((member) => member.const !== undefined)) {
+    return `one of ${s.anyOf.map((member) => String(member.const)).join('|')}`
+  }
+  if (s.pattern) return `a string matching ${s.pattern}`
+  if (s.type === 'integer') return s.minimum !== undefined ? `an integer >= ${s.minimum}` : 'an integer'
+  if (s.type === 'boolean') return 'true or false'
+  return s.type ? `a ${s.type}` : 'a valid value'
+}
+
+/**
+ * Parses `env` against `schema`: applies defaults, converts numbers/booleans and throws a
+ * ConfigError naming the first bad variable. Never echoes the value (it may be a secret).
+ */
+export function parseConfig<S extends TObject>(
+  schema: S,
+  env: Record<string, string | undefined>,
+): Static<S> {
+  const input: Record<string, unknown> = {}
+  for (const key of Object.keys(schema.properties)) {
+    const raw = env[key]
+    if (raw !== undefined && raw !== '') input[key] = raw
+  }
+  const candidate = Value.Convert(schema, Value.Default(schema, input))
+  const error = Value.Errors(schema, candidate).First()
+  if (!error) return Value.Clean(schema, candidate) as Static<S>
+  const variable = error.path.split('/')[1] ?? error.path
+  const missing = (candidate as Record<string, unknown>)[variable] === undefined
+  const propertySchema = schema.properties[variable]
+  throw new ConfigError(
+    variable,
+    missing
+      ? `is required (${describeExpected(propertySchema)})`
+      : `must be ${describeExpected(propertySchema)}`,
+  )
+}
+
+/** Like parseConfig, but a bad variable stops the process with one clear line. */
+export function loadConfig<S extends TObject>(
+  schema: S,
+  env: Record<string, string | undefined> = process.env,
+): Static<S> {
+  try {
+    return parseConfig(schema, env)
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`)
+      process.exit(78)
+    }
+    throw error
+  }
+}

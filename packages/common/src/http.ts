@@ -1,0 +1,232 @@
+import { openapi } from '@elysiajs/openapi'
+import { type AnyElysia, Elysia, ValidationError } from 'elysia'
+import {
+  HttpProblem,
+  PROBLEM_CONTENT_TYPE,
+  type ProblemFieldError,
+  problemResponse,
+  problems,
+} from './errors'
+import { exitOnSignals, type Lifecycle } from './lifecycle'
+import type { Logger } from './logger'
+import type { Metrics } from './metrics'
+
+export type ReadinessCheck = {
+  name: string
+  check: () => Promise<unknown>
+  /** A non-critical dependency is reported but does not make the pod unready (e.g. the broker, covered by the outbox). */
+  critical?: boolean
+  timeoutMs?: number
+}
+
+export type HttpKitOptions = {
+  service: string
+  version?: string
+  description?: string
+  logger: Logger
+  metrics: Metrics
+  lifecycle: Lifecycle
+  readiness?: ReadinessCheck[]
+  bodyLimitBytes: number
+}
+
+type RequestMeta = { start: number; requestId: string; traceparent: string; log: Logger }
+
+const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/
+const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
+const INFRA_PATHS = ['/health', '/ready', '/metrics']
+
+function randomHex(bytes: number): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('hex')
+}
+
+/** Keeps the caller's trace id and starts a new span id for this hop (W3C trace context). */
+export function nextTraceparent(incoming: string | null): string {
+  const traceId = incoming && TRACEPARENT_PATTERN.test(incoming) ? incoming.slice(3, 35) : randomHex(16)
+  return `00-${traceId}-${randomHex(8)}-01`
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, name: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${name} did not answer within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+export async function runReadinessChecks(checks: ReadinessCheck[]) {
+  const results = await Promise.all(
+    checks.map(async ({ name, check, critical = true, timeoutMs = 2000 }) => {
+      try {
+        await withTimeout(check(), timeoutMs, name)
+        return { name, critical, ok: true, detail: 'ok' }
+      } catch (error) {
+        return { name, critical, ok: false, detail: error instanceof Error ? error.message : String(error) }
+      }
+    }),
+  )
+  return {
+    ok: results.every((result) => result.ok || !result.critical),
+    checks: Object.fromEntries(results.map((result) => [result.name, result.detail])),
+  }
+}
+
+function fieldErrors(error: ValidationError): ProblemFieldError[] {
+  const seen = new Set<string>()
+  const errors: ProblemFieldError[] = []
+  for (const issue of error.all) {
+    const path = 'path' in issue && typeof issue.path === 'string' ? issue.path : ''
+    const field = [error.type, ...path.split('/').filter(Boolean)].join('.')
+    if (seen.has(field)) continue
+    seen.add(field)
+    const message = 'summary' in issue && issue.summary ? issue.summary : issue.message
+    errors.push({ field, message })
+  }
+  return errors.length > 0 ? errors : [{ field: error.type, message: 'Invalid value' }]
+}
+
+/** Converts anything thrown in a handler into the problem every service answers. */
+export function toProblem(code: string | number, error: unknown): HttpProblem {
+  if (error instanceof HttpProblem) return error
+  if (error instanceof ValidationError) return problems.validation(fieldErrors(error))
+  if (code === 'PARSE')
+    return problems.badRequest('The request body is not valid JSON', [
+      { field: 'body', message: 'Malformed body' },
+    ])
+  if (code === 'NOT_FOUND') return problems.notFound('No route matches this path')
+  if (typeof code === 'number' && code >= 400 && code < 500)
+    return new HttpProblem(code, 'Request Failed', undefined, 'request-failed')
+  return problems.internal()
+}
+
+let pluginInstances = 0
+
+/**
+ * Everything every service needs at its edge: request id and traceparent, access log,
+ * metrics, problem+json errors, body limit, /health, /ready, /metrics and /docs/json.
+ */
+export function httpKit(options: HttpKitOptions) {
+  const { service, logger, metrics, lifecycle, readiness = [], bodyLimitBytes } = options
+  const requests = new WeakMap<Request, RequestMeta>()
+  const duration = metrics.histogram('http_request_duration_seconds', 'HTTP request latency', [
+    'method',
+    'route',
+    'status',
+  ])
+
+  return new Elysia({ name: 'parley.http', seed: `${service}#${pluginInstances++}` })
+    .use(
+      openapi({
+        path: '/docs',
+        specPath: '/docs/json',
+        provider: null,
+        exclude: { paths: INFRA_PATHS },
+        documentation: {
+          info: {
+            title: `Parley ${service}`,
+            version: options.version ?? '0.1.0',
+            description: options.description ?? '',
+          },
+          components: {
+            securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+          },
+        },
+      }),
+    )
+    .onRequest(({ request, set }) => {
+      const incomingId = request.headers.get('x-request-id')
+      const requestId = incomingId && REQUEST_ID_PATTERN.test(incomingId) ? incomingId : crypto.randomUUID()
+      const traceparent = nextTraceparent(request.headers.get('traceparent'))
+      requests.set(request, {
+        start: performance.now(),
+        requestId,
+        traceparent,
+        log: logger.child({ requestId, traceparent }),
+      })
+      set.headers['x-request-id'] = requestId
+      const length = Number(request.headers.get('content-length') ?? 0)
+      if (length > bodyLimitBytes)
+        return problemResponse(problems.payloadTooLarge(bodyLimitBytes), new URL(request.url).pathname)
+    })
+    .derive({ as: 'global' }, ({ request }) => {
+      const meta = requests.get(request)
+      return {
+        requestId: meta?.requestId ?? crypto.randomUUID(),
+        traceparent: meta?.traceparent ?? nextTraceparent(null),
+        log: meta?.log ?? logger,
+      }
+    })
+    .onError({ as: 'global' }, ({ code, error, request, set }) => {
+      const problem = toProblem(code, error)
+      const path = new URL(request.url).pathname
+      if (problem.status >= 500) requests.get(request)?.log.error({ err: error, path }, 'request failed')
+      const requestId =
+        typeof set.headers['x-request-id'] === 'string' ? set.headers['x-request-id'] : undefined
+      return problemResponse(problem, path, requestId ? { 'x-request-id': requestId } : {})
+    })
+    .onAfterResponse({ as: 'global' }, ({ request, route, set, responseValue }) => {
+      const meta = requests.get(request)
+      if (!meta) return
+      const status = responseValue instanceof Response ? responseValue.status : Number(set.status ?? 200)
+      const seconds = (performance.now() - meta.start) / 1000
+      const template = route || 'unmatched'
+      if (!INFRA_PATHS.includes(template)) {
+        duration.observe({ method: request.method, route: template, status: String(status) }, seconds)
+        meta.log.info(
+          {
+            method: request.method,
+            path: new URL(request.url).pathname,
+            route: template,
+            status,
+            ms: Math.round(seconds * 1000),
+          },
+          'request',
+        )
+      }
+    })
+    .get('/health', () => ({ status: 'ok', service }), { detail: { hide: true } })
+    .get(
+      '/ready',
+      async ({ set }) => {
+        if (!lifecycle.ready) {
+          set.status = 503
+          return { status: 'unready', reason: lifecycle.shuttingDown ? 'shutting down' : 'starting' }
+        }
+        const result = await runReadinessChecks(readiness)
+        set.status = result.ok ? 200 : 503
+        return { status: result.ok ? 'ready' : 'unready', checks: result.checks }
+      },
+      { detail: { hide: true } },
+    )
+    .get(
+      '/metrics',
+      async () =>
+        new Response(await metrics.registry.metrics(), {
+          headers: { 'content-type': metrics.registry.contentType },
+        }),
+      { detail: { hide: true } },
+    )
+}
+
+export { PROBLEM_CONTENT_TYPE }
+
+export type ServeOptions = {
+  port: number
+  host: string
+  bodyLimitBytes: number
+  graceMs: number
+  delayMs: number
+  lifecycle: Lifecycle
+  logger: Logger
+}
+
+/** Listens, marks the process ready and wires SIGTERM to a graceful drain. */
+export function serve(app: AnyElysia, options: ServeOptions): void {
+  const { lifecycle, logger } = options
+  app.listen({ port: options.port, hostname: options.host, maxRequestBodySize: options.bodyLimitBytes })
+  // Bun's stop() without force stops accepting and resolves once in-flight requests are done.
+  lifecycle.onDrain('http', () => app.server?.stop(false))
+  lifecycle.markReady()
+  exitOnSignals(lifecycle, logger, { graceMs: options.graceMs, delayMs: options.delayMs })
+  logger.info({ url: `http://${options.host}:${options.port}` }, 'listening')
+}

@@ -1,0 +1,209 @@
+import type { CloudEvent } from '@parley/contracts'
+import { sql as drizzleSql } from 'drizzle-orm'
+import { index, integer, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core'
+import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js'
+import { migrate } from 'drizzle-orm/postgres-js/migrator'
+import postgres, { type Sql } from 'postgres'
+import type { EventBus } from './events/bus'
+import type { Logger } from './logger'
+import type { Metrics } from './metrics'
+
+export type { Sql }
+
+/** Events waiting to be published, written in the same transaction as the state change. */
+export const outbox = pgTable(
+  'outbox',
+  {
+    id: uuid('id').primaryKey(),
+    type: text('type').notNull(),
+    event: jsonb('event').$type<CloudEvent>().notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    attempts: integer('attempts').notNull().default(0),
+  },
+  (table) => [index('outbox_created_at_idx').on(table.createdAt)],
+)
+
+/** Ids of events a consumer has applied, for idempotent consumption. */
+export const processedEvents = pgTable(
+  'processed_events',
+  {
+    consumer: text('consumer').notNull(),
+    eventId: text('event_id').notNull(),
+    processedAt: timestamp('processed_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [primaryKey({ columns: [table.consumer, table.eventId] })],
+)
+
+const OUTBOX_CHANNEL = 'parley_outbox'
+
+export type Database<S extends Record<string, unknown>> = PostgresJsDatabase<S> & { $client: Sql }
+/** A transaction or the database itself: anything that can run a query. */
+export type Queryable = Pick<PostgresJsDatabase<Record<string, unknown>>, 'insert' | 'execute'>
+
+export type PostgresClient<S extends Record<string, unknown>> = {
+  sql: Sql
+  db: Database<S>
+  check: () => Promise<void>
+  close: () => Promise<void>
+}
+
+export function createPostgres<S extends Record<string, unknown>>(
+  url: string,
+  options: { schema: S; max?: number; applicationName?: string },
+): PostgresClient<S> {
+  const sql = postgres(url, {
+    max: options.max ?? 10,
+    idle_timeout: 30,
+    connect_timeout: 5,
+    onnotice: () => undefined,
+    connection: { application_name: options.applicationName ?? 'parley' },
+  })
+  const db = drizzle(sql, { schema: options.schema }) as Database<S>
+  return {
+    sql,
+    db,
+    check: async () => {
+      await sql`select 1`
+    },
+    close: () => sql.end({ timeout: 5 }),
+  }
+}
+
+/** Applies committed drizzle-kit migrations over one dedicated connection. */
+export async function runMigrations(url: string, migrationsFolder: string): Promise<void> {
+  const sql = postgres(url, { max: 1, onnotice: () => undefined })
+  try {
+    await migrate(drizzle(sql), { migrationsFolder })
+  } finally {
+    await sql.end()
+  }
+}
+
+/** Adds events to the outbox inside the caller's transaction; the relay is woken on commit. */
+export async function enqueueEvents(tx: Queryable, events: CloudEvent[]): Promise<void> {
+  if (events.length === 0) return
+  await tx.insert(outbox).values(events.map((event) => ({ id: event.id, type: event.type, event })))
+  // NOTIFY is delivered only if the transaction commits: no wake-up for rolled-back writes.
+  await tx.execute(drizzleSql`select pg_notify(${OUTBOX_CHANNEL}, '')`)
+}
+
+/**
+ * Runs `apply` at most once per (consumer, event id): the marker and the effect commit
+ * together, so a redelivered event is skipped. Returns false for a duplicate.
+ */
+export async function consumeOnce<S extends Record<string, unknown>>(
+  db: Database<S>,
+  consumer: string,
+  eventId: string,
+  apply: (tx: Parameters<Parameters<Database<S>['transaction']>[0]>[0]) => Promise<void>,
+): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const inserted = await tx
+      .insert(processedEvents)
+      .values({ consumer, eventId })
+      .onConflictDoNothing()
+      .returning({ eventId: processedEvents.eventId })
+    if (inserted.length === 0) return false
+    await apply(tx)
+    return true
+  })
+}
+
+type RelayOptions = { batchSize?: number; pollIntervalMs?: number; maxBackoffMs?: number }
+
+/**
+ * Publishes outbox rows with publisher confirms and deletes them once confirmed. Rows are
+ * claimed with FOR UPDATE SKIP LOCKED so replicas share the work; a failed publish rolls
+ * back and is retried with backoff, so nothing is lost while the broker is down.
+ */
+export class PgOutboxRelay {
+  private running = false
+  private loop: Promise<void> | undefined
+  private wake: (() => void) | undefined
+  private unlisten: (() => Promise<void>) | undefined
+  private readonly published
+  private readonly log: Logger
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly bus: EventBus,
+    logger: Logger,
+    metrics: Metrics,
+    private readonly options: RelayOptions = {},
+  ) {
+    this.log = logger.child({ component: 'outbox' })
+    this.published = metrics.counter('outbox_published_total', 'Outbox events relayed to the broker')
+    metrics.gauge('outbox_backlog', 'Events written but not yet published', [], async function () {
+      const [row] = await sql<{ count: number }[]>`select count(*)::int as count from outbox`.catch(() => [
+        { count: -1 },
+      ])
+      this.set(row?.count ?? -1)
+    })
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return
+    this.running = true
+    try {
+      const listener = await this.sql.listen(OUTBOX_CHANNEL, () => this.kick())
+      this.unlisten = listener.unlisten
+    } catch (error) {
+      this.log.warn({ err: String(error) }, 'LISTEN failed; relying on polling')
+    }
+    this.loop = this.run()
+  }
+
+  /** Wakes the relay now instead of at the next poll. */
+  kick(): void {
+    this.wake?.()
+  }
+
+  async stop(): Promise<void> {
+    this.running = false
+    this.kick()
+    await this.loop
+    await this.unlisten?.().catch(() => undefined)
+  }
+
+  private async run(): Promise<void> {
+    const poll = this.options.pollIntervalMs ?? 1000
+    let backoff = 0
+    while (this.running) {
+      let relayed = 0
+      try {
+        relayed = await this.relayBatch()
+        backoff = 0
+      } catch (error) {
+        backoff = Math.min(Math.max(backoff * 2, 200), this.options.maxBackoffMs ?? 5000)
+        this.log.warn(
+          { err: error instanceof Error ? error.message : String(error), backoffMs: backoff },
+          'relay failed',
+        )
+      }
+      if (relayed > 0 && backoff === 0) continue
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, backoff || poll)
+        this.wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      this.wake = undefined
+    }
+  }
+
+  /** Publishes one batch; returns how many rows were relayed. */
+  async relayBatch(): Promise<number> {
+    if (!this.bus.isConnected) throw new Error('broker not connected')
+    const limit = this.options.batchSize ?? 100
+    return this.sql.begin(async (tx) => {
+      const rows = await tx<{ id: string; event: CloudEvent }[]>`
+        select id, event from outbox order by created_at, id limit ${limit} for update skip locked`
+      if (rows.length === 0) return 0
+      await Promise.all(rows.map((row) => this.bus.publishEvent(row.event)))
+      await tx`delete from outbox where id = any(${rows.map((row) => row.id)}::uuid[])`
+      this.published.inc(rows.length)
+      return rows.length
+    })
+  }
+}

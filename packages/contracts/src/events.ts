@@ -1,0 +1,88 @@
+import { type Static, type TSchema, Type as t } from '@sinclair/typebox'
+
+const Uuid = t.String({ format: 'uuid' })
+const Timestamp = t.String({ format: 'date-time' })
+
+/** `data` schema of every event on the bus, keyed by CloudEvents `type` (= routing key). */
+export const EventSchemas = {
+  'user.registered': t.Object({
+    userId: Uuid,
+    email: t.String({ format: 'email' }),
+    displayName: t.String({ minLength: 1, maxLength: 64 }),
+    emailVerified: t.Boolean(),
+    roles: t.Array(t.String()),
+    createdAt: Timestamp,
+  }),
+  'user.email_verification_requested': t.Object({
+    userId: Uuid,
+    email: t.String({ format: 'email' }),
+    displayName: t.String({ minLength: 1, maxLength: 64 }),
+    /** The one-time code in clear: only the notification service reads it, to mail it. */
+    code: t.String({ pattern: '^[0-9]{6}$' }),
+    expiresAt: Timestamp,
+  }),
+  'user.email_verified': t.Object({
+    userId: Uuid,
+    email: t.String({ format: 'email' }),
+    verifiedAt: Timestamp,
+  }),
+  'user.sessions_revoked': t.Object({
+    userId: Uuid,
+    /** Access tokens with `iat` strictly before this instant are rejected. */
+    revokedBefore: Timestamp,
+  }),
+  'user.profile_updated': t.Object({
+    userId: Uuid,
+    displayName: t.String({ minLength: 1, maxLength: 64 }),
+    bio: t.Union([t.String({ maxLength: 280 }), t.Null()]),
+    avatarUrl: t.Union([t.String({ maxLength: 2048 }), t.Null()]),
+    updatedAt: Timestamp,
+  }),
+  'conversation.created': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    title: t.Union([t.String({ maxLength: 120 }), t.Null()]),
+    createdBy: Uuid,
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    createdAt: Timestamp,
+  }),
+  'message.sent': t.Object({
+    messageId: t.String({ minLength: 1 }),
+    conversationId: t.String({ minLength: 1 }),
+    senderId: Uuid,
+    recipientIds: t.Array(Uuid, { maxItems: 256 }),
+    preview: t.String({ maxLength: 200 }),
+    createdAt: Timestamp,
+  }),
+} satisfies Record<string, TSchema>
+
+export type EventType = keyof typeof EventSchemas
+export type EventData<T extends EventType> = Static<(typeof EventSchemas)[T]>
+
+export const eventTypes = Object.keys(EventSchemas) as EventType[]
+
+export function isEventType(value: string): value is EventType {
+  return Object.hasOwn(EventSchemas, value)
+}
+
+/** CloudEvents 1.0 envelope (JSON structured mode) with the `correlationid` extension. */
+export const CloudEventEnvelope = t.Object({
+  specversion: t.Literal('1.0'),
+  id: t.String({ minLength: 1 }),
+  source: t.String({ minLength: 1 }),
+  type: t.String({ minLength: 1 }),
+  time: Timestamp,
+  datacontenttype: t.Literal('application/json'),
+  correlationid: t.Optional(t.String()),
+  data: t.Unknown(),
+})
+
+export type CloudEvent<T extends EventType = EventType> = Omit<
+  Static<typeof CloudEventEnvelope>,
+  'type' | 'data'
+> & {
+  type: T
+  data: EventData<T>
+}
+
+/** Maximum characters of a message body carried in `message.sent.preview`. */
+export const MESSAGE_PREVIEW_LENGTH = 200

@@ -1,0 +1,22 @@
+import { httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
+import { Elysia } from 'elysia'
+import type { Config } from './config'
+
+export type AppDeps = { runtime: Runtime; config: Config; readiness: ReadinessCheck[] }
+
+/** Builds the gateway service; index.ts connects the clients and listens. */
+export function buildApp({ runtime, config, readiness }: AppDeps) {
+  return new Elysia().use(
+    httpKit({
+      service: 'gateway',
+      description: 'Public edge: routing, authentication, rate limits, docs, WebSocket',
+      logger: runtime.logger,
+      metrics: runtime.metrics,
+      lifecycle: runtime.lifecycle,
+      readiness,
+      bodyLimitBytes: config.BODY_LIMIT_BYTES,
+    }),
+  )
+}
+
+export type App = ReturnType<typeof buildApp>

@@ -1,0 +1,6 @@
+import { runService } from '@parley/common'
+import { buildApp } from './app'
+import { Env } from './config'
+import { connect } from './deps'
+
+await runService({ service: 'notification', env: Env, connect, buildApp })
