@@ -164,10 +164,8 @@ export class MongoOutboxRelay {
       for (const document of documents) {
         const events = (document[PENDING_EVENTS] ?? []) as CloudEvent[]
         await Promise.all(events.map((event) => this.bus.publishEvent(event)))
-        const ids = events.map((event) => event.id)
-        await collection.updateOne({ _id: document._id }, {
-          $pull: { [PENDING_EVENTS]: { id: { $in: ids } } },
-        } as Document)
+        // $pullAll with the exact documents read: FerretDB ignores $pull with a condition.
+        await collection.updateOne({ _id: document._id }, { $pullAll: { [PENDING_EVENTS]: events } } as Document)
         // Clear the flag only if no new event was pushed meanwhile.
         await collection.updateOne(
           { _id: document._id, [PENDING_EVENTS]: { $size: 0 } },
