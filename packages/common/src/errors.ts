@@ -44,7 +44,17 @@ export const problems = {
   notFound: (detail = 'No such resource') => new HttpProblem(404, 'Not Found', detail, 'not-found'),
   conflict: (detail: string) => new HttpProblem(409, 'Conflict', detail, 'conflict'),
   payloadTooLarge: (limit: number) =>
-    new HttpProblem(413, 'Payload Too Large', `The request body exceeds ${limit} bytes`, 'payload-too-large'),
+    // The unread rest of the body would poison a kept-alive connection: close it.
+    new HttpProblem(
+      413,
+      'Payload Too Large',
+      `The request body exceeds ${limit} bytes`,
+      'payload-too-large',
+      undefined,
+      {
+        connection: 'close',
+      },
+    ),
   tooManyRequests: (retryAfterSeconds: number, headers: Record<string, string> = {}) =>
     new HttpProblem(
       429,

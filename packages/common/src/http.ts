@@ -88,6 +88,8 @@ function fieldErrors(error: ValidationError): ProblemFieldError[] {
 /** Converts anything thrown in a handler into the problem every service answers. */
 export function toProblem(code: string | number, error: unknown): HttpProblem {
   if (error instanceof HttpProblem) return error
+  // Elysia wraps whatever a parser throws (e.g. our 413 for a streamed body) in a ParseError.
+  if (code === 'PARSE' && error instanceof Error && error.cause instanceof HttpProblem) return error.cause
   if (error instanceof ValidationError) return problems.validation(fieldErrors(error))
   if (code === 'PARSE')
     return problems.badRequest('The request body is not valid JSON', [
@@ -97,6 +99,22 @@ export function toProblem(code: string | number, error: unknown): HttpProblem {
   if (typeof code === 'number' && code >= 400 && code < 500)
     return new HttpProblem(code, 'Request Failed', undefined, 'request-failed')
   return problems.internal()
+}
+
+/** Reads a body stream to text, failing with a 413 problem as soon as it exceeds `limit` bytes. */
+async function readCapped(body: ReadableStream<Uint8Array>, limit: number): Promise<string> {
+  const chunks: Uint8Array[] = []
+  let size = 0
+  const reader = body.getReader()
+  for (let next = await reader.read(); !next.done; next = await reader.read()) {
+    size += next.value.byteLength
+    if (size > limit) {
+      await reader.cancel()
+      throw problems.payloadTooLarge(limit)
+    }
+    chunks.push(next.value)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 let pluginInstances = 0
@@ -147,6 +165,19 @@ export function httpKit(options: HttpKitOptions) {
       const length = Number(request.headers.get('content-length') ?? 0)
       if (length > bodyLimitBytes)
         return problemResponse(problems.payloadTooLarge(bodyLimitBytes), new URL(request.url).pathname)
+    })
+    .onParse({ as: 'global' }, async ({ request }, contentType) => {
+      // Declared lengths were checked in onRequest; count undeclared (chunked) bodies as they stream in.
+      if (request.headers.has('content-length') || !request.body) return
+      const text = await readCapped(request.body, bodyLimitBytes)
+      if (!contentType.includes('json')) return text
+      try {
+        return text === '' ? undefined : JSON.parse(text)
+      } catch {
+        throw problems.badRequest('The request body is not valid JSON', [
+          { field: 'body', message: 'Malformed body' },
+        ])
+      }
     })
     .derive({ as: 'global' }, ({ request }) => {
       const meta = requests.get(request)
@@ -223,7 +254,8 @@ export type ServeOptions = {
 /** Listens, marks the process ready and wires SIGTERM to a graceful drain. */
 export function serve(app: AnyElysia, options: ServeOptions): void {
   const { lifecycle, logger } = options
-  app.listen({ port: options.port, hostname: options.host, maxRequestBodySize: options.bodyLimitBytes })
+  // httpKit answers oversized bodies with a problem; Bun's own cap is only a backstop.
+  app.listen({ port: options.port, hostname: options.host, maxRequestBodySize: options.bodyLimitBytes * 16 })
   // Bun's stop() without force stops accepting and resolves once in-flight requests are done.
   lifecycle.onDrain('http', () => app.server?.stop(false))
   lifecycle.markReady()

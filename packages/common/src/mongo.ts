@@ -165,7 +165,9 @@ export class MongoOutboxRelay {
         const events = (document[PENDING_EVENTS] ?? []) as CloudEvent[]
         await Promise.all(events.map((event) => this.bus.publishEvent(event)))
         // $pullAll with the exact documents read: FerretDB ignores $pull with a condition.
-        await collection.updateOne({ _id: document._id }, { $pullAll: { [PENDING_EVENTS]: events } } as Document)
+        await collection.updateOne({ _id: document._id }, {
+          $pullAll: { [PENDING_EVENTS]: events },
+        } as Document)
         // Clear the flag only if no new event was pushed meanwhile.
         await collection.updateOne(
           { _id: document._id, [PENDING_EVENTS]: { $size: 0 } },

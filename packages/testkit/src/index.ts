@@ -192,4 +192,5 @@ export function jsonRequest(
     ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
   })
 }
+export * from './rabbit-node'
 export * from './tokens'

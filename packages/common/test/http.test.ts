@@ -1,0 +1,243 @@
+import { afterAll, describe, expect, test } from 'bun:test'
+import type { Problem } from '@parley/contracts'
+import { jsonRequest } from '@parley/testkit'
+import { Elysia, t } from 'elysia'
+import { HttpProblem, problems } from '../src/errors'
+import { httpKit, serve } from '../src/http'
+import { createLogger } from '../src/logger'
+import { createRuntime } from '../src/runtime'
+
+function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []) {
+  const runtime = createRuntime('kit', 'silent')
+  runtime.lifecycle.markReady()
+  const app = new Elysia()
+    .use(
+      httpKit({
+        service: 'kit',
+        logger: runtime.logger,
+        metrics: runtime.metrics,
+        lifecycle: runtime.lifecycle,
+        readiness,
+        bodyLimitBytes: 1024,
+      }),
+    )
+    .post('/widgets/:id', ({ body, params }) => ({ id: params.id, name: body.name }), {
+      body: t.Object({ name: t.String({ minLength: 2 }), count: t.Integer({ minimum: 0 }) }),
+      params: t.Object({ id: t.String({ pattern: '^[a-z]+$' }) }),
+    })
+    .get('/crash', () => {
+      throw new Error('database password is hunter2')
+    })
+    .get('/limited', () => {
+      throw problems.tooManyRequests(7)
+    })
+  return { app, runtime }
+}
+
+const PROBLEM = 'application/problem+json'
+
+async function problemOf(response: Response): Promise<Problem> {
+  return (await response.json()) as Problem
+}
+
+describe('problem+json', () => {
+  const { app } = buildTestApp()
+
+  test('validation names every bad field', async () => {
+    const response = await app.handle(jsonRequest('POST', '/widgets/Bad1', { name: 'x' }))
+    expect(response.status).toBe(422)
+    expect(response.headers.get('content-type')).toBe(PROBLEM)
+    const body = await problemOf(response)
+    expect(body).toMatchObject({
+      type: expect.stringContaining('/validation'),
+      title: 'Validation Failed',
+      status: 422,
+    })
+    expect(body.instance).toBe('/widgets/Bad1')
+    const fields = body.errors?.map((error) => error.field)
+    expect(fields).toContain('params.id')
+  })
+
+  test('body fields are named', async () => {
+    const response = await app.handle(jsonRequest('POST', '/widgets/ok', { name: 'x' }))
+    const fields = (await problemOf(response)).errors?.map((error) => error.field).sort()
+    expect(fields).toEqual(['body.count', 'body.name'])
+  })
+
+  test('malformed JSON is a 400 problem', async () => {
+    const response = await app.handle(jsonRequest('POST', '/widgets/ok', '{"name":'))
+    expect(response.status).toBe(400)
+    expect((await problemOf(response)).errors).toEqual([{ field: 'body', message: 'Malformed body' }])
+  })
+
+  test('unknown routes are 404 problems', async () => {
+    const response = await app.handle(new Request('http://localhost/nowhere'))
+    expect(response.status).toBe(404)
+    expect(response.headers.get('content-type')).toBe(PROBLEM)
+  })
+
+  test('unexpected errors are 500 problems without internals', async () => {
+    const response = await app.handle(new Request('http://localhost/crash'))
+    expect(response.status).toBe(500)
+    const text = await response.text()
+    expect(text).not.toContain('hunter2')
+    expect(JSON.parse(text)).toMatchObject({ status: 500, title: 'Internal Server Error' })
+  })
+
+  test('problems carry their headers', async () => {
+    const response = await app.handle(new Request('http://localhost/limited'))
+    expect(response.status).toBe(429)
+    expect(response.headers.get('retry-after')).toBe('7')
+  })
+
+  test('HttpProblem serialises to RFC 9457 members only', () => {
+    const problem = new HttpProblem(409, 'Conflict', 'taken', 'conflict')
+    expect(problem.toJSON('/x')).toEqual({
+      type: 'https://parley.dev/problems/conflict',
+      title: 'Conflict',
+      status: 409,
+      detail: 'taken',
+      instance: '/x',
+    })
+  })
+})
+
+describe('request context', () => {
+  const { app } = buildTestApp()
+
+  test('a valid incoming request id is kept, an invalid one replaced', async () => {
+    const kept = await app.handle(
+      new Request('http://localhost/health', { headers: { 'x-request-id': 'abc-123' } }),
+    )
+    expect(kept.headers.get('x-request-id')).toBe('abc-123')
+    const replaced = await app.handle(
+      new Request('http://localhost/health', { headers: { 'x-request-id': 'bad id\n' } }),
+    )
+    expect(replaced.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/)
+  })
+})
+
+describe('health, readiness, metrics, docs', () => {
+  test('/health answers while /ready reflects critical dependencies only', async () => {
+    const { app } = buildTestApp([
+      { name: 'db', check: async () => undefined },
+      { name: 'broker', critical: false, check: async () => Promise.reject(new Error('down')) },
+    ])
+    expect((await app.handle(new Request('http://localhost/health'))).status).toBe(200)
+    const ready = await app.handle(new Request('http://localhost/ready'))
+    expect(ready.status).toBe(200)
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { db: 'ok', broker: 'down' } })
+
+    const { app: failing } = buildTestApp([
+      { name: 'db', timeoutMs: 50, check: () => new Promise(() => undefined) },
+    ])
+    const notReady = await failing.handle(new Request('http://localhost/ready'))
+    expect(notReady.status).toBe(503)
+    expect(((await notReady.json()) as { checks: Record<string, string> }).checks.db).toContain(
+      'did not answer within 50 ms',
+    )
+  })
+
+  test('/ready is false while shutting down', async () => {
+    const { app, runtime } = buildTestApp()
+    await runtime.lifecycle.shutdown()
+    expect((await app.handle(new Request('http://localhost/ready'))).status).toBe(503)
+  })
+
+  test('/metrics exposes the request histogram by route template', async () => {
+    const { app } = buildTestApp()
+    await app.handle(jsonRequest('POST', '/widgets/abc', { name: 'ok', count: 1 }))
+    await app.handle(jsonRequest('POST', '/widgets/def', { name: 'x' }))
+    await Bun.sleep(20)
+    const response = await app.handle(new Request('http://localhost/metrics'))
+    expect(response.headers.get('content-type')).toContain('text/plain')
+    const text = await response.text()
+    expect(text).toContain('# TYPE http_request_duration_seconds histogram')
+    expect(text).toMatch(
+      /http_request_duration_seconds_count\{[^}]*method="POST"[^}]*route="\/widgets\/:id"[^}]*status="200"[^}]*\} 1/,
+    )
+    expect(text).toMatch(/http_request_duration_seconds_count\{[^}]*status="422"[^}]*\} 1/)
+    expect(text).toContain('process_resident_memory_bytes')
+  })
+
+  test('/docs/json documents the routes but not the infrastructure endpoints', async () => {
+    const { app } = buildTestApp()
+    const spec = (await (await app.handle(new Request('http://localhost/docs/json'))).json()) as {
+      paths: object
+    }
+    expect(Object.keys(spec.paths)).toContain('/widgets/{id}')
+    expect(Object.keys(spec.paths)).not.toContain('/metrics')
+  })
+})
+
+describe('over a real listener', () => {
+  const { app, runtime } = buildTestApp()
+  const log = createLogger('kit', 'silent')
+  let port = 0
+  serve(app, {
+    port: 0,
+    host: '127.0.0.1',
+    bodyLimitBytes: 1024,
+    graceMs: 1000,
+    delayMs: 0,
+    lifecycle: runtime.lifecycle,
+    logger: log,
+  })
+  port = app.server?.port ?? 0
+  afterAll(() => app.stop())
+
+  test('an oversized body gets a 413 problem', async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/widgets/abc`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'x'.repeat(5000), count: 1 }),
+    })
+    expect(response.status).toBe(413)
+    expect(response.headers.get('content-type')).toBe(PROBLEM)
+  })
+})
+
+describe('chunked bodies over a real listener', () => {
+  const { app, runtime } = buildTestApp()
+  serve(app, {
+    port: 0,
+    host: '127.0.0.1',
+    bodyLimitBytes: 1024,
+    graceMs: 1000,
+    delayMs: 0,
+    lifecycle: runtime.lifecycle,
+    logger: createLogger('kit', 'silent'),
+  })
+  afterAll(() => app.stop())
+
+  function chunkedBody(text: string) {
+    return new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let offset = 0; offset < text.length; offset += 256)
+          controller.enqueue(Buffer.from(text.slice(offset, offset + 256)))
+        controller.close()
+      },
+    })
+  }
+
+  test('an undeclared body within the limit is parsed and validated', async () => {
+    const response = await fetch(`http://127.0.0.1:${app.server?.port}/widgets/abc`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chunkedBody(JSON.stringify({ name: 'fine', count: 2 })),
+    })
+    expect(response.status).toBe(200)
+    expect(await response.json()).toEqual({ id: 'abc', name: 'fine' })
+  })
+
+  // Runs last: Bun's fetch client may reuse the socket the server asked to close after a 413.
+  test('an undeclared oversized body is cut off with a 413 problem', async () => {
+    const response = await fetch(`http://127.0.0.1:${app.server?.port}/widgets/abc`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chunkedBody(JSON.stringify({ name: 'x'.repeat(5000), count: 1 })),
+    })
+    expect(response.status).toBe(413)
+    expect(response.headers.get('content-type')).toBe(PROBLEM)
+  })
+})
