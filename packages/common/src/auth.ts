@@ -2,6 +2,8 @@ import { Elysia } from 'elysia'
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
+  customFetch,
+  type FetchImplementation,
   type JSONWebKeySet,
   type JWTPayload,
   errors as joseErrors,
@@ -32,6 +34,8 @@ export type VerifierOptions = {
   /** Extra rejection, e.g. the gateway's session-revocation check. */
   isRevoked?: (identity: Identity) => Promise<boolean> | boolean
   cooldownMs?: number
+  /** Fetches the remote JWKS (default: global fetch), e.g. to count fetches. */
+  jwksFetch?: FetchImplementation
 }
 
 /** Verifies access tokens locally against the auth service's public keys; no shared secret. */
@@ -45,6 +49,7 @@ export class AccessTokenVerifier {
             cooldownDuration: options.cooldownMs ?? 30_000,
             cacheMaxAge: 10 * 60_000,
             timeoutDuration: 2_000,
+            ...(options.jwksFetch ? { [customFetch]: options.jwksFetch } : {}),
           })
         : createLocalJWKSet(options.jwks)
   }

@@ -1,0 +1,200 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import {
+  createTestDatabase,
+  createTestVhost,
+  type TestDatabase,
+  type TestVhost,
+  waitFor,
+} from '@parley/testkit'
+import amqp from 'amqplib'
+import { eq, sql } from 'drizzle-orm'
+import { integer, pgTable, text } from 'drizzle-orm/pg-core'
+import { buildEvent, type EventBus, EventContractError } from '../src/events'
+import { consumeOnce, createPostgres, processedEvents } from '../src/postgres'
+import { collector, newBus, userRegistered } from './support'
+
+let vhost: TestVhost
+let database: TestDatabase
+let bus: EventBus
+
+beforeAll(async () => {
+  vhost = await createTestVhost()
+  database = await createTestDatabase()
+  bus = newBus(vhost.url)
+  await bus.start()
+  await bus.connected()
+})
+
+afterAll(async () => {
+  await bus.close()
+  await vhost.drop()
+  await database.drop()
+})
+
+describe('publish', () => {
+  test('is confirmed and delivered to a bound queue', async () => {
+    const received = collector<'user.registered'>()
+    await bus.subscribe({ queue: 'test.publish', types: ['user.registered'], handler: received.handler })
+    const event = await bus.publish('user.registered', userRegistered(), { correlationId: 'corr-1' })
+    expect(event).toMatchObject({
+      specversion: '1.0',
+      source: 'parley/test',
+      type: 'user.registered',
+      correlationid: 'corr-1',
+    })
+    await waitFor(() => received.ids().includes(event.id), { what: 'delivery' })
+  })
+
+  test('refuses a payload that breaks the contract, before it reaches the broker', async () => {
+    const invalid = { ...userRegistered(), email: 'not-an-email' }
+    await expect(bus.publish('user.registered', invalid)).rejects.toBeInstanceOf(EventContractError)
+    expect(() => buildEvent('parley/test', 'user.registered', { userId: 'x' } as never)).toThrow(
+      EventContractError,
+    )
+  })
+})
+
+describe('consume', () => {
+  test('an invalid message is dead-lettered and the consumer keeps going', async () => {
+    const received = collector<'user.registered'>()
+    await bus.subscribe({ queue: 'test.invalid', types: ['user.registered'], handler: received.handler })
+    const connection = await amqp.connect(vhost.url)
+    const channel = await connection.createConfirmChannel()
+    channel.publish('parley.events', 'user.registered', Buffer.from('{"not":"a cloud event"}'), {
+      type: 'user.registered',
+    })
+    channel.publish('parley.events', 'user.registered', Buffer.from('definitely not json'))
+    const badData = buildEvent('parley/test', 'user.registered', userRegistered())
+    channel.publish(
+      'parley.events',
+      'user.registered',
+      Buffer.from(JSON.stringify({ ...badData, data: { userId: 1 } })),
+    )
+    await channel.waitForConfirms()
+    await connection.close()
+
+    const valid = await bus.publish('user.registered', userRegistered())
+    await waitFor(() => received.ids().includes(valid.id), { what: 'valid event after invalid ones' })
+    expect(received.seen).toHaveLength(1)
+    const dead = await waitFor(
+      async () => {
+        const messages = await vhost.getMessages('test.invalid.dead', 10)
+        return messages.length === 3 ? messages : undefined
+      },
+      { what: 'three dead letters' },
+    )
+    for (const message of dead)
+      expect(String(message.properties.headers?.['x-parley-reason'])).toStartWith('invalid:')
+  })
+
+  test('a failing handler is retried after each delay, then dead-lettered', async () => {
+    const attempts: { attempt: number; at: number }[] = []
+    await bus.subscribe({
+      queue: 'test.retry',
+      types: ['user.registered'],
+      retryDelaysMs: [200, 400],
+      handler: async (_event, { attempt }) => {
+        attempts.push({ attempt, at: Date.now() })
+        throw new Error('downstream unavailable')
+      },
+    })
+    await bus.publish('user.registered', userRegistered())
+    await waitFor(() => attempts.length === 3, { what: 'three attempts' })
+    expect(attempts.map((entry) => entry.attempt)).toEqual([0, 1, 2])
+    expect(attempts[1]!.at - attempts[0]!.at).toBeGreaterThanOrEqual(190)
+    expect(attempts[2]!.at - attempts[1]!.at).toBeGreaterThanOrEqual(390)
+    const dead = await waitFor(
+      async () => {
+        const messages = await vhost.getMessages('test.retry.dead', 5)
+        return messages.length === 1 ? messages : undefined
+      },
+      { what: 'the dead letter' },
+    )
+    expect(String(dead[0]!.properties.headers?.['x-parley-reason'])).toBe('failed: downstream unavailable')
+    await Bun.sleep(700)
+    expect(attempts).toHaveLength(3)
+  })
+
+  test('a handler that recovers on retry acknowledges the event once', async () => {
+    let calls = 0
+    const done: string[] = []
+    await bus.subscribe({
+      queue: 'test.recover',
+      types: ['user.registered'],
+      retryDelaysMs: [100],
+      handler: async (event) => {
+        calls++
+        if (calls === 1) throw new Error('transient')
+        done.push(event.id)
+      },
+    })
+    const event = await bus.publish('user.registered', userRegistered())
+    await waitFor(() => done.includes(event.id), { what: 'recovery' })
+    expect(await vhost.getMessages('test.recover.dead')).toHaveLength(0)
+  })
+
+  test('a duplicate delivery is applied once (consumeOnce)', async () => {
+    const counters = pgTable('counters', {
+      userId: text('user_id').primaryKey(),
+      applied: integer('applied').notNull(),
+    })
+    const pg = createPostgres(database.url, { schema: { counters, processedEvents } })
+    await pg.sql`create table processed_events (consumer text not null, event_id text not null, processed_at timestamptz not null default now(), primary key (consumer, event_id))`
+    await pg.sql`create table counters (user_id text primary key, applied int not null)`
+    const outcomes: boolean[] = []
+    await bus.subscribe({
+      queue: 'test.dedup',
+      types: ['user.registered'],
+      handler: async (event) => {
+        outcomes.push(
+          await consumeOnce(pg.db, 'test.dedup', event.id, async (tx) => {
+            await tx
+              .insert(counters)
+              .values({ userId: event.data.userId, applied: 1 })
+              .onConflictDoUpdate({ target: counters.userId, set: { applied: sql`${counters.applied} + 1` } })
+          }),
+        )
+      },
+    })
+    const event = buildEvent('parley/test', 'user.registered', userRegistered())
+    await bus.publishEvent(event)
+    await bus.publishEvent(event)
+    await waitFor(() => outcomes.length === 2, { what: 'two deliveries' })
+    expect(outcomes.sort()).toEqual([false, true])
+    const [row] = await pg.db.select().from(counters).where(eq(counters.userId, event.data.userId))
+    expect(row?.applied).toBe(1)
+    await pg.close()
+  })
+
+  test('transient subscriptions fan out to every process', async () => {
+    const other = newBus(vhost.url)
+    await other.start()
+    await other.connected()
+    const first = collector<'message.sent'>()
+    const second = collector<'message.sent'>()
+    await bus.subscribe({
+      queue: 'test.fanout',
+      transient: true,
+      types: ['message.sent'],
+      handler: first.handler,
+    })
+    await other.subscribe({
+      queue: 'test.fanout',
+      transient: true,
+      types: ['message.sent'],
+      handler: second.handler,
+    })
+    const event = await bus.publish('message.sent', {
+      messageId: 'm-1',
+      conversationId: 'c-1',
+      senderId: Bun.randomUUIDv7(),
+      recipientIds: [Bun.randomUUIDv7()],
+      preview: 'hello',
+      createdAt: new Date().toISOString(),
+    })
+    await waitFor(() => first.ids().includes(event.id) && second.ids().includes(event.id), {
+      what: 'both replicas',
+    })
+    await other.close()
+  })
+})

@@ -1,0 +1,153 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test'
+import {
+  createPrivateRabbit,
+  createTestDatabase,
+  createTestMongo,
+  type PrivateRabbit,
+  type TestDatabase,
+  type TestMongo,
+  waitFor,
+} from '@parley/testkit'
+import { createRuntime } from '../src'
+import { buildEvent, type EventBus } from '../src/events'
+import {
+  createMongo,
+  ensureOutboxIndexes,
+  type MongoHandle,
+  MongoOutboxRelay,
+  pendingEventsFields,
+} from '../src/mongo'
+import { createPostgres, enqueueEvents, outbox, PgOutboxRelay, type PostgresClient } from '../src/postgres'
+import { collector, newBus, userRegistered } from './support'
+
+// A broker of this file's own, so stopping it disturbs no other test.
+let rabbit: PrivateRabbit
+let database: TestDatabase
+let mongoTarget: TestMongo
+let pg: PostgresClient<{ outbox: typeof outbox }>
+let mongo: MongoHandle
+const runtime = createRuntime('outage-test', process.env.TEST_LOG_LEVEL ?? 'silent')
+
+beforeAll(async () => {
+  rabbit = await createPrivateRabbit()
+  await rabbit.start()
+  database = await createTestDatabase()
+  pg = createPostgres(database.url, { schema: { outbox } })
+  // Same shape drizzle-kit generates into each service's migrations from the shared table.
+  await pg.sql`create table outbox (id uuid primary key, type text not null, event jsonb not null, created_at timestamptz not null default now(), attempts integer not null default 0)`
+  mongoTarget = createTestMongo()
+  mongo = createMongo(mongoTarget.url, mongoTarget.dbName)
+  await ensureOutboxIndexes(mongo.db, ['documents'])
+}, 90_000)
+
+afterAll(async () => {
+  await pg.close()
+  await mongo.close()
+  await database.drop()
+  await mongoTarget.drop()
+  await rabbit.destroy()
+})
+
+async function connectedBus(): Promise<EventBus> {
+  const bus = newBus(rabbit.url, runtime)
+  await bus.start()
+  await bus.connected(60_000)
+  return bus
+}
+
+test('broker stopped and restarted mid-stream: every outbox event is delivered', async () => {
+  const bus = await connectedBus()
+  const received = collector<'user.registered'>()
+  await bus.subscribe({ queue: 'test.outage', types: ['user.registered'], handler: received.handler })
+  const relay = new PgOutboxRelay(pg.sql, bus, runtime.logger, runtime.metrics, { pollIntervalMs: 100 })
+  await relay.start()
+
+  const written: string[] = []
+  const writeSome = async (count: number) => {
+    for (let index = 0; index < count; index++) {
+      const event = buildEvent('parley/test', 'user.registered', userRegistered())
+      await pg.db.transaction((tx) => enqueueEvents(tx, [event]))
+      written.push(event.id)
+      await Bun.sleep(5)
+    }
+  }
+  await writeSome(50)
+  const restart = (async () => {
+    await rabbit.stop()
+    await Bun.sleep(500)
+    await rabbit.start()
+  })()
+  await writeSome(100)
+  await restart
+  await writeSome(50)
+
+  await waitFor(() => written.every((id) => received.ids().includes(id)), {
+    timeoutMs: 60_000,
+    what: 'all 200 events',
+  })
+  expect(new Set(received.ids())).toEqual(new Set(written))
+  await relay.stop()
+  await bus.close()
+}, 120_000)
+
+test('PostgreSQL outbox: events written while the broker is down arrive after it returns', async () => {
+  const bus = await connectedBus()
+  const received = collector<'user.registered'>()
+  await bus.subscribe({ queue: 'test.pg-outbox', types: ['user.registered'], handler: received.handler })
+  const relay = new PgOutboxRelay(pg.sql, bus, runtime.logger, runtime.metrics, { pollIntervalMs: 100 })
+  await relay.start()
+  await rabbit.stop()
+
+  const events = Array.from({ length: 5 }, () =>
+    buildEvent('parley/test', 'user.registered', userRegistered()),
+  )
+  for (const event of events) await pg.db.transaction((tx) => enqueueEvents(tx, [event]))
+  await Bun.sleep(500)
+  const [pending] = await pg.sql<{ count: number }[]>`select count(*)::int as count from outbox`
+  expect(pending?.count).toBe(5)
+
+  await rabbit.start()
+  await waitFor(() => events.every((event) => received.ids().includes(event.id)), {
+    timeoutMs: 60_000,
+    what: 'outbox drain',
+  })
+  const [left] = await pg.sql<{ count: number }[]>`select count(*)::int as count from outbox`
+  expect(left?.count).toBe(0)
+  await relay.stop()
+  await bus.close()
+}, 120_000)
+
+test('MongoDB outbox: events stored with the document while the broker is down arrive after it returns', async () => {
+  const bus = await connectedBus()
+  const received = collector<'user.registered'>()
+  await bus.subscribe({ queue: 'test.mongo-outbox', types: ['user.registered'], handler: received.handler })
+  await rabbit.stop()
+
+  const events = Array.from({ length: 5 }, () =>
+    buildEvent('parley/test', 'user.registered', userRegistered()),
+  )
+  for (const event of events)
+    await mongo.db.collection('documents').insertOne({ kind: 'test', ...pendingEventsFields([event]) })
+  // The process "dies" before publishing: a relay that starts only now must find the pending events.
+  const relay = new MongoOutboxRelay(mongo.db, ['documents'], bus, runtime.logger, runtime.metrics, {
+    pollIntervalMs: 100,
+  })
+  relay.start()
+  await Bun.sleep(500)
+  expect(await mongo.db.collection('documents').countDocuments({ _outboxPending: true })).toBe(5)
+
+  await rabbit.start()
+  await waitFor(() => events.every((event) => received.ids().includes(event.id)), {
+    timeoutMs: 60_000,
+    what: 'outbox drain',
+  })
+  await waitFor(
+    async () => (await mongo.db.collection('documents').countDocuments({ _outboxPending: true })) === 0,
+    {
+      what: 'pending flags cleared',
+    },
+  )
+  expect(await mongo.db.collection('documents').countDocuments({ kind: 'test' })).toBe(5)
+  await relay.stop()
+  await bus.close()
+}, 120_000)
