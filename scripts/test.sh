@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `bun run test`: everything CI checks, on a bare Debian machine or a warm one.
+# Installs the pinned Bun and the dependencies, brings up the real servers, typechecks,
+# lints, runs every test file against those servers and prints the JUnit-based summary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-bun.sh || exit 1
+bun install --frozen-lockfile || exit 1
+bash scripts/infra.sh up || exit 1
+
+status=0
+step() {
+  local name=$1
+  shift
+  echo "==> $name"
+  local started=$SECONDS
+  if "$@"; then
+    echo "==> $name ok ($((SECONDS - started)) s)"
+  else
+    echo "==> $name FAILED"
+    status=1
+  fi
+}
+
+step typecheck bun run typecheck
+step lint bun run lint
+
+mkdir -p reports
+rm -f reports/junit.xml
+echo "==> bun test"
+started=$SECONDS
+TEST_LOG_LEVEL=${TEST_LOG_LEVEL:-silent} bun test --reporter=junit --reporter-outfile=reports/junit.xml packages services test || status=1
+echo "==> bun test finished ($((SECONDS - started)) s)"
+
+if [[ -f reports/junit.xml ]]; then
+  bun scripts/junit-summary.ts reports/junit.xml || status=1
+else
+  echo "tests: 0 passed, 0 failed (no JUnit report written)"
+  status=1
+fi
+exit $status
