@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `bun run bench [auth|user|chat|gateway ...]`: runs the benchmarks (not tests) against the
+# local servers. Each prints its figures, ratios against a baseline measured in the same run,
+# and the command that produced them. Sizes are bounded by default; see each script's header.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-bun.sh
+bash scripts/infra.sh up >/dev/null
+
+suites=("$@")
+[[ ${#suites[@]} -gt 0 ]] || suites=(auth user chat gateway)
+for suite in "${suites[@]}"; do
+  for script in bench/"$suite"/*; do
+    case "$script" in
+      *.ts) echo "==> bun $script"; bun "$script" ;;
+      *.sh) echo "==> bash $script"; bash "$script" ;;
+    esac
+  done
+done
