@@ -1,0 +1,61 @@
+import { outbox, processedEvents } from '@parley/common/postgres'
+import { sql } from 'drizzle-orm'
+import { index, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core'
+
+export { outbox, processedEvents }
+
+/** In-app notifications; ids are UUIDv7, so `id desc` is newest first and doubles as the page cursor. */
+export const notifications = pgTable(
+  'notifications',
+  {
+    id: uuid('id').primaryKey(),
+    userId: uuid('user_id').notNull(),
+    type: text('type').notNull(),
+    payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    readAt: timestamp('read_at', { withTimezone: true }),
+  },
+  (table) => [
+    index('notifications_user_id_id_idx').on(table.userId, table.id.desc()),
+    index('notifications_unread_user_id_id_idx')
+      .on(table.userId, table.id.desc())
+      .where(sql`${table.readAt} is null`),
+  ],
+)
+
+/**
+ * Projection of users from `user.registered` / `user.profile_updated`, to address and greet
+ * recipients. `updatedAt` is the event's own timestamp, so an older event never overwrites a newer one.
+ */
+export const users = pgTable('users', {
+  id: uuid('id').primaryKey(),
+  email: text('email'),
+  displayName: text('display_name').notNull(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
+})
+
+export type EmailDeliveryStatus = 'sending' | 'sent' | 'skipped' | 'rejected'
+
+/**
+ * One row per (event, recipient) email: a retry after a partial failure mails only the
+ * recipients not yet done. A `sending` row is a claim that lapses at `claimedUntil`, so a
+ * crashed attempt is taken over and a concurrent duplicate delivery waits its turn.
+ */
+export const emailDeliveries = pgTable(
+  'email_deliveries',
+  {
+    eventId: text('event_id').notNull(),
+    recipientId: uuid('recipient_id').notNull(),
+    template: text('template').notNull(),
+    status: text('status').$type<EmailDeliveryStatus>().notNull(),
+    /** Why a row is `skipped` or `rejected`. */
+    reason: text('reason'),
+    claimedUntil: timestamp('claimed_until', { withTimezone: true }).notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    completedAt: timestamp('completed_at', { withTimezone: true }),
+  },
+  (table) => [primaryKey({ columns: [table.eventId, table.recipientId] })],
+)
+
+export const schema = { notifications, users, emailDeliveries, outbox, processedEvents }
+export type Schema = typeof schema

@@ -1,0 +1,193 @@
+import type { Logger, Metrics } from '@parley/common'
+import type { CloudEvent } from '@parley/contracts'
+import type { UserDirectory } from '../users/service'
+import type { EmailDeliveries } from './deliveries'
+import type { Mailer, OutgoingMail } from './mailer'
+import type { PresenceReader } from './presence'
+import {
+  newMessageMail,
+  type RenderedMail,
+  type TemplateName,
+  verificationCodeMail,
+  welcomeMail,
+} from './templates'
+import type { MessageEmailThrottle } from './throttle'
+
+/** Consumer name of the email queue. */
+export const EMAIL_QUEUE = 'notification.email'
+
+type SkipReason = 'recipient_online' | 'throttled' | 'expired'
+type EmailOutcome = 'sent' | 'failed' | 'rejected' | SkipReason
+
+type Prepared =
+  | { skip: SkipReason }
+  | { mail: RenderedMail; to: { address: string; name: string }; onSendFailure?: () => Promise<void> }
+
+/** One recipient's email of an event; `prepare` decides (and may throw to retry the event later). */
+type Job = { recipientId: string; prepare: () => Promise<Prepared> }
+
+export class DeliveryIncompleteError extends Error {
+  override name = 'DeliveryIncompleteError'
+}
+
+export type MailServiceDeps = {
+  mailer: Mailer
+  deliveries: EmailDeliveries
+  directory: UserDirectory
+  presence: PresenceReader
+  throttle: MessageEmailThrottle
+  metrics: Metrics
+  logger: Logger
+}
+
+/**
+ * Turns events into emails. Each (event, recipient) is recorded in the delivery ledger, so
+ * a redelivered event or a retry after a partial failure mails only who was not mailed yet.
+ * Any failure throws, and the event bus retries the event with backoff, then dead-letters it.
+ */
+export class MailService {
+  private readonly emails
+  private readonly log: Logger
+
+  constructor(private readonly deps: MailServiceDeps) {
+    this.emails = deps.metrics.counter('notifications_emails_sent_total', 'Emails by template and outcome', [
+      'template',
+      'outcome',
+    ])
+    this.log = deps.logger.child({ component: 'mail' })
+  }
+
+  async onUserRegistered(event: CloudEvent<'user.registered'>): Promise<void> {
+    const { userId, email, displayName } = event.data
+    await this.deliver(event.id, 'welcome', [
+      {
+        recipientId: userId,
+        prepare: async () => ({ mail: welcomeMail(displayName), to: { address: email, name: displayName } }),
+      },
+    ])
+  }
+
+  async onVerificationRequested(event: CloudEvent<'user.email_verification_requested'>): Promise<void> {
+    const { userId, email, displayName, code, expiresAt } = event.data
+    await this.deliver(event.id, 'verification_code', [
+      {
+        recipientId: userId,
+        prepare: async () => {
+          const validMs = Date.parse(expiresAt) - Date.now()
+          // A code that expired while the event waited (outage, retries) would only mislead.
+          if (validMs <= 0) return { skip: 'expired' }
+          const validMinutes = Math.max(1, Math.floor(validMs / 60_000))
+          return {
+            mail: verificationCodeMail(displayName, code, validMinutes),
+            to: { address: email, name: displayName },
+          }
+        },
+      },
+    ])
+  }
+
+  /** Emails recipients who are offline, at most once per recipient and conversation per window. */
+  async onMessageSent(event: CloudEvent<'message.sent'>): Promise<void> {
+    const { senderId, conversationId, preview } = event.data
+    const recipients = [...new Set(event.data.recipientIds)].filter((userId) => userId !== senderId)
+    if (recipients.length === 0) return
+    const { directory, presence, throttle } = this.deps
+    const [people, online] = await Promise.all([
+      directory.find([...recipients, senderId]),
+      presence.onlineAmong(recipients),
+    ])
+    const senderName = people.get(senderId)?.displayName ?? 'Someone'
+    await this.deliver(
+      event.id,
+      'new_message',
+      recipients.map((recipientId) => ({
+        recipientId,
+        prepare: async (): Promise<Prepared> => {
+          if (online.has(recipientId)) return { skip: 'recipient_online' }
+          const recipient = people.get(recipientId)
+          // The users projection may lag behind chat: retry until it catches up.
+          if (!recipient?.email)
+            throw new DeliveryIncompleteError(`recipient ${recipientId} is not known yet`)
+          if (!(await throttle.acquire(recipientId, conversationId, event.id))) return { skip: 'throttled' }
+          return {
+            mail: newMessageMail(recipient.displayName, senderName, preview),
+            to: { address: recipient.email, name: recipient.displayName },
+            onSendFailure: () => throttle.release(recipientId, conversationId, event.id),
+          }
+        },
+      })),
+    )
+  }
+
+  private async deliver(eventId: string, template: TemplateName, jobs: readonly Job[]): Promise<void> {
+    const claims = await this.deps.deliveries.claim(
+      eventId,
+      template,
+      jobs.map((job) => job.recipientId),
+    )
+    const owned = jobs.filter((job) => claims.get(job.recipientId) === 'owned')
+    const results = await Promise.allSettled(owned.map((job) => this.deliverOne(eventId, template, job)))
+    const failures = results.filter((result) => result.status === 'rejected')
+    if (failures.length > 0) {
+      const first = failures[0]?.reason
+      throw new DeliveryIncompleteError(
+        `${failures.length} of ${owned.length} ${template} emails not delivered: ${first instanceof Error ? first.message : String(first)}`,
+      )
+    }
+    const busy = jobs.filter((job) => claims.get(job.recipientId) === 'busy').length
+    // A concurrent delivery of the same event holds these; come back once it has finished.
+    if (busy > 0)
+      throw new DeliveryIncompleteError(`${busy} ${template} emails are being sent by another attempt`)
+  }
+
+  private async deliverOne(eventId: string, template: TemplateName, job: Job): Promise<void> {
+    const { deliveries, mailer } = this.deps
+    const { recipientId } = job
+    let prepared: Prepared
+    try {
+      prepared = await job.prepare()
+    } catch (error) {
+      await this.releaseQuietly(eventId, recipientId)
+      throw error
+    }
+    if ('skip' in prepared) {
+      await deliveries.complete(eventId, recipientId, 'skipped', prepared.skip)
+      this.count(template, prepared.skip)
+      return
+    }
+    const mail: OutgoingMail = {
+      ...prepared.mail,
+      to: prepared.to,
+      messageId: `<${eventId}.${recipientId}@${mailer.domain}>`,
+    }
+    let outcome: 'sent' | 'rejected'
+    try {
+      outcome = await mailer.send(mail)
+    } catch (error) {
+      this.count(template, 'failed')
+      await prepared
+        .onSendFailure?.()
+        .catch((releaseError: unknown) =>
+          this.log.warn({ err: String(releaseError), eventId }, 'could not release the email throttle'),
+        )
+      await this.releaseQuietly(eventId, recipientId)
+      throw error
+    }
+    await deliveries.complete(eventId, recipientId, outcome, outcome === 'rejected' ? 'relay rejected' : null)
+    this.count(template, outcome)
+    this.log.debug({ eventId, recipientId, template, outcome }, 'email handled')
+  }
+
+  /** Best effort: if it fails too, the claim lapses on its own. */
+  private async releaseQuietly(eventId: string, recipientId: string): Promise<void> {
+    await this.deps.deliveries
+      .release(eventId, recipientId)
+      .catch((error: unknown) =>
+        this.log.warn({ err: String(error), eventId }, 'could not release the email claim'),
+      )
+  }
+
+  private count(template: TemplateName, outcome: EmailOutcome): void {
+    this.emails.inc({ template, outcome })
+  }
+}

@@ -1,0 +1,81 @@
+import { Page } from '@parley/contracts'
+import { t } from 'elysia'
+
+const Uuid = t.String({ format: 'uuid' })
+const Timestamp = t.String({ format: 'date-time' })
+
+export const NotificationType = t.Union([t.Literal('message.received'), t.Literal('conversation.added')], {
+  description:
+    '`message.received`: someone wrote in a conversation you are in; `conversation.added`: someone started a conversation with you',
+})
+export type NotificationType = typeof NotificationType.static
+
+export const MessageReceivedPayload = t.Object(
+  {
+    conversationId: t.String(),
+    messageId: t.String(),
+    senderId: Uuid,
+    senderName: t.Union([t.String(), t.Null()], {
+      description: 'Display name of the sender when the notification was created, if known',
+    }),
+    preview: t.String({ description: 'Start of the message body, as sent (plain text, not escaped)' }),
+    sentAt: Timestamp,
+  },
+  { title: 'MessageReceivedPayload' },
+)
+export type MessageReceivedPayload = typeof MessageReceivedPayload.static
+
+export const ConversationAddedPayload = t.Object(
+  {
+    conversationId: t.String(),
+    title: t.Union([t.String(), t.Null()]),
+    createdBy: Uuid,
+    createdByName: t.Union([t.String(), t.Null()], {
+      description: 'Display name of the creator when the notification was created, if known',
+    }),
+    participantCount: t.Integer({ minimum: 1 }),
+  },
+  { title: 'ConversationAddedPayload' },
+)
+export type ConversationAddedPayload = typeof ConversationAddedPayload.static
+
+export const Notification = t.Object({
+  id: Uuid,
+  type: NotificationType,
+  payload: t.Union([MessageReceivedPayload, ConversationAddedPayload], {
+    description: 'Shape depends on `type`',
+  }),
+  createdAt: Timestamp,
+  readAt: t.Union([Timestamp, t.Null()]),
+})
+export type Notification = typeof Notification.static
+
+export const NotificationPage = Page(Notification)
+export type NotificationPage = typeof NotificationPage.static
+
+export const ListQuery = t.Object({
+  unread: t.Optional(
+    t.Boolean({ description: '`true`: only unread notifications; `false`: only read ones; absent: all' }),
+  ),
+  // Same bounds as the contracts' PageQuery, written with Elysia's `t` so query strings are coerced.
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
+  cursor: t.Optional(t.String({ maxLength: 512, description: 'Opaque `nextCursor` of the previous page' })),
+})
+export type ListQuery = typeof ListQuery.static
+
+export const NotificationParams = t.Object({ id: Uuid })
+
+export const MarkedRead = t.Object({
+  markedRead: t.Integer({ minimum: 0, description: 'How many unread notifications were marked read' }),
+})
+
+/** Unread counts stop at this value: a badge shows "999+" and the count stays cheap. */
+export const UNREAD_COUNT_CAP = 999
+
+export const UnreadCount = t.Object({
+  unread: t.Integer({ minimum: 0, maximum: UNREAD_COUNT_CAP }),
+  capped: t.Boolean({
+    description: `true when there are more than ${UNREAD_COUNT_CAP} unread notifications`,
+  }),
+})
+export type UnreadCount = typeof UnreadCount.static

@@ -1,0 +1,165 @@
+import { type Metrics, newId, problems } from '@parley/common'
+import { consumeOnce } from '@parley/common/postgres'
+import type { CloudEvent } from '@parley/contracts'
+import { and, count, desc, eq, isNotNull, isNull, lt, type SQL, sql } from 'drizzle-orm'
+import type { Db, Transaction } from '../../db'
+import { notifications } from '../../db/schema'
+import type { UserDirectory } from '../users/service'
+import {
+  type ConversationAddedPayload,
+  type ListQuery,
+  type MessageReceivedPayload,
+  type Notification,
+  type NotificationPage,
+  type NotificationType,
+  UNREAD_COUNT_CAP,
+  type UnreadCount,
+} from './model'
+
+/** Consumer name of the in-app queue, also its processed-events key. */
+export const INBOX_QUEUE = 'notification.inbox'
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+function encodeCursor(id: string): string {
+  return Buffer.from(id, 'utf8').toString('base64url')
+}
+
+function decodeCursor(cursor: string): string {
+  const id = Buffer.from(cursor, 'base64url').toString('utf8')
+  if (!UUID_PATTERN.test(id))
+    throw problems.validation([{ field: 'query.cursor', message: 'Not a cursor returned by this API' }])
+  return id
+}
+
+type NotificationRow = typeof notifications.$inferSelect
+
+function toNotification(row: NotificationRow): Notification {
+  return {
+    id: row.id,
+    type: row.type as NotificationType,
+    payload: row.payload as Notification['payload'],
+    createdAt: row.createdAt.toISOString(),
+    readAt: row.readAt?.toISOString() ?? null,
+  }
+}
+
+/** Recipients of a fan-out: each once, never the actor. */
+function recipientsOf(userIds: readonly string[], actorId: string): string[] {
+  return [...new Set(userIds)].filter((userId) => userId !== actorId)
+}
+
+/** In-app notifications: created from events, read and marked read by their owner. */
+export class NotificationService {
+  private readonly created
+
+  constructor(
+    private readonly db: Db,
+    private readonly directory: UserDirectory,
+    metrics: Metrics,
+  ) {
+    this.created = metrics.counter('notifications_created_total', 'In-app notifications created', ['type'])
+  }
+
+  async list(userId: string, query: ListQuery): Promise<NotificationPage> {
+    const limit = query.limit ?? 20
+    const conditions: SQL[] = [eq(notifications.userId, userId)]
+    if (query.unread === true) conditions.push(isNull(notifications.readAt))
+    if (query.unread === false) conditions.push(isNotNull(notifications.readAt))
+    if (query.cursor !== undefined) conditions.push(lt(notifications.id, decodeCursor(query.cursor)))
+    const rows = await this.db
+      .select()
+      .from(notifications)
+      .where(and(...conditions))
+      .orderBy(desc(notifications.id))
+      .limit(limit + 1)
+    const page = rows.slice(0, limit)
+    const last = page.at(-1)
+    return {
+      items: page.map(toNotification),
+      nextCursor: rows.length > limit && last ? encodeCursor(last.id) : null,
+    }
+  }
+
+  /** Marks one of the caller's notifications read (idempotent: keeps the first read time); 404 otherwise. */
+  async markRead(userId: string, id: string): Promise<Notification> {
+    const [row] = await this.db
+      .update(notifications)
+      .set({ readAt: sql`coalesce(${notifications.readAt}, now())` })
+      .where(and(eq(notifications.id, id), eq(notifications.userId, userId)))
+      .returning()
+    if (!row) throw problems.notFound('No such notification')
+    return toNotification(row)
+  }
+
+  async markAllRead(userId: string): Promise<number> {
+    const rows = await this.db
+      .update(notifications)
+      .set({ readAt: sql`now()` })
+      .where(and(eq(notifications.userId, userId), isNull(notifications.readAt)))
+      .returning({ id: notifications.id })
+    return rows.length
+  }
+
+  async unreadCount(userId: string): Promise<UnreadCount> {
+    const unread = this.db
+      .select({ id: notifications.id })
+      .from(notifications)
+      .where(and(eq(notifications.userId, userId), isNull(notifications.readAt)))
+      .limit(UNREAD_COUNT_CAP + 1)
+      .as('unread')
+    const [row] = await this.db.select({ total: count() }).from(unread)
+    const total = row?.total ?? 0
+    return { unread: Math.min(total, UNREAD_COUNT_CAP), capped: total > UNREAD_COUNT_CAP }
+  }
+
+  /** One `message.received` per recipient, never the sender; once per event. */
+  async onMessageSent(event: CloudEvent<'message.sent'>): Promise<void> {
+    const { data } = event
+    const recipients = recipientsOf(data.recipientIds, data.senderId)
+    if (recipients.length === 0) return
+    const applied = await consumeOnce(this.db, INBOX_QUEUE, event.id, async (tx) => {
+      const sender = (await this.directory.find([data.senderId], tx)).get(data.senderId)
+      const payload: MessageReceivedPayload = {
+        conversationId: data.conversationId,
+        messageId: data.messageId,
+        senderId: data.senderId,
+        senderName: sender?.displayName ?? null,
+        preview: data.preview,
+        sentAt: data.createdAt,
+      }
+      await this.insert(tx, 'message.received', recipients, payload)
+    })
+    if (applied) this.created.inc({ type: 'message.received' }, recipients.length)
+  }
+
+  /** One `conversation.added` per participant other than the creator; once per event. */
+  async onConversationCreated(event: CloudEvent<'conversation.created'>): Promise<void> {
+    const { data } = event
+    const recipients = recipientsOf(data.participantIds, data.createdBy)
+    if (recipients.length === 0) return
+    const applied = await consumeOnce(this.db, INBOX_QUEUE, event.id, async (tx) => {
+      const creator = (await this.directory.find([data.createdBy], tx)).get(data.createdBy)
+      const payload: ConversationAddedPayload = {
+        conversationId: data.conversationId,
+        title: data.title,
+        createdBy: data.createdBy,
+        createdByName: creator?.displayName ?? null,
+        participantCount: new Set([...data.participantIds, data.createdBy]).size,
+      }
+      await this.insert(tx, 'conversation.added', recipients, payload)
+    })
+    if (applied) this.created.inc({ type: 'conversation.added' }, recipients.length)
+  }
+
+  private async insert(
+    tx: Transaction,
+    type: NotificationType,
+    recipients: readonly string[],
+    payload: MessageReceivedPayload | ConversationAddedPayload,
+  ): Promise<void> {
+    await tx
+      .insert(notifications)
+      .values(recipients.map((userId) => ({ id: newId(), userId, type, payload })))
+  }
+}

@@ -1,0 +1,129 @@
+import { createRuntime, parseConfig, type Runtime } from '@parley/common'
+import { EventBus } from '@parley/common/events'
+import { closeRedis, createRedis, type Redis } from '@parley/common/redis'
+import type { EventData, EventType } from '@parley/contracts'
+import {
+  createTestDatabase,
+  createTestSigner,
+  createTestVhost,
+  type TestDatabase,
+  type TestVhost,
+  testInfra,
+  testLogger,
+  testRedisPrefix,
+  uniqueName,
+} from '@parley/testkit'
+import postgres from 'postgres'
+import { buildApp } from '../src/app'
+import { type Config, Env } from '../src/config'
+import { migrationsFolder } from '../src/db'
+import { connect, type NotificationDeps } from '../src/deps'
+
+export type Harness = {
+  app: ReturnType<typeof buildApp>
+  deps: NotificationDeps
+  runtime: Runtime
+  config: Config
+  signer: Awaited<ReturnType<typeof createTestSigner>>
+  /** Publishes like the producing services do (same exchange, this file's vhost). */
+  publisher: EventBus
+  /** Same key prefix as the service: writes presence keys as the gateway would. */
+  redis: Redis
+  /** Direct SQL on this file's database, for assertions. */
+  sql: postgres.Sql
+  db: TestDatabase
+  vhost: TestVhost
+  publish: <T extends EventType>(type: T, data: EventData<T>) => Promise<string>
+  /** Sum of a metric's values whose labels include `labels`. */
+  metric: (name: string, labels?: Record<string, string>) => Promise<number>
+  close: () => Promise<void>
+}
+
+/** The whole service against this file's own database, vhost and Redis prefix, and a real SMTP server. */
+export async function startHarness(env: Record<string, string> = {}): Promise<Harness> {
+  const [db, vhost, signer] = await Promise.all([
+    createTestDatabase(migrationsFolder()),
+    createTestVhost(),
+    createTestSigner(),
+  ])
+  const prefix = testRedisPrefix()
+  const config = parseConfig(Env, {
+    DATABASE_URL: db.url,
+    DATABASE_POOL_MAX: '5',
+    REDIS_URL: testInfra.redisUrl,
+    AMQP_URL: vhost.url,
+    JWKS_URL: 'http://127.0.0.1:1/unused',
+    SMTP_URL: `smtp://${testInfra.smtpHost}:${testInfra.smtpPort}`,
+    MAIL_FROM: 'Parley Test <no-reply@parley.test>',
+    MAIL_REPLY_TO: 'support@parley.test',
+    NOTIFICATION_RETRY_DELAYS_MS: '100,200,400',
+    SHUTDOWN_GRACE_MS: '2000',
+    ...env,
+  })
+  const runtime = createRuntime('notification', 'silent', testLogger('notification'))
+  const deps = await connect(config, runtime, { jwks: signer.jwks, redisKeyPrefix: prefix })
+  await deps.bus.connected()
+  const publisher = new EventBus({
+    url: vhost.url,
+    exchange: config.AMQP_EXCHANGE,
+    source: 'parley/test',
+    prefetch: 10,
+    logger: testLogger(),
+    metrics: createRuntime('test', 'silent', testLogger()).metrics,
+  })
+  await publisher.start()
+  await publisher.connected()
+  const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: prefix })
+  const sql = postgres(db.url, { max: 2, onnotice: () => undefined })
+
+  const metric = async (name: string, labels: Record<string, string> = {}) => {
+    const found = runtime.metrics.registry.getSingleMetric(name)
+    if (!found) return 0
+    const { values } = await found.get()
+    return values
+      .filter((value) => Object.entries(labels).every(([key, expected]) => value.labels[key] === expected))
+      .reduce((sum, value) => sum + value.value, 0)
+  }
+
+  return {
+    app: buildApp(deps),
+    deps,
+    runtime,
+    config,
+    signer,
+    publisher,
+    redis,
+    sql,
+    db,
+    vhost,
+    publish: async (type, data) => (await publisher.publish(type, data)).id,
+    metric,
+    close: async () => {
+      await publisher.close()
+      await runtime.lifecycle.shutdown()
+      await closeRedis(redis)
+      await sql.end()
+      await Promise.all([db.drop(), vhost.drop()])
+    },
+  }
+}
+
+/** An address nobody else's test uses, so the shared SMTP sink's mailbox for it is ours. */
+export function uniqueAddress(): string {
+  return `${uniqueName('rcpt')}@parley.test`
+}
+
+export function newUserId(): string {
+  return Bun.randomUUIDv7()
+}
+
+export function registered(userId: string, email: string, displayName: string): EventData<'user.registered'> {
+  return {
+    userId,
+    email,
+    displayName,
+    emailVerified: false,
+    roles: ['user'],
+    createdAt: new Date().toISOString(),
+  }
+}
