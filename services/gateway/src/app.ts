@@ -1,22 +1,53 @@
-import { httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
+import { type AccessTokenVerifier, httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
 import { Elysia } from 'elysia'
 import type { Config } from './config'
+import { docsRoutes } from './modules/docs'
+import type { DocsAggregator } from './modules/docs/service'
+import { proxyRoutes } from './modules/proxy'
+import type { Upstream } from './modules/proxy/service'
+import type { RateLimiter } from './modules/rate-limit/service'
+import { realtimeRoutes } from './modules/realtime'
+import type { RealtimeHub } from './modules/realtime/service'
+import { security } from './modules/security'
 
-export type AppDeps = { runtime: Runtime; config: Config; readiness: ReadinessCheck[] }
+export type AppDeps = {
+  runtime: Runtime
+  config: Config
+  readiness: ReadinessCheck[]
+  upstreams: readonly Upstream[]
+  verifier: AccessTokenVerifier
+  limiter: RateLimiter
+  hub: RealtimeHub
+  docs: DocsAggregator
+}
 
-/** Builds the gateway service; index.ts connects the clients and listens. */
-export function buildApp({ runtime, config, readiness }: AppDeps) {
-  return new Elysia().use(
-    httpKit({
-      service: 'gateway',
-      description: 'Public edge: routing, authentication, rate limits, docs, WebSocket',
-      logger: runtime.logger,
-      metrics: runtime.metrics,
-      lifecycle: runtime.lifecycle,
-      readiness,
-      bodyLimitBytes: config.BODY_LIMIT_BYTES,
-    }),
-  )
+/** Builds the gateway; deps.ts connects the clients and index.ts listens. */
+export function buildApp({ runtime, config, readiness, upstreams, verifier, limiter, hub, docs }: AppDeps) {
+  return new Elysia()
+    .use(
+      httpKit({
+        service: 'gateway',
+        description: 'Public edge: routing, authentication, rate limits, docs, WebSocket',
+        logger: runtime.logger,
+        metrics: runtime.metrics,
+        lifecycle: runtime.lifecycle,
+        readiness,
+        bodyLimitBytes: config.BODY_LIMIT_BYTES,
+      }),
+    )
+    .use(security({ corsOrigins: config.CORS_ORIGINS, hstsMaxAge: config.HSTS_MAX_AGE }))
+    .use(docsRoutes(docs))
+    .use(realtimeRoutes({ hub, verifier, limiter }))
+    .use(
+      proxyRoutes({
+        upstreams,
+        verifier,
+        limiter,
+        metrics: runtime.metrics,
+        trustProxyHops: config.TRUST_PROXY_HOPS,
+        bodyLimitBytes: config.BODY_LIMIT_BYTES,
+      }),
+    )
 }
 
 export type App = ReturnType<typeof buildApp>

@@ -1,8 +1,153 @@
-import type { Runtime } from '@parley/common'
+import { AccessTokenVerifier, ConfigError, type Runtime } from '@parley/common'
+import { EventBus } from '@parley/common/events'
+import { closeRedis, createRedis } from '@parley/common/redis'
+import { PRESENCE_TTL_MS } from '@parley/contracts'
 import type { AppDeps } from './app'
 import type { Config } from './config'
+import { GATEWAY_DOCUMENT } from './modules/docs/model'
+import { DocsAggregator } from './modules/docs/service'
+import { RevocationStore } from './modules/edge-auth/service'
+import { API_PREFIX, type Upstream } from './modules/proxy/service'
+import { parsePolicies, type RateLimitPolicies } from './modules/rate-limit/model'
+import { RateLimiter } from './modules/rate-limit/service'
+import { REALTIME_EVENT_TYPES } from './modules/realtime/model'
+import { RealtimeHub } from './modules/realtime/service'
 
-/** Connects what the gateway service needs and registers how to release it on shutdown. */
-export async function connect(config: Config, runtime: Runtime): Promise<AppDeps> {
-  return { runtime, config, readiness: [] }
+export function upstreamsOf(config: Config): Upstream[] {
+  const upstream = (
+    name: Upstream['name'],
+    prefix: string,
+    baseUrl: string,
+    timeoutMs: number,
+  ): Upstream => ({
+    name,
+    prefix,
+    baseUrl: baseUrl.replace(/\/$/, ''),
+    timeoutMs,
+  })
+  return [
+    upstream('auth', '/auth', config.AUTH_URL, config.AUTH_TIMEOUT_MS),
+    upstream('user', '/users', config.USER_URL, config.USER_TIMEOUT_MS),
+    upstream('chat', '/conversations', config.CHAT_URL, config.CHAT_TIMEOUT_MS),
+    upstream('notification', '/notifications', config.NOTIFICATION_URL, config.NOTIFICATION_TIMEOUT_MS),
+  ]
+}
+
+/** RATE_LIMIT_POLICIES is JSON inside a string: a bad value stops start-up with one line, like loadConfig. */
+function policiesOrExit(raw: string): RateLimitPolicies {
+  try {
+    return parsePolicies(raw)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    process.stderr.write(`${error.message}\n`)
+    process.exit(78)
+  }
+}
+
+export type ConnectOptions = {
+  /** Key prefix of every Redis key (tests); production leaves it empty so presence keys match the contract. */
+  redisKeyPrefix?: string
+}
+
+/** Connects Redis and the broker, starts the consumers and registers how to release them on shutdown. */
+export async function connect(
+  config: Config,
+  runtime: Runtime,
+  options: ConnectOptions = {},
+): Promise<AppDeps> {
+  const { logger, metrics, lifecycle } = runtime
+  const policies = policiesOrExit(config.RATE_LIMIT_POLICIES)
+  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: options.redisKeyPrefix })
+  const bus = new EventBus({
+    url: config.AMQP_URL,
+    exchange: config.AMQP_EXCHANGE,
+    source: 'parley/gateway',
+    prefetch: config.AMQP_PREFETCH,
+    logger,
+    metrics,
+  })
+
+  const jwksFetches = metrics.counter('jwks_fetches_total', 'Fetches of the auth JWKS by outcome', [
+    'outcome',
+  ])
+  const revocations = new RevocationStore(redis, config.REVOCATION_TTL_SECONDS, logger)
+  const verifier = new AccessTokenVerifier({
+    jwks: new URL(config.JWKS_URL),
+    issuer: config.JWT_ISSUER,
+    audience: config.JWT_AUDIENCE,
+    cooldownMs: config.JWKS_REFETCH_COOLDOWN_MS,
+    isRevoked: (identity) => revocations.isRevoked(identity),
+    jwksFetch: async (url, init) => {
+      try {
+        const response = await fetch(url, init)
+        jwksFetches.inc({ outcome: response.ok ? 'ok' : 'error' })
+        return response
+      } catch (error) {
+        jwksFetches.inc({ outcome: 'error' })
+        throw error
+      }
+    },
+  })
+  const limiter = new RateLimiter(redis, policies, logger, metrics)
+  const hub = new RealtimeHub(
+    redis,
+    {
+      maxConnectionsPerUser: config.WS_MAX_CONNECTIONS_PER_USER,
+      pingIntervalMs: config.WS_PING_INTERVAL_MS,
+      maxBufferedBytes: config.WS_MAX_BUFFERED_BYTES,
+      presenceTtlMs: PRESENCE_TTL_MS,
+    },
+    logger,
+    metrics,
+  )
+  const upstreams = upstreamsOf(config)
+  const docs = new DocsAggregator(
+    GATEWAY_DOCUMENT,
+    upstreams.map((upstream) => ({
+      service: upstream.name,
+      url: upstream.baseUrl,
+      pathPrefix: API_PREFIX,
+    })),
+    { refreshMs: config.DOCS_REFRESH_MS, timeoutMs: config.DOCS_FETCH_TIMEOUT_MS },
+    logger,
+  )
+
+  await bus.start()
+  // Shared state written once: a durable queue, so a revocation is not lost while every replica is down.
+  await bus.subscribe({
+    queue: 'gateway.revocations',
+    types: ['user.sessions_revoked'],
+    handler: (event) => revocations.revoke(event.data.userId, new Date(event.data.revokedBefore)),
+  })
+  // Every replica pushes to its own sockets: an exclusive per-process queue.
+  await bus.subscribe({
+    queue: 'gateway.realtime',
+    types: REALTIME_EVENT_TYPES,
+    transient: true,
+    handler: async (event) => {
+      hub.deliver(event)
+    },
+  })
+  hub.start()
+
+  lifecycle.onDrain('events', () => bus.stopConsuming())
+  lifecycle.onDrain('websockets', () => hub.close())
+  lifecycle.onClose('broker', () => bus.close())
+  lifecycle.onClose('rate-limiter', () => limiter.close())
+  lifecycle.onClose('redis', () => closeRedis(redis))
+
+  return {
+    runtime,
+    config,
+    upstreams,
+    verifier,
+    limiter,
+    hub,
+    docs,
+    // The gateway degrades without either (in-process limits, no pushes); upstreams have their own probes.
+    readiness: [
+      { name: 'redis', check: () => redis.ping(), critical: false },
+      { name: 'broker', check: () => bus.check(), critical: false },
+    ],
+  }
 }

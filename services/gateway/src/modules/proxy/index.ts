@@ -1,0 +1,134 @@
+import { type AccessTokenVerifier, bearerToken, type Metrics, problems } from '@parley/common'
+import { gatewayPlugin } from '../../plugin'
+import { routeAccess } from '../edge-auth/service'
+import { type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
+import {
+  API_PREFIX,
+  clientAddress,
+  forward,
+  limitBody,
+  matchUpstream,
+  readBody,
+  type Upstream,
+  upstreamRequestHeaders,
+} from './service'
+
+export type ProxyOptions = {
+  upstreams: readonly Upstream[]
+  verifier: AccessTokenVerifier
+  limiter: RateLimiter
+  metrics: Metrics
+  trustProxyHops: number
+  bodyLimitBytes: number
+}
+
+const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
+
+/** Returned by the route's parser so Elysia's default parsers leave the body stream alone. */
+const UNPARSED = Symbol('unparsed')
+
+/**
+ * The body to forward: the untouched request stream, unless a global parser that runs
+ * before the route's (e.g. one buffering undeclared-length bodies to enforce the size limit)
+ * has already read it; then what it read, re-encoded.
+ */
+function forwardableBody(request: Request, parsed: unknown): ReadableStream<Uint8Array> | string | null {
+  if (!request.bodyUsed && !request.body?.locked) return request.body
+  if (parsed === undefined || parsed === UNPARSED) return null
+  return typeof parsed === 'string' ? parsed : JSON.stringify(parsed)
+}
+
+/** The login rate limit counts per IP + email; the address is hashed so no email lands in Redis keys. */
+function emailSubject(body: Uint8Array): string {
+  let email = ''
+  try {
+    const parsed: unknown = JSON.parse(new TextDecoder().decode(body))
+    if (parsed && typeof parsed === 'object' && 'email' in parsed && typeof parsed.email === 'string')
+      email = parsed.email.trim().toLowerCase()
+  } catch {
+    // Malformed JSON: the auth service answers it; it is still counted against the IP.
+  }
+  return new Bun.CryptoHasher('sha256').update(email).digest('hex').slice(0, 32)
+}
+
+/**
+ * `/api/v1/<area>/…` → the owning service, with edge authentication and rate limiting.
+ * Bodies stream both ways; only the login body is buffered (it is small and carries the email).
+ */
+export function proxyRoutes(options: ProxyOptions) {
+  const { upstreams, verifier, limiter, trustProxyHops, bodyLimitBytes } = options
+  const upstreamSeconds = options.metrics.histogram(
+    'upstream_request_duration_seconds',
+    'Time until the upstream answered with headers, by upstream and status',
+    ['upstream', 'status'],
+  )
+
+  const plugin = gatewayPlugin('gateway.proxy')
+  for (const method of PROXIED_METHODS) {
+    plugin.route(
+      method,
+      `${API_PREFIX}/*`,
+      async ({ request, server, body: parsed, requestId, traceparent }) => {
+        const url = new URL(request.url)
+        const path = url.pathname.slice(API_PREFIX.length)
+        const upstream = matchUpstream(upstreams, path)
+        if (!upstream) throw problems.notFound('No route matches this path')
+
+        const client = clientAddress(
+          server?.requestIP(request)?.address ?? '127.0.0.1',
+          request.headers.get('x-forwarded-for'),
+          trustProxyHops,
+        )
+        const access = routeAccess(request.method, path)
+        let body: ReadableStream<Uint8Array> | Uint8Array | string | null = forwardableBody(request, parsed)
+        let subject: string
+        if (access.anonymous) {
+          subject = `ip:${client.ip}`
+          if (access.keyedByEmail) {
+            body =
+              typeof body === 'string' ? new TextEncoder().encode(body) : await readBody(body, bodyLimitBytes)
+            subject += `:email:${emailSubject(body)}`
+          }
+        } else {
+          const token = bearerToken(request.headers.get('authorization'))
+          if (!token) throw problems.unauthorized()
+          subject = `user:${(await verifier.verify(token)).userId}`
+        }
+
+        const decision = await limiter.consume(access.policy, subject)
+        const limitHeaders = rateLimitHeaders(decision)
+        if (!decision.allowed) throw problems.tooManyRequests(decision.retryAfterSeconds, limitHeaders)
+
+        // Content-Length is enforced by httpKit; an undeclared (chunked) length is counted while streaming.
+        const limited =
+          body instanceof ReadableStream && !request.headers.has('content-length')
+            ? limitBody(body, bodyLimitBytes)
+            : undefined
+        const trusted = trustProxyHops > 0
+        const response = await forward(
+          upstream,
+          {
+            method: request.method,
+            pathAndQuery: `${path}${url.search}`,
+            headers: upstreamRequestHeaders(request.headers, {
+              client,
+              proto: (trusted && request.headers.get('x-forwarded-proto')) || url.protocol.replace(/:$/, ''),
+              host: (trusted && request.headers.get('x-forwarded-host')) || url.host,
+              requestId,
+              traceparent,
+            }),
+            body: limited?.stream ?? body,
+            clientSignal: request.signal,
+            ...(limited ? { bodyFailure: limited.failure } : {}),
+          },
+          (status, seconds) =>
+            upstreamSeconds.observe({ upstream: upstream.name, status: String(status) }, seconds),
+        )
+        for (const [name, value] of Object.entries(limitHeaders)) response.headers.set(name, value)
+        return response
+      },
+      { parse: () => UNPARSED, detail: { hide: true } },
+    )
+  }
+  return plugin
+}

@@ -1,0 +1,191 @@
+import { HttpProblem, problems } from '@parley/common'
+
+export const API_PREFIX = '/api/v1'
+
+export type UpstreamName = 'auth' | 'user' | 'chat' | 'notification'
+
+export type Upstream = {
+  name: UpstreamName
+  /** Service path prefix it owns (public path minus /api/v1). */
+  prefix: string
+  baseUrl: string
+  timeoutMs: number
+}
+
+/** The upstream owning a service path (`/users/me` → user), matching whole segments only. */
+export function matchUpstream(upstreams: readonly Upstream[], path: string): Upstream | undefined {
+  for (const upstream of upstreams) {
+    if (path === upstream.prefix || path.startsWith(`${upstream.prefix}/`)) return upstream
+  }
+  return undefined
+}
+
+/** RFC 9110 §7.6.1 connection-specific fields; every `Proxy-*` field is dropped as well. */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']
+
+/**
+ * Identity-looking headers a client might send hoping a service trusts them. Services verify
+ * the bearer token themselves and ignore such headers; the gateway drops them anyway.
+ */
+const IDENTITY_HEADER =
+  /^(x-(user|auth|identity|session|roles?|account|email|remote-user|forwarded-user)\b.*|remote-user)$/
+
+/** Removes hop-by-hop fields (and the fields `Connection` lists) in place. */
+export function stripHopByHop(headers: Headers): Headers {
+  const listed = headers.get('connection')
+  if (listed) for (const name of listed.split(',')) if (name.trim()) headers.delete(name.trim())
+  for (const name of HOP_BY_HOP) headers.delete(name)
+  for (const name of [...headers.keys()]) if (name.startsWith('proxy-')) headers.delete(name)
+  return headers
+}
+
+export type ClientAddress = { ip: string; forwardedFor: string }
+
+/**
+ * The client's IP and the X-Forwarded-For to send on. With `trustedHops` proxies in front,
+ * the client is that many entries from the right of `X-Forwarded-For` + the socket address;
+ * with none, whatever the client wrote in X-Forwarded-For is discarded (it is spoofable).
+ */
+export function clientAddress(
+  socketIp: string,
+  forwardedFor: string | null,
+  trustedHops: number,
+): ClientAddress {
+  if (trustedHops === 0 || !forwardedFor) return { ip: socketIp, forwardedFor: socketIp }
+  const chain = [
+    ...forwardedFor
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter(Boolean),
+    socketIp,
+  ]
+  const ip = chain[Math.max(0, chain.length - 1 - trustedHops)] ?? socketIp
+  return { ip, forwardedFor: chain.join(', ') }
+}
+
+export type ForwardContext = {
+  client: ClientAddress
+  /** Scheme and host the client used (from X-Forwarded-* when proxies are trusted). */
+  proto: string
+  host: string
+  requestId: string
+  traceparent: string
+}
+
+/** The request headers a service receives: end-to-end fields only, no identity claims, forwarding info added. */
+export function upstreamRequestHeaders(incoming: Headers, context: ForwardContext): Headers {
+  const headers = stripHopByHop(new Headers(incoming))
+  for (const name of [...headers.keys()]) if (IDENTITY_HEADER.test(name)) headers.delete(name)
+  headers.delete('host')
+  headers.delete('forwarded')
+  headers.set('x-forwarded-for', context.client.forwardedFor)
+  headers.set('x-forwarded-proto', context.proto)
+  headers.set('x-forwarded-host', context.host)
+  headers.set('x-request-id', context.requestId)
+  headers.set('traceparent', context.traceparent)
+  return headers
+}
+
+/** A request body stream that fails once more than `limit` bytes went through (chunked uploads). */
+export function limitBody(body: ReadableStream<Uint8Array>, limit: number) {
+  let received = 0
+  let failure: HttpProblem | undefined
+  const stream = body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        received += chunk.byteLength
+        if (received > limit) {
+          failure = problems.payloadTooLarge(limit)
+          controller.error(failure)
+        } else controller.enqueue(chunk)
+      },
+    }),
+  )
+  return { stream, failure: () => failure }
+}
+
+/** Reads a whole (small) body, failing with 413 past `limit` bytes. */
+export async function readBody(body: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array> {
+  if (!body) return new Uint8Array()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += chunk.byteLength
+    if (size > limit) throw problems.payloadTooLarge(limit)
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks)
+}
+
+const UNREACHABLE_CODES = new Set([
+  'ConnectionRefused',
+  'ECONNREFUSED',
+  'FailedToOpenSocket',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+])
+
+export type ForwardRequest = {
+  method: string
+  /** Service path and query string, e.g. `/users?q=al`. */
+  pathAndQuery: string
+  headers: Headers
+  body: ReadableStream<Uint8Array> | Uint8Array | string | null
+  /** Aborts the upstream exchange when the client goes away. */
+  clientSignal?: AbortSignal
+  /** Why the body stream failed, if it did (a 413 once a chunked upload exceeded the limit). */
+  bodyFailure?: () => HttpProblem | undefined
+}
+
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
+
+/**
+ * Sends the request to the upstream over Bun's pooled keep-alive connections and returns
+ * its response as a stream. The timeout covers the wait for response headers; failures
+ * become 503 (unreachable), 504 (timed out) or 502 problems.
+ */
+export async function forward(
+  upstream: Upstream,
+  request: ForwardRequest,
+  onHeaders: (status: number, seconds: number) => void,
+): Promise<Response> {
+  const started = performance.now()
+  const timeout = new AbortController()
+  const timer = setTimeout(() => timeout.abort(), upstream.timeoutMs)
+  const signal = request.clientSignal
+    ? AbortSignal.any([timeout.signal, request.clientSignal])
+    : timeout.signal
+  let response: Response
+  try {
+    response = await fetch(`${upstream.baseUrl}${request.pathAndQuery}`, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body,
+      redirect: 'manual',
+      signal,
+      // Stream the request body through, and keep the upstream's Content-Encoding intact.
+      duplex: 'half',
+      decompress: false,
+    } as RequestInit)
+  } catch (error) {
+    const problem = request.bodyFailure?.() ?? upstreamProblem(upstream, error, timeout.signal.aborted)
+    onHeaders(problem.status, (performance.now() - started) / 1000)
+    throw problem
+  } finally {
+    clearTimeout(timer)
+  }
+  onHeaders(response.status, (performance.now() - started) / 1000)
+  const headers = stripHopByHop(new Headers(response.headers))
+  const body = NULL_BODY_STATUSES.has(response.status) || request.method === 'HEAD' ? null : response.body
+  return new Response(body, { status: response.status, statusText: response.statusText, headers })
+}
+
+function upstreamProblem(upstream: Upstream, error: unknown, timedOut: boolean): HttpProblem {
+  if (error instanceof HttpProblem) return error
+  if (timedOut) return problems.gatewayTimeout(`The ${upstream.name} service did not answer in time`)
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && UNREACHABLE_CODES.has(code))
+    return problems.serviceUnavailable(`The ${upstream.name} service is unavailable`)
+  return problems.badGateway(`The ${upstream.name} service failed`)
+}

@@ -1,0 +1,159 @@
+import type { Logger, Metrics } from '@parley/common'
+import type { Redis } from '@parley/common/redis'
+import type { PolicyName, RateLimitPolicies, RateLimitPolicy } from './model'
+
+/**
+ * GCRA (generic cell rate algorithm): one key per subject holding the theoretical arrival
+ * time (TAT). Each request moves the TAT forward by one emission interval; it is allowed
+ * while the TAT stays within one window of now, so `limit` requests may burst and the
+ * quota refills continuously. Redis' clock is used so every replica agrees on "now".
+ * Returns {allowed (1|0), ms until the TAT is reached (full refill), ms until the next request fits}.
+ */
+const GCRA_SCRIPT = `
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next_tat = tat + interval
+if next_tat - now > tolerance then
+  return {0, math.ceil(tat - now), math.ceil(next_tat - now - tolerance)}
+end
+redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now))
+return {1, math.ceil(next_tat - now), 0}
+`
+
+type GcraResult = [allowed: number, untilRefillMs: number, retryAfterMs: number]
+type RedisWithGcra = Redis & {
+  gcra(key: string, intervalMs: number, toleranceMs: number): Promise<GcraResult>
+}
+
+export type RateLimitDecision = {
+  policy: PolicyName
+  limit: number
+  windowSeconds: number
+  allowed: boolean
+  remaining: number
+  /** Seconds until the quota is fully replenished. */
+  resetSeconds: number
+  /** Seconds until the next request would be allowed (0 when allowed). */
+  retryAfterSeconds: number
+  store: 'redis' | 'memory'
+}
+
+/** The same GCRA step as the Lua script, over a local clock and map. */
+function gcraStep(tat: number | undefined, now: number, interval: number, tolerance: number) {
+  const start = tat === undefined || tat < now ? now : tat
+  const nextTat = start + interval
+  if (nextTat - now > tolerance)
+    return { result: [0, Math.ceil(start - now), Math.ceil(nextTat - now - tolerance)] as GcraResult }
+  return { result: [1, Math.ceil(nextTat - now), 0] as GcraResult, nextTat }
+}
+
+/** In-process GCRA used while Redis is unreachable: per-replica limits instead of none. */
+export class MemoryGcra {
+  private readonly tats = new Map<string, number>()
+
+  constructor(private readonly maxKeys = 100_000) {}
+
+  take(key: string, interval: number, tolerance: number, now = Date.now()): GcraResult {
+    const { result, nextTat } = gcraStep(this.tats.get(key), now, interval, tolerance)
+    if (nextTat !== undefined) {
+      if (this.tats.size >= this.maxKeys) this.sweep(now)
+      this.tats.set(key, nextTat)
+    }
+    return result
+  }
+
+  /** Drops subjects whose quota is fully replenished (their entry carries no information). */
+  sweep(now = Date.now()): void {
+    for (const [key, tat] of this.tats) if (tat <= now) this.tats.delete(key)
+    // Everything still throttled: forget the lot rather than grow without bound.
+    if (this.tats.size >= this.maxKeys) this.tats.clear()
+  }
+}
+
+export function rateLimitHeaders(decision: RateLimitDecision): Record<string, string> {
+  const name = `"${decision.policy}"`
+  return {
+    'ratelimit-policy': `${name};q=${decision.limit};w=${decision.windowSeconds}`,
+    ratelimit: `${name};r=${decision.remaining};t=${decision.resetSeconds}`,
+  }
+}
+
+/**
+ * Rate limits in Redis with one atomic script call per request; while Redis is unreachable
+ * the same algorithm runs in process (logged once per outage, counted by `store`).
+ */
+export class RateLimiter {
+  private readonly memory = new MemoryGcra()
+  private readonly decisions
+  private degraded = false
+  private readonly sweeper: ReturnType<typeof setInterval>
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly policies: RateLimitPolicies,
+    private readonly logger: Logger,
+    metrics: Metrics,
+  ) {
+    if (!('gcra' in redis)) redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_SCRIPT })
+    this.decisions = metrics.counter('ratelimit_decisions_total', 'Rate-limit decisions', [
+      'policy',
+      'decision',
+      'store',
+    ])
+    this.sweeper = setInterval(() => this.memory.sweep(), 60_000)
+    this.sweeper.unref()
+  }
+
+  policy(name: PolicyName): RateLimitPolicy {
+    return this.policies[name]
+  }
+
+  /** Counts one request of `subject` against `policyName`. Never throws. */
+  async consume(policyName: PolicyName, subject: string): Promise<RateLimitDecision> {
+    const policy = this.policies[policyName]
+    const tolerance = policy.windowSeconds * 1000
+    const interval = tolerance / policy.limit
+    const key = `ratelimit:${policyName}:${subject}`
+    let store: RateLimitDecision['store'] = 'redis'
+    let result: GcraResult
+    try {
+      if (this.redis.status !== 'ready') throw new Error(`redis is ${this.redis.status}`)
+      result = await (this.redis as RedisWithGcra).gcra(key, interval, tolerance)
+      if (this.degraded) {
+        this.degraded = false
+        this.logger.info('rate limiting is back on redis')
+      }
+    } catch (error) {
+      if (!this.degraded) {
+        this.degraded = true
+        this.logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'redis unreachable: rate limiting falls back to in-process limits',
+        )
+      }
+      store = 'memory'
+      result = this.memory.take(key, interval, tolerance)
+    }
+    const [allowed, untilRefillMs, retryAfterMs] = result
+    const decision: RateLimitDecision = {
+      policy: policyName,
+      limit: policy.limit,
+      windowSeconds: policy.windowSeconds,
+      allowed: allowed === 1,
+      remaining: allowed === 1 ? Math.max(0, Math.floor((tolerance - untilRefillMs) / interval)) : 0,
+      resetSeconds: Math.ceil(untilRefillMs / 1000),
+      retryAfterSeconds: allowed === 1 ? 0 : Math.max(1, Math.ceil(retryAfterMs / 1000)),
+      store,
+    }
+    this.decisions.inc({ policy: policyName, decision: decision.allowed ? 'allow' : 'deny', store })
+    return decision
+  }
+
+  close(): void {
+    clearInterval(this.sweeper)
+  }
+}

@@ -1,0 +1,59 @@
+import { type AccessTokenVerifier, type Identity, problems } from '@parley/common'
+import type { ServerWebSocket } from 'bun'
+import { gatewayPlugin } from '../../plugin'
+import { type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
+import { SUBPROTOCOL, tokenFromSubprotocols } from './model'
+import type { RealtimeHub } from './service'
+
+export type RealtimeRouteOptions = { hub: RealtimeHub; verifier: AccessTokenVerifier; limiter: RateLimiter }
+
+/**
+ * `GET /api/v1/ws`: the handshake is authenticated (subprotocol bearer token) and counted
+ * against the caller's rate limit before the upgrade; then the hub owns the socket.
+ */
+export function realtimeRoutes({ hub, verifier, limiter }: RealtimeRouteOptions) {
+  // Per-connection state, keyed by the socket's data object (stable for its lifetime).
+  const handshakes = new WeakMap<Request, Identity>()
+  const connectionIds = new WeakMap<object, string>()
+
+  return gatewayPlugin('gateway.realtime').ws('/api/v1/ws', {
+    detail: { hide: true },
+    upgrade: { 'sec-websocket-protocol': SUBPROTOCOL },
+    async beforeHandle({ request }) {
+      const token = tokenFromSubprotocols(request.headers.get('sec-websocket-protocol'))
+      if (!token)
+        throw problems.unauthorized(
+          `Offer the WebSocket subprotocols ${SUBPROTOCOL} and parley.bearer.<access token>`,
+        )
+      const identity = await verifier.verify(token)
+      const decision = await limiter.consume('authenticated', `user:${identity.userId}`)
+      if (!decision.allowed)
+        throw problems.tooManyRequests(decision.retryAfterSeconds, rateLimitHeaders(decision))
+      handshakes.set(request, identity)
+    },
+    async open(ws) {
+      const identity = handshakes.get(ws.data.request)
+      if (!identity) return ws.close(1011, 'handshake state lost')
+      const connectionId = crypto.randomUUID()
+      connectionIds.set(ws.data, connectionId)
+      // Elysia types `raw` with its own narrower interface; at run time it is Bun's ServerWebSocket.
+      await hub.open(identity.userId, connectionId, ws.raw as unknown as ServerWebSocket<unknown>)
+    },
+    message(ws, message) {
+      const connectionId = connectionIds.get(ws.data)
+      if (!connectionId) return
+      // Browsers cannot send protocol pings: an application {"type":"ping"} also proves liveness.
+      hub.alive(connectionId)
+      if (typeof message === 'object' && message !== null && 'type' in message && message.type === 'ping')
+        hub.reply(connectionId, '{"type":"pong"}')
+    },
+    pong(ws) {
+      const connectionId = connectionIds.get(ws.data)
+      if (connectionId) hub.alive(connectionId)
+    },
+    async close(ws) {
+      const connectionId = connectionIds.get(ws.data)
+      if (connectionId) await hub.closed(connectionId)
+    },
+  })
+}
