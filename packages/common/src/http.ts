@@ -251,13 +251,26 @@ export type ServeOptions = {
   logger: Logger
 }
 
+/**
+ * Stops accepting connections and resolves once in-flight HTTP requests are done. Bun 1.3.14's
+ * `server.stop()` never resolves once any WebSocket was closed by the server (its WebSocket
+ * count is not decremented, oven-sh/bun#36223), so the pending-request count is watched too.
+ * WebSocket servers close their sockets in their own drain step.
+ */
+export async function stopListening(server: NonNullable<AnyElysia['server']>, force = false): Promise<void> {
+  let stopped = false
+  const stopping = server.stop(force).finally(() => {
+    stopped = true
+  })
+  while (!stopped && server.pendingRequests > 0) await Promise.race([stopping, Bun.sleep(10)])
+}
+
 /** Listens, marks the process ready and wires SIGTERM to a graceful drain. */
 export function serve(app: AnyElysia, options: ServeOptions): void {
   const { lifecycle, logger } = options
   // httpKit answers oversized bodies with a problem; Bun's own cap is only a backstop.
   app.listen({ port: options.port, hostname: options.host, maxRequestBodySize: options.bodyLimitBytes * 16 })
-  // Bun's stop() without force stops accepting and resolves once in-flight requests are done.
-  lifecycle.onDrain('http', () => app.server?.stop(false))
+  lifecycle.onDrain('http', () => (app.server ? stopListening(app.server) : undefined))
   lifecycle.markReady()
   exitOnSignals(lifecycle, logger, { graceMs: options.graceMs, delayMs: options.delayMs })
   logger.info({ url: `http://${options.host}:${options.port}` }, 'listening')

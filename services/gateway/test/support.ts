@@ -2,7 +2,9 @@
  * Reusable helpers for gateway tests (and the end-to-end journeys): real HTTP upstreams on
  * loopback ports, a JWKS server, a gateway listening on a free port, a WebSocket client.
  */
-import { createRuntime, parseConfig } from '@parley/common'
+
+import { createConnection as connectTcp, type Socket } from 'node:net'
+import { createRuntime, parseConfig, stopListening } from '@parley/common'
 import { testInfra, testLogger, waitFor } from '@parley/testkit'
 import type { Server } from 'bun'
 import type { JSONWebKeySet } from 'jose'
@@ -115,6 +117,8 @@ export async function startGateway(
   const runtime = createRuntime('gateway', 'silent', testLogger('gateway'))
   const deps = await connect(config, runtime, { redisKeyPrefix: options.redisKeyPrefix })
   const app = buildApp(deps).listen({ hostname: '127.0.0.1', port: 0 })
+  // As serve() does: SIGTERM (here stop()) drains HTTP, consumers and sockets, then closes clients.
+  runtime.lifecycle.onDrain('http', () => (app.server ? stopListening(app.server) : undefined))
   runtime.lifecycle.markReady()
   const port = app.server?.port as number
   // Consumers (and their queues) exist once the broker check passes; Redis is used once ready.
@@ -137,10 +141,8 @@ export async function startGateway(
     runtime,
     /** Prometheus text of this gateway's registry. */
     metrics: () => runtime.metrics.registry.metrics(),
-    stop: async () => {
-      await runtime.lifecycle.shutdown()
-      await app.stop(true)
-    },
+    /** The graceful shutdown SIGTERM runs. */
+    stop: () => runtime.lifecycle.shutdown(),
   }
 }
 
@@ -195,4 +197,45 @@ export function metricValue(text: string, name: string, labels: Record<string, s
     total += Number(line.slice(line.lastIndexOf(' ') + 1))
   }
   return total
+}
+
+export type RawWebSocket = {
+  socket: Socket
+  /** Resolves when the TCP connection ends (the server closed or terminated it). */
+  ended: Promise<void>
+}
+
+/**
+ * A WebSocket client that does only the handshake and then nothing: it never answers pings
+ * and, once `socket.pause()` is called, stops reading — a dead or slow peer.
+ */
+export async function rawWebSocket(wsUrl: string, token: string): Promise<RawWebSocket> {
+  const url = new URL(wsUrl)
+  const socket = connectTcp({ host: url.hostname, port: Number(url.port) })
+  const ended = new Promise<void>((resolve) => {
+    socket.on('close', () => resolve())
+    socket.on('error', () => resolve())
+  })
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () =>
+      socket.write(
+        [
+          `GET ${url.pathname} HTTP/1.1`,
+          `Host: ${url.host}`,
+          'Upgrade: websocket',
+          'Connection: Upgrade',
+          `Sec-WebSocket-Key: ${Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('base64')}`,
+          'Sec-WebSocket-Version: 13',
+          `Sec-WebSocket-Protocol: parley.v1, parley.bearer.${token}`,
+          '',
+          '',
+        ].join('\r\n'),
+      ),
+    )
+    socket.once('data', (chunk: Buffer) =>
+      chunk.toString('latin1').startsWith('HTTP/1.1 101') ? resolve() : reject(new Error('upgrade refused')),
+    )
+    socket.once('error', reject)
+  })
+  return { socket, ended }
 }

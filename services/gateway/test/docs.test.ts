@@ -1,0 +1,180 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { createRuntime, httpKit } from '@parley/common'
+import {
+  createTestSigner,
+  createTestVhost,
+  type TestVhost,
+  testLogger,
+  testRedisPrefix,
+} from '@parley/testkit'
+import { Elysia, t } from 'elysia'
+import type { OpenApiDocument } from '../src/modules/docs/service'
+import { startGateway, startJwksServer, startUpstream, type TestGateway, type TestUpstream } from './support'
+
+/** A service built like the real ones (httpKit's OpenAPI document), listening on a free port. */
+function startUserService() {
+  const runtime = createRuntime('user', 'silent', testLogger('user'))
+  const app = new Elysia()
+    .use(
+      httpKit({
+        service: 'user',
+        logger: runtime.logger,
+        metrics: runtime.metrics,
+        lifecycle: runtime.lifecycle,
+        bodyLimitBytes: 1024,
+      }),
+    )
+    .get('/users/me', () => ({ id: '1' }), { detail: { summary: 'The caller' } })
+    .get('/users/:id', ({ params }) => ({ id: params.id }), {
+      params: t.Object({ id: t.String() }),
+      response: t.Object({ id: t.String() }),
+    })
+    .listen({ hostname: '127.0.0.1', port: 0 })
+  return { url: `http://127.0.0.1:${app.server?.port}`, stop: () => app.stop(true) }
+}
+
+/** A hand-written spec whose `Profile` schema collides with another service's. */
+function specServer(paths: string[], profile: object) {
+  let spec: OpenApiDocument = {
+    openapi: '3.0.3',
+    info: { title: 'x', version: '1' },
+    paths: Object.fromEntries(
+      paths.map((path) => [
+        path,
+        {
+          get: {
+            responses: {
+              '200': {
+                content: { 'application/json': { schema: { $ref: '#/components/schemas/Profile' } } },
+              },
+            },
+          },
+        },
+      ]),
+    ),
+    components: { schemas: { Profile: profile } },
+  }
+  const upstream = startUpstream((request) =>
+    new URL(request.url).pathname === '/docs/json'
+      ? Response.json(spec)
+      : new Response(null, { status: 404 }),
+  )
+  return {
+    ...upstream,
+    setSpec: (next: OpenApiDocument) => {
+      spec = next
+    },
+  }
+}
+
+let vhost: TestVhost
+let jwks: ReturnType<typeof startJwksServer>
+let users: ReturnType<typeof startUserService>
+let chat: ReturnType<typeof specServer>
+let notification: ReturnType<typeof specServer>
+let auth: TestUpstream
+let gateway: TestGateway
+
+beforeAll(async () => {
+  vhost = await createTestVhost()
+  jwks = startJwksServer((await createTestSigner()).jwks)
+  users = startUserService()
+  chat = specServer(['/conversations', '/conversations/{id}'], {
+    type: 'object',
+    properties: { a: { type: 'string' } },
+  })
+  notification = specServer(['/notifications'], { type: 'object', properties: { b: { type: 'number' } } })
+  auth = startUpstream((request) =>
+    new URL(request.url).pathname === '/docs/json'
+      ? new Response('broken', { status: 500 })
+      : new Response(null),
+  )
+  gateway = await startGateway(
+    {
+      AMQP_URL: vhost.url,
+      JWKS_URL: jwks.url,
+      AUTH_URL: auth.url,
+      USER_URL: users.url,
+      CHAT_URL: chat.url,
+      NOTIFICATION_URL: notification.url,
+    },
+    { redisKeyPrefix: testRedisPrefix() },
+  )
+})
+
+afterAll(async () => {
+  await gateway?.stop()
+  await Promise.all([users?.stop(), chat?.stop(), notification?.stop(), auth?.stop(), jwks?.stop()])
+  await vhost?.drop()
+})
+
+async function mergedSpec(): Promise<OpenApiDocument> {
+  const response = await fetch(`${gateway.url}/docs/json`)
+  expect(response.status).toBe(200)
+  return (await response.json()) as OpenApiDocument
+}
+
+describe('merged OpenAPI document', () => {
+  test('has every service path under /api/v1, tagged by service, plus the WebSocket', async () => {
+    const spec = await mergedSpec()
+    const paths = Object.keys(spec.paths ?? {})
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        '/api/v1/users/me',
+        '/api/v1/users/{id}',
+        '/api/v1/conversations',
+        '/api/v1/conversations/{id}',
+        '/api/v1/notifications',
+        '/api/v1/ws',
+      ]),
+    )
+    expect(paths.some((path) => !path.startsWith('/api/v1/'))).toBe(false)
+    expect(paths.some((path) => /\/(health|ready|metrics|docs)/.test(path))).toBe(false)
+    expect((spec.paths?.['/api/v1/users/me']?.get as { tags: string[] }).tags).toEqual(['user'])
+    expect((spec.paths?.['/api/v1/conversations']?.get as { tags: string[] }).tags).toEqual(['chat'])
+    expect(spec.info?.title).toBe('Parley API')
+    expect(spec.components?.securitySchemes?.bearer).toBeDefined()
+  })
+
+  test('colliding component names are kept apart and references follow', async () => {
+    const spec = await mergedSpec()
+    const schemas = spec.components?.schemas ?? {}
+    expect(schemas.Profile).toEqual({ type: 'object', properties: { a: { type: 'string' } } })
+    expect(schemas['notification.Profile']).toEqual({ type: 'object', properties: { b: { type: 'number' } } })
+    expect(JSON.stringify(spec.paths?.['/api/v1/notifications'])).toContain(
+      '#/components/schemas/notification.Profile',
+    )
+    expect(JSON.stringify(spec.paths?.['/api/v1/conversations'])).toContain('"#/components/schemas/Profile"')
+  })
+
+  test('refreshes from the services; a service that is down keeps its last known spec', async () => {
+    chat.setSpec({
+      openapi: '3.0.3',
+      info: { title: 'chat', version: '2' },
+      paths: { '/conversations/{id}/messages': { post: { responses: { '201': { description: 'sent' } } } } },
+    })
+    await notification.stop()
+    await gateway.deps.docs.refresh()
+    const paths = Object.keys((await mergedSpec()).paths ?? {})
+    expect(paths).toContain('/api/v1/conversations/{id}/messages')
+    expect(paths).not.toContain('/api/v1/conversations')
+    expect(paths).toContain('/api/v1/notifications')
+  })
+})
+
+describe('Swagger UI', () => {
+  test('/docs serves the UI over /docs/json with a CSP that allows only its pinned assets', async () => {
+    const response = await fetch(`${gateway.url}/docs`)
+    expect(response.status).toBe(200)
+    expect(response.headers.get('content-type')).toContain('text/html')
+    const html = await response.text()
+    expect(html).toContain("url: '/docs/json'")
+    expect(html).toMatch(/swagger-ui-bundle\.js" integrity="sha384-/)
+    const csp = response.headers.get('content-security-policy') ?? ''
+    expect(csp).toContain("default-src 'none'")
+    expect(csp).toContain('https://cdn.jsdelivr.net/npm/swagger-ui-dist@')
+    expect(csp).toMatch(/script-src [^;]*'sha256-[A-Za-z0-9+/=]+'/)
+    expect(csp).toContain("frame-ancestors 'none'")
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff')
+  })
+})

@@ -1,0 +1,253 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { ConfigError } from '@parley/common'
+import { createTestSigner, createTestVhost, type TestVhost, testRedisPrefix } from '@parley/testkit'
+import { DEFAULT_POLICIES, parsePolicies } from '../src/modules/rate-limit/model'
+import { MemoryGcra } from '../src/modules/rate-limit/service'
+import {
+  closedPort,
+  metricValue,
+  type RecordedRequest,
+  startGateway,
+  startJwksServer,
+  startUpstream,
+  type TestGateway,
+  type TestUpstream,
+} from './support'
+
+const POLICIES = JSON.stringify({
+  login: { limit: 3, windowSeconds: 60 },
+  register: { limit: 2, windowSeconds: 3600 },
+  verification: { limit: 2, windowSeconds: 900 },
+  authenticated: { limit: 5, windowSeconds: 60 },
+})
+
+let vhost: TestVhost
+let signer: Awaited<ReturnType<typeof createTestSigner>>
+let jwks: ReturnType<typeof startJwksServer>
+let upstream: TestUpstream
+let gateway: TestGateway
+
+beforeAll(async () => {
+  vhost = await createTestVhost()
+  signer = await createTestSigner()
+  jwks = startJwksServer(signer.jwks)
+  upstream = startUpstream()
+  gateway = await startGateway(
+    {
+      AMQP_URL: vhost.url,
+      JWKS_URL: jwks.url,
+      AUTH_URL: upstream.url,
+      USER_URL: upstream.url,
+      CHAT_URL: upstream.url,
+      NOTIFICATION_URL: upstream.url,
+      RATE_LIMIT_POLICIES: POLICIES,
+      // Tests stand in for distinct clients through one trusted proxy hop.
+      TRUST_PROXY_HOPS: '1',
+    },
+    { redisKeyPrefix: testRedisPrefix() },
+  )
+})
+
+afterAll(async () => {
+  await gateway?.stop()
+  await upstream?.stop()
+  await jwks?.stop()
+  await vhost?.drop()
+})
+
+/** A client IP of its own for each test, so tests share no quota. */
+function clientIp(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(3))
+  return `10.${bytes[0]}.${bytes[1]}.${bytes[2]}`
+}
+
+function login(base: string, ip: string, email: string) {
+  return fetch(`${base}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-forwarded-for': ip },
+    body: JSON.stringify({ email, password: 'correct horse battery staple' }),
+  })
+}
+
+describe('policies', () => {
+  test('defaults apply and RATE_LIMIT_POLICIES overrides them by name', () => {
+    expect(parsePolicies('{}')).toEqual(DEFAULT_POLICIES)
+    const policies = parsePolicies('{"login":{"limit":10,"windowSeconds":30}}')
+    expect(policies.login).toEqual({ limit: 10, windowSeconds: 30 })
+    expect(policies.register).toEqual(DEFAULT_POLICIES.register)
+  })
+
+  test.each([
+    ['not json', 'a JSON object'],
+    ['{"logn":{"limit":1,"windowSeconds":1}}', '/logn'],
+    ['{"login":{"limit":0,"windowSeconds":60}}', '/login/limit'],
+    ['{"login":{"limit":5}}', '/login/windowSeconds'],
+  ])('%s is refused naming the variable', (raw, detail) => {
+    let error: unknown
+    try {
+      parsePolicies(raw)
+    } catch (caught) {
+      error = caught
+    }
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).variable).toBe('RATE_LIMIT_POLICIES')
+    expect((error as ConfigError).message).toContain(detail)
+  })
+
+  test('the in-process GCRA allows a burst of `limit`, then one request per interval', () => {
+    const gcra = new MemoryGcra()
+    const now = 1_000_000
+    // 3 per 60 s: interval 20 s, tolerance 60 s.
+    expect(gcra.take('k', 20_000, 60_000, now)[0]).toBe(1)
+    expect(gcra.take('k', 20_000, 60_000, now)[0]).toBe(1)
+    expect(gcra.take('k', 20_000, 60_000, now)[0]).toBe(1)
+    const denied = gcra.take('k', 20_000, 60_000, now)
+    expect(denied[0]).toBe(0)
+    expect(denied[2]).toBe(20_000)
+    expect(gcra.take('k', 20_000, 60_000, now + 19_999)[0]).toBe(0)
+    expect(gcra.take('k', 20_000, 60_000, now + 20_000)[0]).toBe(1)
+    expect(gcra.take('other', 20_000, 60_000, now)[0]).toBe(1)
+  })
+})
+
+describe('limits in Redis', () => {
+  test('login: per IP + email, headers on every answer, 429 problem with Retry-After when exceeded', async () => {
+    const ip = clientIp()
+    for (const remaining of [2, 1, 0]) {
+      const response = await login(gateway.url, ip, 'victim@example.com')
+      expect(response.status).toBe(200)
+      expect(response.headers.get('ratelimit-policy')).toBe('"login";q=3;w=60')
+      expect(response.headers.get('ratelimit')).toMatch(new RegExp(`^"login";r=${remaining};t=\\d+$`))
+      // The buffered login body reaches the service intact.
+      const echoed = (await response.json()) as RecordedRequest
+      expect(JSON.parse(echoed.body)).toEqual({
+        email: 'victim@example.com',
+        password: 'correct horse battery staple',
+      })
+    }
+    const before = upstream.requests.length
+    const limited = await login(gateway.url, ip, 'Victim@Example.com ')
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('content-type')).toContain('application/problem+json')
+    const retryAfter = Number(limited.headers.get('retry-after'))
+    expect(retryAfter).toBeGreaterThanOrEqual(1)
+    expect(retryAfter).toBeLessThanOrEqual(20)
+    expect(limited.headers.get('ratelimit-policy')).toBe('"login";q=3;w=60')
+    expect(limited.headers.get('ratelimit')).toMatch(/^"login";r=0;t=\d+$/)
+    expect(((await limited.json()) as { status: number }).status).toBe(429)
+    expect(upstream.requests.length).toBe(before)
+
+    // Another account from the same IP, and the same account from another IP, are not blocked.
+    expect((await login(gateway.url, ip, 'someone-else@example.com')).status).toBe(200)
+    expect((await login(gateway.url, clientIp(), 'victim@example.com')).status).toBe(200)
+    expect(
+      metricValue(await gateway.metrics(), 'ratelimit_decisions_total', {
+        policy: 'login',
+        decision: 'deny',
+        store: 'redis',
+      }),
+    ).toBeGreaterThanOrEqual(1)
+  })
+
+  test('register: strict per IP', async () => {
+    const ip = clientIp()
+    const register = (from: string) =>
+      fetch(`${gateway.url}/api/v1/auth/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-forwarded-for': from },
+        body: JSON.stringify({
+          email: `${crypto.randomUUID()}@example.com`,
+          displayName: 'A',
+          password: 'x'.repeat(12),
+        }),
+      })
+    expect((await register(ip)).status).toBe(200)
+    expect((await register(ip)).status).toBe(200)
+    const limited = await register(ip)
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('ratelimit-policy')).toBe('"register";q=2;w=3600')
+    expect((await register(clientIp())).status).toBe(200)
+  })
+
+  test('authenticated routes: per user, whatever the IP', async () => {
+    const alice = await signer.sign({ sub: Bun.randomUUIDv7() })
+    const bob = await signer.sign({ sub: Bun.randomUUIDv7() })
+    const call = (token: string) =>
+      fetch(`${gateway.url}/api/v1/conversations`, {
+        headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': clientIp() },
+      })
+    for (let index = 0; index < 5; index++) {
+      const response = await call(alice)
+      expect(response.status).toBe(200)
+      expect(response.headers.get('ratelimit-policy')).toBe('"authenticated";q=5;w=60')
+    }
+    const limited = await call(alice)
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('retry-after')).not.toBeNull()
+    expect((await call(bob)).status).toBe(200)
+  })
+
+  test('the verification-code routes have their own strict per-user policy', async () => {
+    const token = await signer.sign({ sub: Bun.randomUUIDv7() })
+    const request = () =>
+      fetch(`${gateway.url}/api/v1/auth/verify-email/request`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+      })
+    expect((await request()).headers.get('ratelimit-policy')).toBe('"verification";q=2;w=900')
+    expect((await request()).status).toBe(200)
+    expect((await request()).status).toBe(429)
+    // Other routes of the same user still have quota.
+    const other = await fetch(`${gateway.url}/api/v1/users/me`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
+    expect(other.status).toBe(200)
+  })
+})
+
+describe('Redis unreachable', () => {
+  test('limits fall back to in-process: still served, still limited, counted, never a 500', async () => {
+    const degraded = await startGateway(
+      {
+        AMQP_URL: vhost.url,
+        JWKS_URL: jwks.url,
+        AUTH_URL: upstream.url,
+        USER_URL: upstream.url,
+        REDIS_URL: `redis://127.0.0.1:${await closedPort()}`,
+        RATE_LIMIT_POLICIES: POLICIES,
+      },
+      { redisKeyPrefix: testRedisPrefix(), redisUnreachable: true },
+    )
+    try {
+      const token = await signer.sign({ sub: Bun.randomUUIDv7() })
+      for (let index = 0; index < 5; index++) {
+        const response = await fetch(`${degraded.url}/api/v1/users/me`, {
+          headers: { authorization: `Bearer ${token}` },
+        })
+        expect(response.status).toBe(200)
+        expect(response.headers.get('ratelimit')).toMatch(
+          new RegExp(`^"authenticated";r=${4 - index};t=\\d+$`),
+        )
+      }
+      const limited = await fetch(`${degraded.url}/api/v1/users/me`, {
+        headers: { authorization: `Bearer ${token}` },
+      })
+      expect(limited.status).toBe(429)
+      expect(limited.headers.get('retry-after')).not.toBeNull()
+
+      const ip = clientIp()
+      for (let index = 0; index < 3; index++)
+        expect((await login(degraded.url, ip, 'a@example.com')).status).toBe(200)
+      expect((await login(degraded.url, ip, 'a@example.com')).status).toBe(429)
+
+      const metrics = await degraded.metrics()
+      expect(metricValue(metrics, 'ratelimit_decisions_total', { store: 'memory', decision: 'allow' })).toBe(
+        8,
+      )
+      expect(metricValue(metrics, 'ratelimit_decisions_total', { store: 'memory', decision: 'deny' })).toBe(2)
+      expect(metricValue(metrics, 'ratelimit_decisions_total', { store: 'redis' })).toBe(0)
+    } finally {
+      await degraded.stop()
+    }
+  })
+})
