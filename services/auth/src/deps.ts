@@ -1,8 +1,106 @@
-import type { Runtime } from '@parley/common'
+import { AccessTokenVerifier, ConfigError, type Runtime } from '@parley/common'
+import { EventBus } from '@parley/common/events'
+import { createPostgres, PgOutboxRelay } from '@parley/common/postgres'
+import { closeRedis, createRedis } from '@parley/common/redis'
 import type { AppDeps } from './app'
 import type { Config } from './config'
+import * as schema from './db/schema'
+import { EVENT_SOURCE } from './events'
+import { loadSigningKeys, type SigningKeys } from './keys'
+import { profileUpdates } from './modules/accounts/consumer'
+import { PasswordHasher } from './modules/accounts/password'
+import { AccountService } from './modules/accounts/service'
+import { SessionService } from './modules/sessions/service'
+import { VerificationService } from './modules/verification/service'
+
+export { migrate } from './db'
+
+export type AuthDeps = AppDeps & { bus: EventBus; relay: PgOutboxRelay }
+
+/** A key problem is a configuration error: one line naming the variable, like loadConfig. */
+async function signingKeysOrExit(config: Config, runtime: Runtime): Promise<SigningKeys> {
+  try {
+    return await loadSigningKeys(config, runtime.logger)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    process.stderr.write(`${error.message}\n`)
+    process.exit(78)
+  }
+}
 
 /** Connects what the auth service needs and registers how to release it on shutdown. */
-export async function connect(config: Config, runtime: Runtime): Promise<AppDeps> {
-  return { runtime, config, readiness: [] }
+export async function connect(config: Config, runtime: Runtime): Promise<AuthDeps> {
+  const { logger, metrics, lifecycle } = runtime
+  const keys = await signingKeysOrExit(config, runtime)
+
+  const postgres = createPostgres(config.DATABASE_URL, {
+    schema,
+    max: config.DATABASE_POOL_MAX,
+    applicationName: 'parley-auth',
+  })
+  lifecycle.onClose('postgres', postgres.close)
+  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: config.REDIS_KEY_PREFIX })
+  lifecycle.onClose('redis', () => closeRedis(redis))
+
+  const bus = new EventBus({
+    url: config.AMQP_URL,
+    exchange: config.AMQP_EXCHANGE,
+    source: EVENT_SOURCE,
+    prefetch: config.AMQP_PREFETCH,
+    logger,
+    metrics,
+  })
+  await bus.subscribe(profileUpdates(postgres.db))
+  await bus.start()
+  lifecycle.onClose('broker', () => bus.close())
+  lifecycle.onDrain('consumers', () => bus.stopConsuming(config.SHUTDOWN_GRACE_MS))
+  const relay = new PgOutboxRelay(postgres.sql, bus, logger, metrics)
+  await relay.start()
+  lifecycle.onDrain('outbox', () => relay.stop())
+
+  const sessions = new SessionService(
+    postgres.db,
+    {
+      accessTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
+      refreshTtlSeconds: config.REFRESH_TOKEN_TTL_SECONDS,
+    },
+    metrics,
+  )
+  const hasher = new PasswordHasher({
+    memoryCost: config.ARGON2_MEMORY_KIB,
+    timeCost: config.ARGON2_TIME_COST,
+  })
+  const verifier = new AccessTokenVerifier({
+    jwks: keys.jwks,
+    issuer: config.JWT_ISSUER,
+    audience: config.JWT_AUDIENCE,
+    isRevoked: async (identity) => !(await sessions.isActive(identity.sessionId)),
+  })
+  return {
+    runtime,
+    config,
+    keys,
+    verifier,
+    sessions,
+    accounts: new AccountService(postgres.db, hasher, sessions, metrics),
+    verification: new VerificationService(
+      postgres.db,
+      redis,
+      {
+        codeTtlSeconds: config.VERIFICATION_CODE_TTL_SECONDS,
+        maxAttempts: config.VERIFICATION_MAX_ATTEMPTS,
+        resendSeconds: config.VERIFICATION_RESEND_SECONDS,
+        pepper: keys.codePepper,
+      },
+      metrics,
+    ),
+    bus,
+    relay,
+    readiness: [
+      { name: 'postgres', check: postgres.check },
+      // Only email verification needs Redis; it answers 503 while the rest keeps working.
+      { name: 'redis', check: () => redis.ping(), critical: false },
+      { name: 'broker', check: () => bus.check(), critical: false },
+    ],
+  }
 }

@@ -1,6 +1,6 @@
 import { runService } from '@parley/common'
 import { buildApp } from './app'
 import { Env } from './config'
-import { connect } from './deps'
+import { connect, migrate } from './deps'
 
-await runService({ service: 'auth', env: Env, connect, buildApp })
+await runService({ service: 'auth', env: Env, connect, buildApp, migrate })

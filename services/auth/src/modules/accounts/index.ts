@@ -1,0 +1,72 @@
+import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { Problem } from '@parley/contracts'
+import { Elysia } from 'elysia'
+import { correlationId, requireObjectBody } from '../../http'
+import { type accessTokenSigner, tokenPair } from '../tokens'
+import { LoginBody, Me, RegisterBody, SessionWithUser } from './model'
+import { type AccountService, normaliseEmail } from './service'
+
+/** Trims before validation, so " Ada@Example.com " is a valid email and "  " an empty display name. */
+function normaliseBody({ body }: { body: unknown }): void {
+  requireObjectBody({ body })
+  if (typeof body !== 'object' || body === null) return
+  const fields = body as Record<string, unknown>
+  if (typeof fields.email === 'string') fields.email = normaliseEmail(fields.email)
+  if (typeof fields.displayName === 'string') fields.displayName = fields.displayName.trim()
+}
+
+/** Registration, login and the caller's account. */
+export function accountRoutes(
+  accounts: AccountService,
+  signer: ReturnType<typeof accessTokenSigner>,
+  verifier: AccessTokenVerifier,
+  accessTtlSeconds: number,
+) {
+  return new Elysia({ name: 'auth.accounts', prefix: '/auth' })
+    .use(signer)
+    .use(authPlugin(verifier))
+    .post(
+      '/register',
+      async ({ body, accessTokens, set, status }) => {
+        const { user, session } = await accounts.register(body, correlationId(set))
+        return status(201, { ...(await tokenPair(accessTokens, session, accessTtlSeconds)), user })
+      },
+      {
+        transform: normaliseBody,
+        // JSON only, declared so the OpenAPI document lists the body under application/json.
+        parse: 'json',
+        body: RegisterBody,
+        response: { 201: SessionWithUser, 409: Problem, 422: Problem },
+        detail: {
+          tags: ['auth'],
+          summary: 'Create an account and sign in',
+          description:
+            'Publishes `user.registered` (the user service creates the profile, the notification service sends the welcome mail). 409 when the email address is taken.',
+        },
+      },
+    )
+    .post(
+      '/login',
+      async ({ body, accessTokens }) => {
+        const { user, session } = await accounts.login(body)
+        return { ...(await tokenPair(accessTokens, session, accessTtlSeconds)), user }
+      },
+      {
+        transform: normaliseBody,
+        parse: 'json',
+        body: LoginBody,
+        response: { 200: SessionWithUser, 401: Problem, 422: Problem },
+        detail: {
+          tags: ['auth'],
+          summary: 'Sign in with email and password',
+          description:
+            'Starts a new session. An unknown email and a wrong password get the same 401 after the same work.',
+        },
+      },
+    )
+    .get('/me', ({ identity }) => accounts.me(identity.userId, identity.sessionId), {
+      auth: true,
+      response: { 200: Me, 401: Problem },
+      detail: { tags: ['auth'], summary: 'The caller’s identity, roles and verification state' },
+    })
+}

@@ -1,0 +1,47 @@
+import { t } from 'elysia'
+import { TokenPair } from '../tokens/model'
+
+const Email = t.String({
+  format: 'email',
+  maxLength: 254,
+  description: 'Case-insensitive; surrounding spaces are ignored',
+  examples: ['ada@example.com'],
+})
+
+export const RegisterBody = t.Object({
+  email: Email,
+  displayName: t.String({ minLength: 1, maxLength: 64, description: '1–64 characters after trimming' }),
+  password: t.String({
+    minLength: 8,
+    maxLength: 128,
+    description: '8–128 characters, no composition rules; must not be the email address',
+  }),
+})
+export type RegisterBody = typeof RegisterBody.static
+
+export const LoginBody = t.Object({
+  email: Email,
+  password: t.String({ minLength: 1, maxLength: 128 }),
+})
+export type LoginBody = typeof LoginBody.static
+
+export const User = t.Object({
+  id: t.String({ format: 'uuid' }),
+  email: t.String({ format: 'email' }),
+  displayName: t.String(),
+  emailVerified: t.Boolean(),
+  createdAt: t.String({ format: 'date-time' }),
+})
+export type User = typeof User.static
+
+export const SessionWithUser = t.Object({ ...TokenPair.properties, user: User })
+
+export const Me = t.Object({
+  ...User.properties,
+  roles: t.Array(t.String(), { description: '`user`, and `admin` for administrators' }),
+  sessionId: t.String({
+    format: 'uuid',
+    description: 'The session (login) the access token belongs to: its `sid`',
+  }),
+})
+export type Me = typeof Me.static

@@ -1,0 +1,77 @@
+import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { Problem } from '@parley/contracts'
+import { Elysia, t } from 'elysia'
+import { correlationId, requireObjectBody } from '../../http'
+import { type accessTokenSigner, TokenPair, tokenPair } from '../tokens'
+import { LogoutBody, RefreshBody, RevokeBody } from './model'
+import type { SessionService } from './service'
+
+/** Refresh (rotation), logout and revoke-everything. */
+export function sessionRoutes(
+  sessions: SessionService,
+  signer: ReturnType<typeof accessTokenSigner>,
+  verifier: AccessTokenVerifier,
+  accessTtlSeconds: number,
+) {
+  return new Elysia({ name: 'auth.sessions', prefix: '/auth' })
+    .use(signer)
+    .use(authPlugin(verifier))
+    .post(
+      '/refresh',
+      async ({ body, accessTokens }) =>
+        tokenPair(accessTokens, await sessions.refresh(body.refreshToken), accessTtlSeconds),
+      {
+        // JSON only, declared so the OpenAPI document lists the body under application/json.
+        parse: 'json',
+        transform: requireObjectBody,
+        body: RefreshBody,
+        response: { 200: TokenPair, 401: Problem, 422: Problem },
+        detail: {
+          tags: ['auth'],
+          summary: 'Exchange a refresh token for a new pair (rotation)',
+          description:
+            'Every refresh token works once. Presenting one that was already exchanged revokes its whole session (every token descended from the same login) and answers 401, as RFC 9700 §4.14.2 asks: clients must not refresh the same token concurrently.',
+        },
+      },
+    )
+    .post(
+      '/logout',
+      async ({ body, identity, set }) => {
+        await sessions.logout(identity.userId, body.refreshToken)
+        set.status = 204
+      },
+      {
+        auth: true,
+        parse: 'json',
+        transform: requireObjectBody,
+        body: LogoutBody,
+        response: { 204: t.Void(), 401: Problem, 404: Problem, 422: Problem },
+        detail: {
+          tags: ['auth'],
+          summary: 'End one session',
+          description:
+            'Revokes the session the refresh token belongs to (every token of that login). Its access tokens stop working at the auth service at once and elsewhere when they expire.',
+        },
+      },
+    )
+    .post(
+      '/revoke',
+      async ({ body, identity, set }) => {
+        await sessions.revokeAll(identity, body?.userId, correlationId(set))
+        set.status = 204
+      },
+      {
+        auth: true,
+        parse: 'json',
+        transform: requireObjectBody,
+        body: RevokeBody,
+        response: { 204: t.Void(), 401: Problem, 403: Problem, 404: Problem, 422: Problem },
+        detail: {
+          tags: ['auth'],
+          summary: 'Revoke every session of a user',
+          description:
+            'Without a body: every session of the caller. With `{userId}`: that user’s sessions, which needs the `admin` role. Publishes `user.sessions_revoked`, so the gateway rejects access tokens issued before now.',
+        },
+      },
+    )
+}

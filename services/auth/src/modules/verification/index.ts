@@ -1,0 +1,48 @@
+import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { Problem } from '@parley/contracts'
+import { Elysia } from 'elysia'
+import { correlationId, requireObjectBody } from '../../http'
+import { ConfirmBody, VerificationRequested, Verified } from './model'
+import type { VerificationService } from './service'
+
+/** Email verification by a mailed one-time code. */
+export function verificationRoutes(verification: VerificationService, verifier: AccessTokenVerifier) {
+  return new Elysia({ name: 'auth.verification', prefix: '/auth/verify-email' })
+    .use(authPlugin(verifier))
+    .post(
+      '/request',
+      async ({ identity, set, status }) =>
+        status(202, await verification.request(identity.userId, correlationId(set))),
+      {
+        auth: true,
+        response: { 202: VerificationRequested, 401: Problem, 409: Problem, 429: Problem, 503: Problem },
+        detail: {
+          tags: ['auth'],
+          summary: 'Mail a verification code to the caller’s email address',
+          description:
+            'A new 6-digit code replaces any earlier one; by default it is valid for 10 minutes and allows 5 attempts, and one code per minute may be requested (429 with Retry-After otherwise); 409 when already verified.',
+        },
+      },
+    )
+    .post(
+      '/confirm',
+      async ({ identity, body, set }) => {
+        await verification.confirm(identity.userId, body.code, correlationId(set))
+        return { emailVerified: true as const }
+      },
+      {
+        auth: true,
+        // JSON only, declared so the OpenAPI document lists the body under application/json.
+        parse: 'json',
+        transform: requireObjectBody,
+        body: ConfirmBody,
+        response: { 200: Verified, 400: Problem, 401: Problem, 409: Problem, 422: Problem, 503: Problem },
+        detail: {
+          tags: ['auth'],
+          summary: 'Confirm the caller’s email address with the mailed code',
+          description:
+            'Publishes `user.email_verified`. Access tokens carry `email_verified` from their issue: refresh to get one that says true. 400 for an incorrect, expired or used-up code.',
+        },
+      },
+    )
+}
