@@ -138,7 +138,8 @@ export function httpKit(options: HttpKitOptions) {
         path: '/docs',
         specPath: '/docs/json',
         provider: null,
-        exclude: { paths: INFRA_PATHS },
+        // staticFile: the plugin otherwise drops every path with a dot, e.g. /auth/.well-known/jwks.json.
+        exclude: { paths: INFRA_PATHS, staticFile: false },
         documentation: {
           info: {
             title: `Parley ${service}`,
