@@ -1,4 +1,4 @@
-import { AmqpEnv, BaseEnv, envSchema, PostgresEnv, RedisEnv } from '@parley/common'
+import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, PostgresEnv, RedisEnv } from '@parley/common'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 export const Env = envSchema({
@@ -6,11 +6,24 @@ export const Env = envSchema({
   ...PostgresEnv,
   ...RedisEnv,
   ...AmqpEnv,
+  ...JwtVerifyEnv,
   PORT: t.Integer({
     minimum: 1,
     maximum: 65535,
     default: 4001,
     description: 'HTTP port of the user service',
+  }),
+  PROFILE_CACHE_TTL_SECONDS: t.Integer({
+    minimum: 1,
+    default: 300,
+    description: 'How long a profile stays in the Redis cache (writes refresh it at once)',
+  }),
+  PROFILE_WAIT_MS: t.Integer({
+    minimum: 0,
+    maximum: 30_000,
+    default: 2_000,
+    description:
+      'How long GET/PATCH /users/me wait for a just-registered profile to be projected before answering 503',
   }),
 })
 

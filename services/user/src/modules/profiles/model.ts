@@ -1,0 +1,96 @@
+import { Page } from '@parley/contracts'
+import { t } from 'elysia'
+
+export const MAX_BATCH_IDS = 100
+export const MAX_PAGE_SIZE = 100
+
+const Uuid = t.String({ format: 'uuid' })
+const Timestamp = t.String({ format: 'date-time' })
+/** No control characters (tabs, newlines, NUL…) in a name shown on one line. */
+const SINGLE_LINE = '^[^\\u0000-\\u001f\\u007f]*$'
+
+export const PublicProfile = t.Object(
+  {
+    id: Uuid,
+    displayName: t.String(),
+    bio: t.Union([t.String(), t.Null()]),
+    avatarUrl: t.Union([t.String(), t.Null()]),
+    createdAt: Timestamp,
+  },
+  { description: 'What any signed-in user may see of a profile' },
+)
+export type PublicProfile = typeof PublicProfile.static
+
+export const OwnProfile = t.Object(
+  {
+    id: Uuid,
+    email: t.String(),
+    emailVerified: t.Boolean(),
+    displayName: t.String(),
+    bio: t.Union([t.String(), t.Null()]),
+    avatarUrl: t.Union([t.String(), t.Null()]),
+    createdAt: Timestamp,
+    updatedAt: Timestamp,
+  },
+  { description: 'The caller’s own profile, with its private fields' },
+)
+export type OwnProfile = typeof OwnProfile.static
+
+export const ProfileUpdate = t.Object(
+  {
+    displayName: t.Optional(
+      t.String({
+        minLength: 1,
+        maxLength: 64,
+        pattern: SINGLE_LINE,
+        description: 'Trimmed first; 1–64 characters, no control characters',
+      }),
+    ),
+    bio: t.Optional(
+      t.Union([t.String({ maxLength: 280 }), t.Null()], {
+        description: 'Up to 280 characters; null clears it',
+      }),
+    ),
+    avatarUrl: t.Optional(
+      t.Union([t.String({ maxLength: 2048, pattern: '^https://' }), t.Null()], {
+        description: 'An https URL of up to 2048 characters; null clears it',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    minProperties: 1,
+    description: 'At least one field; fields left out are unchanged',
+  },
+)
+export type ProfileUpdate = typeof ProfileUpdate.static
+
+export const ProfileParams = t.Object({ id: Uuid })
+
+/** Elysia's `t` (not the contracts' PageQuery): only its numbers are coerced from the query string. */
+export const UserListQuery = t.Object({
+  q: t.Optional(
+    t.String({
+      minLength: 1,
+      maxLength: 100,
+      description:
+        'Search text (trimmed), case-insensitive: display name (substring) or email (prefix). Ranked: exact, display-name prefix, email prefix, substring; ties by name.',
+    }),
+  ),
+  ids: t.Optional(
+    t.String({
+      minLength: 1,
+      maxLength: MAX_BATCH_IDS * 37,
+      description: `Comma-separated user ids (at most ${MAX_BATCH_IDS}): a batch lookup instead of a search`,
+    }),
+  ),
+  // The range is checked by the service: Elysia reports a coerced number out of range without its name.
+  limit: t.Optional(t.Integer({ default: 20, description: `Page size, 1–${MAX_PAGE_SIZE}` })),
+  cursor: t.Optional(
+    t.String({ maxLength: 512, description: 'Opaque; the `nextCursor` of the previous page' }),
+  ),
+})
+export type UserListQuery = typeof UserListQuery.static
+
+export const PublicProfilePage = Page(PublicProfile)
+export type PublicProfilePage = typeof PublicProfilePage.static

@@ -1,0 +1,143 @@
+import { inArray, type SQL, sql } from 'drizzle-orm'
+import type { UserDatabase } from '../../db/client'
+import { type ProfileRow, profiles } from '../../db/schema'
+
+/**
+ * Search ranks a profile by the best way it matches the (case-folded) query:
+ *   0 exact:         the display name or the email equals it
+ *   1 name prefix:   the display name starts with it
+ *   2 email prefix:  the email starts with it (results never show the email, so a match the
+ *                    caller can see in the name ranks first)
+ *   3 substring:     the display name contains it further in
+ * and orders ties by the case-folded display name (byte order), then id. A cursor is the
+ * last (rank, name, id) served; each tier excludes the earlier ones, so every match appears
+ * exactly once across pages. Tiers run in order and stop once the page is full.
+ *
+ * Cost: tiers 0 and 1 read the name index in order within a range, so they never touch more
+ * rows than the page. Tier 2 reads the email range from its covering index (no table access)
+ * and sorts it. Tier 3 is left to the planner, which weighs walking the name index in order
+ * until the page is full (common substrings) against fetching every match through the
+ * trigram index and sorting them (rare ones); it is written so its estimates hold.
+ */
+export type SearchRank = 0 | 1 | 2 | 3
+export type SearchKey = { rank: SearchRank; name: string; id: string }
+
+const RANKS: readonly SearchRank[] = [0, 1, 2, 3]
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+export function encodeCursor(key: SearchKey): string {
+  return Buffer.from(JSON.stringify([key.rank, key.name, key.id])).toString('base64url')
+}
+
+/** Returns the key a cursor stands for, or undefined if it is not one this service issued. */
+export function decodeCursor(cursor: string): SearchKey | undefined {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
+    if (!Array.isArray(value) || value.length !== 3) return undefined
+    const [rank, name, id] = value
+    if (!RANKS.includes(rank) || typeof name !== 'string' || typeof id !== 'string' || !UUID.test(id))
+      return undefined
+    return { rank, name, id }
+  } catch {
+    return undefined
+  }
+}
+
+/** Escapes LIKE wildcards so the query matches literally. */
+function likeLiteral(text: string): string {
+  return text.replace(/[\\%_]/g, (char) => `\\${char}`)
+}
+
+type Candidate = { id: string; search_name: string }
+
+/** One tier's query: up to `limit` of its rows after `after`, in name order. */
+function tierQuery(rank: SearchRank, query: string, after: SQL, limit: number): SQL {
+  // Case-folded by PostgreSQL, exactly as `search_name` is.
+  const folded = sql`lower(${query})`
+  const inNameOrder = (where: SQL) =>
+    sql`select id, search_name from profiles where ${where} ${after} order by search_name, id limit ${limit}`
+  switch (rank) {
+    case 0:
+      // Two ordered parts rather than an OR, which would fetch and sort every equal name.
+      return sql`
+        (${inNameOrder(sql`search_name = ${folded}`)})
+        union all
+        (${inNameOrder(sql`email = ${folded} and search_name <> ${folded}`)})
+        order by search_name, id limit ${limit}`
+    case 1:
+      return inNameOrder(
+        sql`starts_with(search_name, ${folded}) and search_name <> ${folded} and email <> ${folded}`,
+      )
+    case 2:
+      // Fenced (offset 0) so it reads the email range: email and name prefixes go together,
+      // and the planner, blind to that, would walk the name index looking for rows that
+      // mostly belong to tier 1.
+      return sql`
+        select id, search_name from (
+          select id, search_name from profiles
+          where starts_with(email, ${folded}) and email <> ${folded}
+            and not starts_with(search_name, ${folded}) ${after}
+          offset 0) by_email
+        order by search_name, id limit ${limit}`
+    case 3:
+      // `substr(search_name, 2)` holds every substring that does not start the name: its
+      // trigram index yields this tier's candidates without the name-prefix matches.
+      return inNameOrder(sql`
+        substr(search_name, 2) like '%' || lower(${likeLiteral(query)}) || '%'
+        and not starts_with(search_name, ${folded}) and not starts_with(email, ${folded})`)
+  }
+}
+
+export type SearchPage = { ids: string[]; next: SearchKey | undefined }
+
+/**
+ * Finds up to `limit` profile ids matching `query` after `cursor`, in rank order, and the
+ * key to continue from when there are more.
+ */
+export async function searchProfileIds(
+  db: UserDatabase,
+  query: string,
+  limit: number,
+  cursor?: SearchKey,
+): Promise<SearchPage> {
+  const found: SearchKey[] = []
+  // One more than the page tells whether another page follows.
+  const wanted = limit + 1
+  for (const rank of RANKS) {
+    if (cursor && rank < cursor.rank) continue
+    const after =
+      cursor && rank === cursor.rank
+        ? sql`and (search_name, id) > (${cursor.name}, ${cursor.id}::uuid)`
+        : sql``
+    const rows = await db.execute<Candidate>(tierQuery(rank, query, after, wanted - found.length))
+    for (const row of rows) found.push({ rank, name: row.search_name, id: row.id })
+    if (found.length >= wanted) break
+  }
+  const page = found.slice(0, limit)
+  return {
+    ids: page.map((key) => key.id),
+    next: found.length > limit ? page[page.length - 1] : undefined,
+  }
+}
+
+/** Loads rows by id, in the order of `ids` (unknown ids are skipped). */
+export async function profilesInOrder(db: UserDatabase, ids: string[]): Promise<ProfileRow[]> {
+  if (ids.length === 0) return []
+  const rows = await db.select().from(profiles).where(inArray(profiles.id, ids))
+  const byId = new Map(rows.map((row) => [row.id, row]))
+  return ids.flatMap((id) => byId.get(id) ?? [])
+}
+
+/** One page of search results and the cursor of the next, as GET /users?q= serves them. */
+export async function searchProfiles(
+  db: UserDatabase,
+  query: string,
+  limit: number,
+  cursor?: SearchKey,
+): Promise<{ rows: ProfileRow[]; nextCursor: string | null }> {
+  const page = await searchProfileIds(db, query, limit, cursor)
+  return {
+    rows: await profilesInOrder(db, page.ids),
+    nextCursor: page.next ? encodeCursor(page.next) : null,
+  }
+}
