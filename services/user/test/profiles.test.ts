@@ -253,3 +253,9 @@ describe('profile cache', () => {
     expect((await user.request('GET', `/users/${id}`, { token })).body.bio).toBe('v3')
   })
 })
+
+test('the routes are documented in /docs/json', async () => {
+  const response = await user.app.handle(new Request('http://localhost/docs/json'))
+  const paths = Object.keys(((await response.json()) as { paths: Record<string, unknown> }).paths)
+  expect(paths).toEqual(expect.arrayContaining(['/users/me', '/users/{id}', '/users']))
+})
