@@ -1,22 +1,36 @@
-import { httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
+import { type AccessTokenVerifier, httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
 import { Elysia } from 'elysia'
 import type { Config } from './config'
+import { conversationRoutes } from './modules/conversations/index'
+import type { ConversationService } from './modules/conversations/service'
+import { messageRoutes } from './modules/messages/index'
+import type { MessageService } from './modules/messages/service'
 
-export type AppDeps = { runtime: Runtime; config: Config; readiness: ReadinessCheck[] }
+export type AppDeps = {
+  runtime: Runtime
+  config: Config
+  readiness: ReadinessCheck[]
+  verifier: AccessTokenVerifier
+  conversations: ConversationService
+  messages: MessageService
+}
 
 /** Builds the chat service; index.ts connects the clients and listens. */
-export function buildApp({ runtime, config, readiness }: AppDeps) {
-  return new Elysia().use(
-    httpKit({
-      service: 'chat',
-      description: 'Conversations and messages',
-      logger: runtime.logger,
-      metrics: runtime.metrics,
-      lifecycle: runtime.lifecycle,
-      readiness,
-      bodyLimitBytes: config.BODY_LIMIT_BYTES,
-    }),
-  )
+export function buildApp({ runtime, config, readiness, verifier, conversations, messages }: AppDeps) {
+  return new Elysia()
+    .use(
+      httpKit({
+        service: 'chat',
+        description: 'Conversations and messages',
+        logger: runtime.logger,
+        metrics: runtime.metrics,
+        lifecycle: runtime.lifecycle,
+        readiness,
+        bodyLimitBytes: config.BODY_LIMIT_BYTES,
+      }),
+    )
+    .use(conversationRoutes(verifier, conversations))
+    .use(messageRoutes(verifier, messages))
 }
 
 export type App = ReturnType<typeof buildApp>

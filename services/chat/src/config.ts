@@ -1,4 +1,4 @@
-import { AmqpEnv, BaseEnv, envSchema, MongoEnv, RedisEnv } from '@parley/common'
+import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, MongoEnv, RedisEnv } from '@parley/common'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 export const Env = envSchema({
@@ -6,11 +6,19 @@ export const Env = envSchema({
   ...MongoEnv,
   ...RedisEnv,
   ...AmqpEnv,
+  ...JwtVerifyEnv,
   PORT: t.Integer({
     minimum: 1,
     maximum: 65535,
     default: 4002,
     description: 'HTTP port of the chat service',
+  }),
+  CHAT_CACHE_TTL_SECONDS: t.Integer({
+    minimum: 1,
+    maximum: 86_400,
+    default: 60,
+    description:
+      'Lifetime of cached conversation metadata and latest message pages in Redis (bounds staleness after a Redis outage)',
   }),
 })
 

@@ -1,8 +1,98 @@
-import type { Runtime } from '@parley/common'
+import { AccessTokenVerifier, type Runtime } from '@parley/common'
+import { EventBus } from '@parley/common/events'
+import { createMongo, MongoOutboxRelay } from '@parley/common/mongo'
+import { closeRedis, createRedis, type Redis } from '@parley/common/redis'
+import type { Db } from 'mongodb'
 import type { AppDeps } from './app'
+import { ChatCache } from './cache'
 import type { Config } from './config'
+import { chatCollections, ensureIndexes, OUTBOX_COLLECTIONS } from './db'
+import { ConversationService, EVENT_SOURCE } from './modules/conversations/service'
+import { ConversationStore } from './modules/conversations/store'
+import { MessageService } from './modules/messages/service'
+import { subscribeUserProjection } from './modules/users/consumer'
+import { UserDirectory } from './modules/users/service'
+
+export type ConnectOptions = {
+  /** Defaults to one over the JWKS at JWKS_URL; tests pass one over a test key set. */
+  verifier?: AccessTokenVerifier
+  /** Namespace of this process's Redis keys (tests use one per file). */
+  redisKeyPrefix?: string
+  /** Run the outbox relay (default true); recovery tests write with it stopped. */
+  relay?: boolean
+}
+
+/** What buildApp needs, plus the handles tests and benchmarks reach into. */
+export type ChatDeps = AppDeps & {
+  db: Db
+  redis: Redis
+  bus: EventBus
+  relay: MongoOutboxRelay
+  users: UserDirectory
+}
 
 /** Connects what the chat service needs and registers how to release it on shutdown. */
-export async function connect(config: Config, runtime: Runtime): Promise<AppDeps> {
-  return { runtime, config, readiness: [] }
+export async function connect(
+  config: Config,
+  runtime: Runtime,
+  options: ConnectOptions = {},
+): Promise<ChatDeps> {
+  const { logger, metrics, lifecycle } = runtime
+
+  const mongo = createMongo(config.MONGO_URL, config.MONGO_DB)
+  lifecycle.onClose('mongodb', () => mongo.close())
+  // Also `migrate`'s job; repeated here (idempotent) so a dev process needs no separate step.
+  await ensureIndexes(mongo.db)
+
+  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: options.redisKeyPrefix })
+  lifecycle.onClose('redis', () => closeRedis(redis))
+
+  const bus = new EventBus({
+    url: config.AMQP_URL,
+    exchange: config.AMQP_EXCHANGE,
+    source: EVENT_SOURCE,
+    prefetch: config.AMQP_PREFETCH,
+    logger,
+    metrics,
+  })
+  lifecycle.onClose('rabbitmq', () => bus.close())
+
+  const collections = chatCollections(mongo.db)
+  const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
+  const users = new UserDirectory(collections.users)
+  const store = new ConversationStore(collections.conversations, collections.messages, cache)
+  const relay = new MongoOutboxRelay(mongo.db, OUTBOX_COLLECTIONS, bus, logger, metrics)
+
+  await subscribeUserProjection(bus, mongo.db, users)
+  await bus.start()
+  lifecycle.onDrain('consumers', () => bus.stopConsuming())
+  if (options.relay !== false) {
+    relay.start()
+    lifecycle.onDrain('outbox relay', () => relay.stop())
+  }
+
+  return {
+    runtime,
+    config,
+    readiness: [
+      { name: 'mongodb', check: mongo.check },
+      // The cache is bypassed and the outbox holds events while these are down.
+      { name: 'redis', check: () => redis.ping(), critical: false },
+      { name: 'rabbitmq', check: () => bus.check(), critical: false },
+    ],
+    verifier:
+      options.verifier ??
+      new AccessTokenVerifier({
+        jwks: new URL(config.JWKS_URL),
+        issuer: config.JWT_ISSUER,
+        audience: config.JWT_AUDIENCE,
+      }),
+    conversations: new ConversationService(collections.conversations, store, users, relay),
+    messages: new MessageService(collections.messages, store, cache, relay, metrics),
+    db: mongo.db,
+    redis,
+    bus,
+    relay,
+    users,
+  }
 }

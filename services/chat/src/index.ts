@@ -1,6 +1,7 @@
 import { runService } from '@parley/common'
 import { buildApp } from './app'
 import { Env } from './config'
+import { migrate } from './db'
 import { connect } from './deps'
 
-await runService({ service: 'chat', env: Env, connect, buildApp })
+await runService({ service: 'chat', env: Env, connect, buildApp, migrate })

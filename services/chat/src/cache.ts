@@ -1,0 +1,127 @@
+import { cacheMetrics, type Logger, type Metrics } from '@parley/common'
+import type { Redis } from '@parley/common/redis'
+import type { ConversationDoc, MessageDoc } from './db'
+
+/** How many of the newest messages of a conversation are cached (the largest page a client may ask for). */
+export const LATEST_PAGE_SIZE = 100
+
+/**
+ * The newest messages of a conversation, oldest first, and whether older ones exist, as read
+ * after the conversation was at `messagesVersion`.
+ */
+export type LatestPage = { messagesVersion: number; messages: MessageDoc[]; hasOlder: boolean }
+
+/** Stores the payload unless the cached copy is already at a newer version (concurrent writers, stale fills). */
+const SET_IF_NEWER = `
+local current = redis.call('HGET', KEYS[1], 'version')
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'payload', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`
+
+const conversationKey = (id: string) => `chat:conversation:${id}`
+const latestPageKey = (conversationId: string) => `chat:latest:${conversationId}`
+
+function reviveConversation(json: string): ConversationDoc {
+  const doc = JSON.parse(json) as ConversationDoc
+  doc.createdAt = new Date(doc.createdAt)
+  doc.updatedAt = new Date(doc.updatedAt)
+  if (doc.lastMessage) doc.lastMessage.createdAt = new Date(doc.lastMessage.createdAt)
+  return doc
+}
+
+function reviveLatestPage(json: string): LatestPage {
+  const page = JSON.parse(json) as LatestPage
+  for (const message of page.messages) message.createdAt = new Date(message.createdAt)
+  return page
+}
+
+type CacheName = 'conversation' | 'latest_messages'
+
+/**
+ * Cache-aside in Redis for conversation metadata and the latest message page. Every Redis
+ * failure is a miss (or a skipped write): the caller reads MongoDB and the request succeeds.
+ *
+ * Freshness: writers store the conversation returned by their update, ordered by `version`, so
+ * a slow writer or a reader filling from an older read cannot overwrite a newer copy. A latest
+ * page is read from MongoDB after the conversation was seen at some `messagesVersion` and is
+ * used only while the conversation is still at that version: a message is inserted before the
+ * conversation update that bumps it, so a page can never miss a message its tag accounts for,
+ * and a new message invalidates the page without a delete that could race with a fill.
+ */
+export class ChatCache {
+  private readonly requests
+
+  constructor(
+    private readonly redis: Redis,
+    metrics: Metrics,
+    private readonly logger: Logger,
+    private readonly ttlSeconds: number,
+  ) {
+    this.requests = cacheMetrics(metrics)
+  }
+
+  async conversation(id: string): Promise<ConversationDoc | undefined> {
+    return this.lookup('conversation', async () => {
+      const payload = await this.redis.hget(conversationKey(id), 'payload')
+      return payload === null ? undefined : reviveConversation(payload)
+    })
+  }
+
+  async storeConversation(doc: ConversationDoc): Promise<void> {
+    await this.write('conversation', () =>
+      this.redis.eval(
+        SET_IF_NEWER,
+        1,
+        conversationKey(doc._id),
+        doc.version,
+        JSON.stringify(doc),
+        this.ttlSeconds * 1000,
+      ),
+    )
+  }
+
+  /** The cached latest page, if it was read at the conversation's current `messagesVersion`. */
+  async latestPage(conversation: ConversationDoc): Promise<LatestPage | undefined> {
+    return this.lookup('latest_messages', async () => {
+      const payload = await this.redis.hget(latestPageKey(conversation._id), 'payload')
+      if (payload === null) return undefined
+      const page = reviveLatestPage(payload)
+      return page.messagesVersion === conversation.messagesVersion ? page : undefined
+    })
+  }
+
+  async storeLatestPage(conversationId: string, page: LatestPage): Promise<void> {
+    await this.write('latest_messages', () =>
+      this.redis.eval(
+        SET_IF_NEWER,
+        1,
+        latestPageKey(conversationId),
+        page.messagesVersion,
+        JSON.stringify(page),
+        this.ttlSeconds * 1000,
+      ),
+    )
+  }
+
+  private async lookup<T>(cache: CacheName, get: () => Promise<T | undefined>): Promise<T | undefined> {
+    try {
+      const value = await get()
+      this.requests.inc({ cache, result: value === undefined ? 'miss' : 'hit' })
+      return value
+    } catch (error) {
+      this.requests.inc({ cache, result: 'error' })
+      this.logger.debug({ err: error instanceof Error ? error.message : error, cache }, 'cache read bypassed')
+      return undefined
+    }
+  }
+
+  private async write(cache: CacheName, set: () => Promise<unknown>): Promise<void> {
+    try {
+      await set()
+    } catch (error) {
+      this.logger.debug({ err: error instanceof Error ? error.message : error, cache }, 'cache write skipped')
+    }
+  }
+}

@@ -1,0 +1,82 @@
+import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { Elysia } from 'elysia'
+import { correlationIdOf } from '../../correlation'
+import {
+  AddParticipantsBody,
+  Conversation,
+  ConversationListQuery,
+  ConversationPage,
+  ConversationParams,
+  CreateConversationBody,
+  RenameConversationBody,
+} from './model'
+import type { ConversationService } from './service'
+
+export function conversationRoutes(verifier: AccessTokenVerifier, conversations: ConversationService) {
+  return new Elysia({ name: 'chat.conversations', detail: { tags: ['conversations'] } })
+    .use(authPlugin(verifier))
+    .post(
+      '/conversations',
+      async ({ identity, body, set, status }) =>
+        status(201, await conversations.create(identity.userId, body, correlationIdOf(set.headers))),
+      {
+        auth: true,
+        body: CreateConversationBody,
+        response: { 201: Conversation },
+        detail: {
+          summary: 'Create a conversation',
+          description:
+            'The caller is always a participant; every other id must be a known user (422 naming the unknown ones). Publishes `conversation.created`.',
+        },
+      },
+    )
+    .get('/conversations', ({ identity, query }) => conversations.list(identity.userId, query), {
+      auth: true,
+      query: ConversationListQuery,
+      response: { 200: ConversationPage },
+      detail: {
+        summary: "The caller's conversations, most recent activity first",
+        description: 'With the last message and the unread count of each.',
+      },
+    })
+    .get('/conversations/:id', ({ identity, params }) => conversations.get(identity.userId, params.id), {
+      auth: true,
+      params: ConversationParams,
+      response: { 200: Conversation },
+      detail: { summary: 'A conversation of the caller (404 for anyone else)' },
+    })
+    .patch(
+      '/conversations/:id',
+      ({ identity, params, body }) => conversations.rename(identity.userId, params.id, body.title),
+      {
+        auth: true,
+        params: ConversationParams,
+        body: RenameConversationBody,
+        response: { 200: Conversation },
+        detail: { summary: 'Rename a conversation (null clears the title)' },
+      },
+    )
+    .post(
+      '/conversations/:id/participants',
+      ({ identity, params, body }) => conversations.addParticipants(identity.userId, params.id, body.userIds),
+      {
+        auth: true,
+        params: ConversationParams,
+        body: AddParticipantsBody,
+        response: { 200: Conversation },
+        detail: { summary: 'Add known users to a conversation' },
+      },
+    )
+    .delete(
+      '/conversations/:id/participants/me',
+      async ({ identity, params, status }) => {
+        await conversations.leave(identity.userId, params.id)
+        return status(204, undefined)
+      },
+      {
+        auth: true,
+        params: ConversationParams,
+        detail: { summary: 'Leave a conversation' },
+      },
+    )
+}

@@ -1,0 +1,77 @@
+import { t } from 'elysia'
+
+export const MAX_PARTICIPANTS = 256
+export const MAX_TITLE_LENGTH = 120
+/** unreadCount counts at most this many messages: the badge shows "99+" style from here. */
+export const UNREAD_COUNT_CAP = 100
+
+const LOWERCASE_UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+
+/** Ids are lowercase UUIDs; anything else (objects, `$`-operators, other strings) fails validation. */
+export const Id = (description: string) => t.String({ format: 'uuid', pattern: LOWERCASE_UUID, description })
+
+export const ConversationParams = t.Object({ id: Id('Conversation id') })
+
+const Title = t.String({
+  maxLength: MAX_TITLE_LENGTH,
+  description: 'Trimmed; an empty title is stored as null',
+})
+
+export const CreateConversationBody = t.Object({
+  title: t.Optional(t.Union([Title, t.Null()])),
+  participantIds: t.Array(Id('User id'), {
+    minItems: 1,
+    maxItems: MAX_PARTICIPANTS,
+    description: 'Known users; the caller is always added',
+  }),
+})
+export type CreateConversationBody = typeof CreateConversationBody.static
+
+export const RenameConversationBody = t.Object({ title: t.Union([Title, t.Null()]) })
+
+export const AddParticipantsBody = t.Object({
+  userIds: t.Array(Id('User id'), { minItems: 1, maxItems: MAX_PARTICIPANTS }),
+})
+
+/** Elysia's `t` (not the contracts' PageQuery): only its numbers are coerced from the query string. */
+export const ConversationListQuery = t.Object({
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
+  cursor: t.Optional(t.String({ maxLength: 512, description: 'nextCursor of the previous page' })),
+})
+
+const Timestamp = t.String({ format: 'date-time' })
+
+export const Participant = t.Object({
+  userId: Id('User id'),
+  displayName: t.Union([t.String(), t.Null()], { description: 'Null until the user is known to chat' }),
+  lastReadMessageId: t.Union([t.String(), t.Null()]),
+})
+
+export const LastMessage = t.Object({
+  id: t.String(),
+  senderId: t.String(),
+  preview: t.String({ maxLength: 200 }),
+  createdAt: Timestamp,
+})
+
+export const Conversation = t.Object({
+  id: t.String(),
+  title: t.Union([t.String(), t.Null()]),
+  createdBy: t.String(),
+  participants: t.Array(Participant),
+  lastMessage: t.Union([LastMessage, t.Null()]),
+  unreadCount: t.Integer({
+    minimum: 0,
+    maximum: UNREAD_COUNT_CAP,
+    description: `Messages from others after the caller's read marker, counted up to ${UNREAD_COUNT_CAP} (${UNREAD_COUNT_CAP} means ${UNREAD_COUNT_CAP} or more)`,
+  }),
+  createdAt: Timestamp,
+  updatedAt: t.String({ format: 'date-time', description: 'Last activity; the list is ordered by it' }),
+})
+export type Conversation = typeof Conversation.static
+
+export const ConversationPage = t.Object({
+  items: t.Array(Conversation),
+  nextCursor: t.Union([t.String(), t.Null()], { description: 'Opaque; pass as `cursor` for the next page' }),
+})
+export type ConversationPage = typeof ConversationPage.static

@@ -1,0 +1,211 @@
+import { newId, problems } from '@parley/common'
+import { buildEvent } from '@parley/common/events'
+import { pendingEventsFields } from '@parley/common/mongo'
+import type { Collection } from 'mongodb'
+import { CONVERSATION_FIELDS, type ConversationDoc } from '../../db'
+import type { UserDirectory } from '../users/service'
+import {
+  type Conversation,
+  type ConversationPage,
+  type CreateConversationBody,
+  MAX_PARTICIPANTS,
+} from './model'
+import { type ConversationStore, readMarkerPath } from './store'
+
+export const EVENT_SOURCE = 'parley/chat'
+
+/** Wakes the outbox relay after a write so events leave without waiting for its poll. */
+export type RelayKick = { kick(): void }
+
+type ListCursor = { updatedAt: Date; id: string }
+
+function encodeCursor({ updatedAt, id }: ListCursor): string {
+  return Buffer.from(JSON.stringify([updatedAt.getTime(), id])).toString('base64url')
+}
+
+const CURSOR_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/** Decodes a list cursor into typed values (never an object that could reach a query), or 422. */
+function decodeCursor(cursor: string): ListCursor {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
+    if (Array.isArray(value) && value.length === 2) {
+      const [time, id] = value as unknown[]
+      if (Number.isSafeInteger(time) && typeof id === 'string' && CURSOR_ID.test(id))
+        return { updatedAt: new Date(time as number), id }
+    }
+  } catch {}
+  throw problems.validation([{ field: 'query.cursor', message: 'Invalid cursor' }])
+}
+
+function normalizeTitle(title: string | null | undefined): string | null {
+  const trimmed = title?.trim()
+  return trimmed ? trimmed : null
+}
+
+function unknownUsersProblem(field: string, requested: readonly string[], unknown: readonly string[]) {
+  return problems.validation(
+    unknown.map((id) => ({ field: `${field}.${requested.indexOf(id)}`, message: `Unknown user ${id}` })),
+    `Unknown users: ${unknown.join(', ')}`,
+  )
+}
+
+export class ConversationService {
+  constructor(
+    private readonly conversations: Collection<ConversationDoc>,
+    private readonly store: ConversationStore,
+    private readonly users: UserDirectory,
+    private readonly relay: RelayKick,
+  ) {}
+
+  async create(callerId: string, input: CreateConversationBody, correlationId?: string) {
+    const participantIds = [...new Set([callerId, ...input.participantIds])]
+    if (participantIds.length > MAX_PARTICIPANTS)
+      throw problems.validation([
+        {
+          field: 'body.participantIds',
+          message: `A conversation has at most ${MAX_PARTICIPANTS} participants, the caller included`,
+        },
+      ])
+    const unknown = await this.users.unknownIds(participantIds.filter((id) => id !== callerId))
+    if (unknown.length > 0) throw unknownUsersProblem('body.participantIds', input.participantIds, unknown)
+
+    const now = new Date()
+    const doc: ConversationDoc = {
+      _id: newId(),
+      title: normalizeTitle(input.title),
+      createdBy: callerId,
+      participantIds,
+      readMarkers: {},
+      lastMessage: null,
+      createdAt: now,
+      updatedAt: now,
+      version: 1,
+      messagesVersion: 0,
+    }
+    const event = buildEvent(
+      EVENT_SOURCE,
+      'conversation.created',
+      {
+        conversationId: doc._id,
+        title: doc.title,
+        createdBy: callerId,
+        participantIds,
+        createdAt: now.toISOString(),
+      },
+      { correlationId },
+    )
+    await this.conversations.insertOne({ ...doc, ...pendingEventsFields([event]) })
+    this.relay.kick()
+    await this.store.remember(doc)
+    return this.view(callerId, doc)
+  }
+
+  async list(callerId: string, { limit = 20, cursor }: { limit?: number; cursor?: string }) {
+    const after = cursor === undefined ? undefined : decodeCursor(cursor)
+    const docs = await this.conversations
+      .find(
+        {
+          participantIds: callerId,
+          ...(after && {
+            $or: [
+              { updatedAt: { $lt: after.updatedAt } },
+              { updatedAt: after.updatedAt, _id: { $lt: after.id } },
+            ],
+          }),
+        },
+        { projection: CONVERSATION_FIELDS },
+      )
+      .sort({ updatedAt: -1, _id: -1 })
+      .limit(limit + 1)
+      .toArray()
+    const page = docs.slice(0, limit)
+    const last = page.at(-1)
+    return {
+      items: await this.views(callerId, page),
+      nextCursor:
+        docs.length > limit && last ? encodeCursor({ updatedAt: last.updatedAt, id: last._id }) : null,
+    } satisfies ConversationPage
+  }
+
+  async get(callerId: string, id: string): Promise<Conversation> {
+    return this.view(callerId, await this.store.forParticipant(id, callerId))
+  }
+
+  async rename(callerId: string, id: string, title: string | null): Promise<Conversation> {
+    const doc = await this.store.update(
+      { _id: id, participantIds: callerId },
+      { $set: { title: normalizeTitle(title) }, $max: { updatedAt: new Date() } },
+    )
+    if (!doc) throw problems.notFound('No such conversation')
+    return this.view(callerId, doc)
+  }
+
+  /** Adds known users; ids already in the conversation are ignored. */
+  async addParticipants(callerId: string, id: string, userIds: readonly string[]): Promise<Conversation> {
+    const current = await this.store.forParticipant(id, callerId)
+    const requested = [...new Set(userIds)]
+    const unknown = await this.users.unknownIds(requested)
+    if (unknown.length > 0) throw unknownUsersProblem('body.userIds', userIds, unknown)
+    const added = requested.filter((userId) => !current.participantIds.includes(userId))
+    if (added.length === 0) return this.view(callerId, current)
+    const tooMany = problems.validation([
+      { field: 'body.userIds', message: `A conversation has at most ${MAX_PARTICIPANTS} participants` },
+    ])
+    if (current.participantIds.length + added.length > MAX_PARTICIPANTS) throw tooMany
+
+    // Newcomers start with the history read, so it does not show up as unread.
+    const markers = current.lastMessage
+      ? Object.fromEntries(added.map((userId) => [readMarkerPath(userId), current.lastMessage?.id]))
+      : {}
+    const doc = await this.store.update(
+      {
+        _id: id,
+        participantIds: callerId,
+        // Room for every newcomer even if others were added concurrently: no element at that index.
+        [`participantIds.${MAX_PARTICIPANTS - added.length}`]: { $exists: false },
+      },
+      { $addToSet: { participantIds: { $each: added } }, $max: { updatedAt: new Date(), ...markers } },
+    )
+    if (doc) return this.view(callerId, doc)
+    await this.store.forParticipant(id, callerId)
+    throw tooMany
+  }
+
+  async leave(callerId: string, id: string): Promise<void> {
+    const doc = await this.store.update(
+      { _id: id, participantIds: callerId },
+      { $pullAll: { participantIds: [callerId] }, $unset: { [readMarkerPath(callerId)]: '' } },
+    )
+    if (!doc) throw problems.notFound('No such conversation')
+  }
+
+  async view(callerId: string, doc: ConversationDoc): Promise<Conversation> {
+    const [view] = await this.views(callerId, [doc])
+    return view as Conversation
+  }
+
+  /** API views of several conversations: one display-name query, unread counts in parallel. */
+  private async views(callerId: string, docs: readonly ConversationDoc[]): Promise<Conversation[]> {
+    const names = await this.users.displayNames(docs.flatMap((doc) => doc.participantIds))
+    return Promise.all(
+      docs.map(async (doc) => ({
+        id: doc._id,
+        title: doc.title,
+        createdBy: doc.createdBy,
+        participants: doc.participantIds.map((userId) => ({
+          userId,
+          displayName: names.get(userId) ?? null,
+          lastReadMessageId: doc.readMarkers[userId] ?? null,
+        })),
+        lastMessage: doc.lastMessage && {
+          ...doc.lastMessage,
+          createdAt: doc.lastMessage.createdAt.toISOString(),
+        },
+        unreadCount: await this.store.unreadCount(doc, callerId),
+        createdAt: doc.createdAt.toISOString(),
+        updatedAt: doc.updatedAt.toISOString(),
+      })),
+    )
+  }
+}

@@ -1,0 +1,60 @@
+import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { Elysia } from 'elysia'
+import { correlationIdOf } from '../../correlation'
+import { ConversationParams } from '../conversations/model'
+import { Message, MessagePage, MessagePageQuery, ReadBody, ReadReceipt, SendMessageBody } from './model'
+import type { MessageService } from './service'
+
+export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageService) {
+  return new Elysia({ name: 'chat.messages', detail: { tags: ['messages'] } })
+    .use(authPlugin(verifier))
+    .post(
+      '/conversations/:id/messages',
+      async ({ identity, params, body, set, status }) => {
+        const { created, message } = await messages.send(
+          identity.userId,
+          params.id,
+          body,
+          correlationIdOf(set.headers),
+        )
+        return created ? status(201, message) : status(200, message)
+      },
+      {
+        auth: true,
+        params: ConversationParams,
+        body: SendMessageBody,
+        response: { 200: Message, 201: Message },
+        detail: {
+          summary: 'Send a message',
+          description:
+            'Idempotent per (sender, clientMessageId): 201 the first time, 200 with the same message after. Publishes `message.sent`.',
+        },
+      },
+    )
+    .get(
+      '/conversations/:id/messages',
+      ({ identity, params, query }) => messages.page(identity.userId, params.id, query),
+      {
+        auth: true,
+        params: ConversationParams,
+        query: MessagePageQuery,
+        response: { 200: MessagePage },
+        detail: {
+          summary: 'Page through messages',
+          description:
+            'Without a cursor: the latest page. `before`/`after` page along message ids; each message appears exactly once across pages.',
+        },
+      },
+    )
+    .post(
+      '/conversations/:id/read',
+      ({ identity, params, body }) => messages.markRead(identity.userId, params.id, body.messageId),
+      {
+        auth: true,
+        params: ConversationParams,
+        body: ReadBody,
+        response: { 200: ReadReceipt },
+        detail: { summary: 'Mark messages read up to a message (read receipt)' },
+      },
+    )
+}

@@ -1,0 +1,201 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { createRuntime } from '@parley/common'
+import { buildEvent, EventBus } from '@parley/common/events'
+import type { CloudEvent } from '@parley/contracts'
+import { testLogger, waitFor } from '@parley/testkit'
+import type { UserDoc } from '../src/db'
+import type { Conversation } from '../src/modules/conversations/model'
+import type { Message } from '../src/modules/messages/model'
+import { createEventSink, createHarness, type Harness } from './harness'
+
+let chat: Harness
+let sink: Awaited<ReturnType<typeof createEventSink>>
+let publisher: EventBus
+
+beforeAll(async () => {
+  chat = await createHarness()
+  sink = await createEventSink(chat.vhost.url, ['conversation.created', 'message.sent'])
+  const runtime = createRuntime('auth', 'silent', testLogger('auth'))
+  publisher = new EventBus({
+    url: chat.vhost.url,
+    exchange: 'parley.events',
+    source: 'parley/auth',
+    prefetch: 10,
+    logger: runtime.logger,
+    metrics: runtime.metrics,
+  })
+  await publisher.start()
+  await publisher.connected()
+})
+
+afterAll(async () => {
+  await publisher.close()
+  await sink.close()
+  await chat.close()
+})
+
+const users = () => chat.deps.db.collection<UserDoc>('users')
+
+function registered(userId: string, displayName: string, createdAt = new Date()) {
+  return buildEvent('parley/auth', 'user.registered', {
+    userId,
+    email: `${userId}@example.test`,
+    displayName,
+    emailVerified: false,
+    roles: ['user'],
+    createdAt: createdAt.toISOString(),
+  })
+}
+
+function profileUpdated(userId: string, displayName: string, updatedAt: Date) {
+  return buildEvent('parley/user', 'user.profile_updated', {
+    userId,
+    displayName,
+    bio: null,
+    avatarUrl: null,
+    updatedAt: updatedAt.toISOString(),
+  })
+}
+
+const displayNameOf = async (userId: string) => (await users().findOne({ _id: userId }))?.displayName
+
+function eventsOf<T extends CloudEvent['type']>(type: T, match: (event: CloudEvent<T>) => boolean) {
+  return sink.events.filter(
+    (event): event is CloudEvent<T> => event.type === type && match(event as CloudEvent<T>),
+  )
+}
+
+describe('users projection (real consumer)', () => {
+  test('user.registered makes a user known to chat; user.profile_updated renames it', async () => {
+    const owner = await chat.newUser('Owner')
+    const userId = Bun.randomUUIDv7()
+    const before = await chat.call(owner, 'POST', '/conversations', { participantIds: [userId] })
+    expect(before.status).toBe(422)
+
+    await publisher.publishEvent(registered(userId, 'Newcomer'))
+    await waitFor(() => displayNameOf(userId), { what: 'the projected user' })
+    const created = await chat.call<Conversation>(owner, 'POST', '/conversations', {
+      participantIds: [userId],
+    })
+    expect(created.status).toBe(201)
+    expect(created.body.participants.find((p) => p.userId === userId)?.displayName).toBe('Newcomer')
+
+    await publisher.publishEvent(profileUpdated(userId, 'Renamed', new Date(Date.now() + 1000)))
+    await waitFor(async () => (await displayNameOf(userId)) === 'Renamed', { what: 'the rename' })
+    const read = await chat.call<Conversation>(owner, 'GET', `/conversations/${created.body.id}`)
+    expect(read.body.participants.find((p) => p.userId === userId)?.displayName).toBe('Renamed')
+  })
+
+  test('redelivered and out-of-order events leave the newest profile', async () => {
+    const userId = Bun.randomUUIDv7()
+    const newest = profileUpdated(userId, 'Newest', new Date(Date.now() + 2000))
+    await publisher.publishEvent(newest)
+    await waitFor(async () => (await displayNameOf(userId)) === 'Newest', { what: 'the newest profile' })
+
+    const stale = registered(userId, 'Stale', new Date(Date.now() - 60_000))
+    await publisher.publishEvent(stale)
+    await publisher.publishEvent(newest)
+    const markers = chat.deps.db.collection('processed_events')
+    await waitFor(() => markers.findOne({ _id: `chat.users:${stale.id}` as never }), {
+      what: 'the stale event',
+    })
+    expect(await displayNameOf(userId)).toBe('Newest')
+    expect(await markers.countDocuments({ _id: `chat.users:${newest.id}` as never })).toBe(1)
+  })
+})
+
+describe('outbox', () => {
+  test('conversation.created and message.sent carry the contract fields and the request id', async () => {
+    const [alice, bob, carol] = await Promise.all([chat.newUser('A'), chat.newUser('B'), chat.newUser('C')])
+    const created = await chat.call<Conversation>(alice, 'POST', '/conversations', {
+      title: 'Events',
+      participantIds: [bob, carol],
+    })
+    const conversationId = created.body.id
+    const [conversationEvent] = await waitFor(() => {
+      const found = eventsOf('conversation.created', (e) => e.data.conversationId === conversationId)
+      return found.length > 0 && found
+    })
+    expect(conversationEvent?.source).toBe('parley/chat')
+    expect(conversationEvent?.correlationid).toBe(created.headers.get('x-request-id') ?? '')
+    expect(conversationEvent?.data).toEqual({
+      conversationId,
+      title: 'Events',
+      createdBy: alice,
+      participantIds: [alice, bob, carol],
+      createdAt: created.body.createdAt,
+    })
+
+    const sent = await chat.call<Message>(bob, 'POST', `/conversations/${conversationId}/messages`, {
+      body: `  ${'long '.repeat(100)}`,
+      clientMessageId: 'evt-1',
+    })
+    expect(sent.status).toBe(201)
+    const retried = await chat.call<Message>(bob, 'POST', `/conversations/${conversationId}/messages`, {
+      body: 'long',
+      clientMessageId: 'evt-1',
+    })
+    expect(retried.status).toBe(200)
+    const [messageEvent] = await waitFor(() => {
+      const found = eventsOf('message.sent', (e) => e.data.conversationId === conversationId)
+      return found.length > 0 && found
+    })
+    expect(messageEvent?.correlationid).toBe(sent.headers.get('x-request-id') ?? '')
+    expect(messageEvent?.data).toEqual({
+      messageId: sent.body.id,
+      conversationId,
+      senderId: bob,
+      recipientIds: [alice, carol],
+      preview: `${sent.body.body.slice(0, 199)}…`,
+      createdAt: sent.body.createdAt,
+    })
+    // The outbox is drained and the retry published nothing.
+    await waitFor(
+      async () => (await chat.deps.db.collection('messages').countDocuments({ _outboxPending: true })) === 0,
+      { what: 'the drained outbox' },
+    )
+    await Bun.sleep(200)
+    expect(eventsOf('message.sent', (e) => e.data.conversationId === conversationId)).toHaveLength(1)
+  })
+
+  test('nothing is lost when the broker is down and the process dies before publishing', async () => {
+    // A process whose broker is unreachable and whose relay never runs: it dies after writing.
+    const doomed = await createHarness({
+      amqpUrl: 'amqp://guest:guest@127.0.0.1:9/unreachable',
+      relay: false,
+    })
+    const doomedSink = await createEventSink(doomed.vhost.url, ['conversation.created', 'message.sent'])
+    try {
+      const [alice, bob] = await Promise.all([doomed.newUser('A'), doomed.newUser('B')])
+      const created = await doomed.call<Conversation>(alice, 'POST', '/conversations', {
+        participantIds: [bob],
+      })
+      expect(created.status).toBe(201)
+      const sent = await doomed.call<Message>(alice, 'POST', `/conversations/${created.body.id}/messages`, {
+        body: 'survives',
+      })
+      expect(sent.status).toBe(201)
+      await doomed.shutdown()
+      expect(doomedSink.events).toHaveLength(0)
+
+      // A fresh process on the same database and broker: its relay finds the pending events.
+      const revived = await createHarness({ share: doomed })
+      try {
+        await waitFor(() => doomedSink.events.length === 2, { what: 'the recovered events' })
+        expect(doomedSink.events.map((event) => event.type).sort()).toEqual([
+          'conversation.created',
+          'message.sent',
+        ])
+        expect(doomedSink.events.find((event) => event.type === 'message.sent')?.data).toMatchObject({
+          messageId: sent.body.id,
+          recipientIds: [bob],
+        })
+      } finally {
+        await revived.close()
+      }
+    } finally {
+      await doomedSink.close()
+      await doomed.close()
+    }
+  })
+})
