@@ -1,8 +1,11 @@
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { buildEvent } from '@parley/common/events'
 import { jsonRequest } from '@parley/testkit'
 import type { Notification, NotificationPage } from '../src/modules/notifications/model'
 import { type Harness, newUserId, startHarness } from './support'
+
+// Real servers on a shared 2-core machine: give the pipelines time under load (Bun's default is 5 s).
+setDefaultTimeout(30_000)
 
 let h: Harness
 const owner = newUserId()

@@ -1,7 +1,7 @@
 import { createRuntime, parseConfig, type Runtime } from '@parley/common'
-import { EventBus } from '@parley/common/events'
+import { buildEvent, EventBus } from '@parley/common/events'
 import { closeRedis, createRedis, type Redis } from '@parley/common/redis'
-import type { EventData, EventType } from '@parley/contracts'
+import type { CloudEvent, EventData, EventType } from '@parley/contracts'
 import {
   createTestDatabase,
   createTestSigner,
@@ -12,12 +12,25 @@ import {
   testLogger,
   testRedisPrefix,
   uniqueName,
+  waitFor,
 } from '@parley/testkit'
 import postgres from 'postgres'
 import { buildApp } from '../src/app'
 import { type Config, Env } from '../src/config'
+import { USERS_QUEUE } from '../src/consumers'
 import { migrationsFolder } from '../src/db'
 import { connect, type NotificationDeps } from '../src/deps'
+import { EMAIL_QUEUE } from '../src/modules/mail/service'
+import { INBOX_QUEUE } from '../src/modules/notifications/service'
+
+/** Which queue receives which event type (as bound in src/consumers.ts). */
+const QUEUES_BY_TYPE: Partial<Record<EventType, string[]>> = {
+  'user.registered': [USERS_QUEUE, EMAIL_QUEUE],
+  'user.profile_updated': [USERS_QUEUE],
+  'user.email_verification_requested': [EMAIL_QUEUE],
+  'message.sent': [INBOX_QUEUE, EMAIL_QUEUE],
+  'conversation.created': [INBOX_QUEUE],
+}
 
 export type Harness = {
   app: ReturnType<typeof buildApp>
@@ -34,6 +47,10 @@ export type Harness = {
   db: TestDatabase
   vhost: TestVhost
   publish: <T extends EventType>(type: T, data: EventData<T>) => Promise<string>
+  /** Publishes an envelope as is (the same one twice is a redelivery). */
+  publishEvent: (event: CloudEvent) => Promise<void>
+  /** Waits until every queue has settled (acknowledged or dead-lettered) everything published so far. */
+  settled: () => Promise<void>
   /** Sum of a metric's values whose labels include `labels`. */
   metric: (name: string, labels?: Record<string, string>) => Promise<number>
   close: () => Promise<void>
@@ -85,6 +102,26 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       .reduce((sum, value) => sum + value.value, 0)
   }
 
+  const published = new Map<string, number>()
+  const publishEvent = async (event: CloudEvent) => {
+    for (const queue of QUEUES_BY_TYPE[event.type] ?? [])
+      published.set(queue, (published.get(queue) ?? 0) + 1)
+    await publisher.publishEvent(event)
+  }
+  const settled = async () => {
+    for (const [queue, count] of published) {
+      await waitFor(
+        async () => {
+          const done =
+            (await metric('events_consumed_total', { queue, outcome: 'ok' })) +
+            (await metric('events_consumed_total', { queue, outcome: 'dead' }))
+          return done >= count || undefined
+        },
+        { timeoutMs: 20_000, what: `${count} event(s) settled on ${queue}` },
+      )
+    }
+  }
+
   return {
     app: buildApp(deps),
     deps,
@@ -96,7 +133,13 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     sql,
     db,
     vhost,
-    publish: async (type, data) => (await publisher.publish(type, data)).id,
+    publish: async (type, data) => {
+      const event = buildEvent('parley/test', type, data)
+      await publishEvent(event)
+      return event.id
+    },
+    publishEvent,
+    settled,
     metric,
     close: async () => {
       await publisher.close()

@@ -1,10 +1,13 @@
-import { afterAll, beforeAll, expect, test } from 'bun:test'
+import { afterAll, beforeAll, expect, setDefaultTimeout, test } from 'bun:test'
 import { createPostgres, type PostgresClient } from '@parley/common/postgres'
 import { createTestDatabase, type TestDatabase } from '@parley/testkit'
 import { migrationsFolder } from '../src/db'
 import { type Schema, schema } from '../src/db/schema'
 import { UserDirectory } from '../src/modules/users/service'
 import { newUserId, registered } from './support'
+
+// Real servers on a shared 2-core machine: give the pipelines time under load (Bun's default is 5 s).
+setDefaultTimeout(30_000)
 
 let database: TestDatabase
 let postgres: PostgresClient<Schema>

@@ -4,11 +4,16 @@ import { index, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzl
 
 export { outbox, processedEvents }
 
-/** In-app notifications; ids are UUIDv7, so `id desc` is newest first and doubles as the page cursor. */
+/**
+ * In-app notifications. Every read is per user, so the primary key is (user_id, id): it is
+ * the `(user_id, id desc)` index (scanned backwards) and leaves the planner no id-only index to
+ * walk backwards through everyone's rows. ids are UUIDv7, so `id desc` is newest first and
+ * doubles as the page cursor.
+ */
 export const notifications = pgTable(
   'notifications',
   {
-    id: uuid('id').primaryKey(),
+    id: uuid('id').notNull(),
     userId: uuid('user_id').notNull(),
     type: text('type').notNull(),
     payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
@@ -16,9 +21,10 @@ export const notifications = pgTable(
     readAt: timestamp('read_at', { withTimezone: true }),
   },
   (table) => [
-    index('notifications_user_id_id_idx').on(table.userId, table.id.desc()),
-    index('notifications_unread_user_id_id_idx')
-      .on(table.userId, table.id.desc())
+    primaryKey({ name: 'notifications_pkey', columns: [table.userId, table.id] }),
+    // nullsFirst(): PostgreSQL's own `id DESC`, so the index yields `order by id desc` directly.
+    index('notifications_unread_idx')
+      .on(table.userId, table.id.desc().nullsFirst())
       .where(sql`${table.readAt} is null`),
   ],
 )

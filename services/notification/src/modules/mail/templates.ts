@@ -1,4 +1,5 @@
 import { html, type SafeHtml, singleLine } from './html'
+import { MESSAGE_EMAIL_WINDOW_MS } from './throttle'
 
 export type TemplateName = 'welcome' | 'verification_code' | 'new_message'
 
@@ -95,6 +96,6 @@ export function newMessageMail(recipientName: string, senderName: string, previe
 <p><strong>${sender}</strong> sent you a message:</p>
 <blockquote style="margin:16px 0;padding:12px 16px;border-left:4px solid #3b82f6;background:#f5f7fa;white-space:pre-wrap">${preview}</blockquote>
 <p>Open ${PRODUCT} to reply.</p>`,
-    `You get at most one email per conversation every 10 minutes, and none while you are online in ${PRODUCT}.`,
+    `You get at most one email per conversation every ${MESSAGE_EMAIL_WINDOW_MS / 60_000} minutes, and none while you are online in ${PRODUCT}.`,
   )
 }

@@ -106,6 +106,8 @@ export class NotificationService {
       .select({ id: notifications.id })
       .from(notifications)
       .where(and(eq(notifications.userId, userId), isNull(notifications.readAt)))
+      // The order makes the planner count from the unread index instead of scanning the table.
+      .orderBy(desc(notifications.id))
       .limit(UNREAD_COUNT_CAP + 1)
       .as('unread')
     const [row] = await this.db.select({ total: count() }).from(unread)
