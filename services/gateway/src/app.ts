@@ -1,8 +1,9 @@
-import { type AccessTokenVerifier, httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
+import { httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
 import { Elysia } from 'elysia'
 import type { Config } from './config'
 import { docsRoutes } from './modules/docs'
 import type { DocsAggregator } from './modules/docs/service'
+import type { EdgeAuth } from './modules/edge-auth/service'
 import { proxyRoutes } from './modules/proxy'
 import type { Upstream } from './modules/proxy/service'
 import type { RateLimiter } from './modules/rate-limit/service'
@@ -15,14 +16,14 @@ export type AppDeps = {
   config: Config
   readiness: ReadinessCheck[]
   upstreams: readonly Upstream[]
-  verifier: AccessTokenVerifier
+  edgeAuth: EdgeAuth
   limiter: RateLimiter
   hub: RealtimeHub
   docs: DocsAggregator
 }
 
 /** Builds the gateway; deps.ts connects the clients and index.ts listens. */
-export function buildApp({ runtime, config, readiness, upstreams, verifier, limiter, hub, docs }: AppDeps) {
+export function buildApp({ runtime, config, readiness, upstreams, edgeAuth, limiter, hub, docs }: AppDeps) {
   return new Elysia()
     .use(
       httpKit({
@@ -37,11 +38,11 @@ export function buildApp({ runtime, config, readiness, upstreams, verifier, limi
     )
     .use(security({ corsOrigins: config.CORS_ORIGINS, hstsMaxAge: config.HSTS_MAX_AGE }))
     .use(docsRoutes(docs))
-    .use(realtimeRoutes({ hub, verifier, limiter }))
+    .use(realtimeRoutes({ hub, edgeAuth, limiter }))
     .use(
       proxyRoutes({
         upstreams,
-        verifier,
+        edgeAuth,
         limiter,
         metrics: runtime.metrics,
         trustProxyHops: config.TRUST_PROXY_HOPS,

@@ -68,6 +68,12 @@ export const Env = envSchema({
     default: 86_400,
     description: 'How long a session revocation is remembered; must exceed the access-token lifetime',
   }),
+  REVOCATION_CACHE_MS: t.Integer({
+    minimum: 0,
+    default: 1_000,
+    description:
+      "How long a replica reuses a user's revocation lookup; bounds how late another replica's revocation applies here",
+  }),
   DOCS_REFRESH_MS: t.Integer({
     minimum: 1_000,
     default: 60_000,

@@ -6,7 +6,7 @@ import type { AppDeps } from './app'
 import type { Config } from './config'
 import { GATEWAY_DOCUMENT } from './modules/docs/model'
 import { DocsAggregator } from './modules/docs/service'
-import { RevocationStore } from './modules/edge-auth/service'
+import { EdgeAuth, RevocationStore } from './modules/edge-auth/service'
 import { API_PREFIX, type Upstream } from './modules/proxy/service'
 import { parsePolicies, type RateLimitPolicies } from './modules/rate-limit/model'
 import { RateLimiter } from './modules/rate-limit/service'
@@ -70,13 +70,17 @@ export async function connect(
   const jwksFetches = metrics.counter('jwks_fetches_total', 'Fetches of the auth JWKS by outcome', [
     'outcome',
   ])
-  const revocations = new RevocationStore(redis, config.REVOCATION_TTL_SECONDS, logger)
+  const revocations = new RevocationStore(
+    redis,
+    { ttlSeconds: config.REVOCATION_TTL_SECONDS, cacheMs: config.REVOCATION_CACHE_MS },
+    logger,
+  )
   const verifier = new AccessTokenVerifier({
     jwks: new URL(config.JWKS_URL),
     issuer: config.JWT_ISSUER,
     audience: config.JWT_AUDIENCE,
     cooldownMs: config.JWKS_REFETCH_COOLDOWN_MS,
-    isRevoked: (identity) => revocations.isRevoked(identity),
+    // Revocation is checked by EdgeAuth on every request (verified tokens are memoised).
     jwksFetch: async (url, init) => {
       try {
         const response = await fetch(url, init)
@@ -88,6 +92,7 @@ export async function connect(
       }
     },
   })
+  const edgeAuth = new EdgeAuth(verifier, revocations)
   const limiter = new RateLimiter(redis, policies, logger, metrics)
   const hub = new RealtimeHub(
     redis,
@@ -140,7 +145,7 @@ export async function connect(
     runtime,
     config,
     upstreams,
-    verifier,
+    edgeAuth,
     limiter,
     hub,
     docs,

@@ -259,7 +259,7 @@ describe('session revocation', () => {
 
   test('an older revocation never lowers a newer one', async () => {
     const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: testRedisPrefix() })
-    const store = new RevocationStore(redis, 3600, testLogger())
+    const store = new RevocationStore(redis, { ttlSeconds: 3600, cacheMs: 0 }, testLogger())
     try {
       await waitFor(() => redis.status === 'ready', { what: 'redis' })
       const userId = Bun.randomUUIDv7()
@@ -273,7 +273,7 @@ describe('session revocation', () => {
 
   test('with Redis unreachable, a revocation this replica consumed is still enforced', async () => {
     const redis = createRedis(`redis://127.0.0.1:${await closedPort()}`, testLogger())
-    const store = new RevocationStore(redis, 3600, testLogger())
+    const store = new RevocationStore(redis, { ttlSeconds: 3600, cacheMs: 0 }, testLogger())
     try {
       const userId = Bun.randomUUIDv7()
       const now = Math.floor(Date.now() / 1000)

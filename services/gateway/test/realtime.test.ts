@@ -123,8 +123,8 @@ describe('fan-out across replicas', () => {
       createdAt: new Date().toISOString(),
     })
     await publisher.publishEvent(event)
-    const received = await bobSocket.next((message: { type: string }) => message.type === 'message.sent')
-    expect(received).toEqual({ type: 'message.sent', id: event.id, data: event.data })
+    const received = await bobSocket.next<{ type: string }>((message) => message.type === 'message.sent')
+    expect(received as unknown).toEqual({ type: 'message.sent', id: event.id, data: event.data })
     await aliceSocket.next((message: { id: string }) => message.id === event.id)
 
     const created = buildEvent('parley/chat', 'conversation.created', {

@@ -1,7 +1,7 @@
-import { type AccessTokenVerifier, bearerToken, type Metrics, problems } from '@parley/common'
+import { bearerToken, type Metrics, problems } from '@parley/common'
 import { gatewayPlugin } from '../../plugin'
-import { routeAccess } from '../edge-auth/service'
-import { type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
+import { type EdgeAuth, routeAccess } from '../edge-auth/service'
+import { type RateLimitDecision, type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
 import {
   API_PREFIX,
   clientAddress,
@@ -15,7 +15,7 @@ import {
 
 export type ProxyOptions = {
   upstreams: readonly Upstream[]
-  verifier: AccessTokenVerifier
+  edgeAuth: EdgeAuth
   limiter: RateLimiter
   metrics: Metrics
   trustProxyHops: number
@@ -56,7 +56,7 @@ function emailSubject(body: Uint8Array): string {
  * Bodies stream both ways; only the login body is buffered (it is small and carries the email).
  */
 export function proxyRoutes(options: ProxyOptions) {
-  const { upstreams, verifier, limiter, trustProxyHops, bodyLimitBytes } = options
+  const { upstreams, edgeAuth, limiter, trustProxyHops, bodyLimitBytes } = options
   const upstreamSeconds = options.metrics.histogram(
     'upstream_request_duration_seconds',
     'Time until the upstream answered with headers, by upstream and status',
@@ -81,21 +81,25 @@ export function proxyRoutes(options: ProxyOptions) {
         )
         const access = routeAccess(request.method, path)
         let body: ReadableStream<Uint8Array> | Uint8Array | string | null = forwardableBody(request, parsed)
-        let subject: string
+        let decision: RateLimitDecision
         if (access.anonymous) {
-          subject = `ip:${client.ip}`
+          let subject = `ip:${client.ip}`
           if (access.keyedByEmail) {
             body =
               typeof body === 'string' ? new TextEncoder().encode(body) : await readBody(body, bodyLimitBytes)
             subject += `:email:${emailSubject(body)}`
           }
+          decision = await limiter.consume(access.policy, subject)
         } else {
           const token = bearerToken(request.headers.get('authorization'))
           if (!token) throw problems.unauthorized()
-          subject = `user:${(await verifier.verify(token)).userId}`
+          const identity = await edgeAuth.identify(token)
+          // Both are Redis round trips: overlap them (a revoked caller's request is counted, harmlessly).
+          ;[, decision] = await Promise.all([
+            edgeAuth.assertNotRevoked(identity),
+            limiter.consume(access.policy, `user:${identity.userId}`),
+          ])
         }
-
-        const decision = await limiter.consume(access.policy, subject)
         const limitHeaders = rateLimitHeaders(decision)
         if (!decision.allowed) throw problems.tooManyRequests(decision.retryAfterSeconds, limitHeaders)
 

@@ -1,17 +1,18 @@
-import { type AccessTokenVerifier, type Identity, problems } from '@parley/common'
+import { type Identity, problems } from '@parley/common'
 import type { ServerWebSocket } from 'bun'
 import { gatewayPlugin } from '../../plugin'
+import type { EdgeAuth } from '../edge-auth/service'
 import { type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
 import { SUBPROTOCOL, tokenFromSubprotocols } from './model'
 import type { RealtimeHub } from './service'
 
-export type RealtimeRouteOptions = { hub: RealtimeHub; verifier: AccessTokenVerifier; limiter: RateLimiter }
+export type RealtimeRouteOptions = { hub: RealtimeHub; edgeAuth: EdgeAuth; limiter: RateLimiter }
 
 /**
  * `GET /api/v1/ws`: the handshake is authenticated (subprotocol bearer token) and counted
  * against the caller's rate limit before the upgrade; then the hub owns the socket.
  */
-export function realtimeRoutes({ hub, verifier, limiter }: RealtimeRouteOptions) {
+export function realtimeRoutes({ hub, edgeAuth, limiter }: RealtimeRouteOptions) {
   // Per-connection state, keyed by the socket's data object (stable for its lifetime).
   const handshakes = new WeakMap<Request, Identity>()
   const connectionIds = new WeakMap<object, string>()
@@ -25,7 +26,7 @@ export function realtimeRoutes({ hub, verifier, limiter }: RealtimeRouteOptions)
         throw problems.unauthorized(
           `Offer the WebSocket subprotocols ${SUBPROTOCOL} and parley.bearer.<access token>`,
         )
-      const identity = await verifier.verify(token)
+      const identity = await edgeAuth.authenticate(token)
       const decision = await limiter.consume('authenticated', `user:${identity.userId}`)
       if (!decision.allowed)
         throw problems.tooManyRequests(decision.retryAfterSeconds, rateLimitHeaders(decision))
@@ -45,7 +46,7 @@ export function realtimeRoutes({ hub, verifier, limiter }: RealtimeRouteOptions)
       // Browsers cannot send protocol pings: an application {"type":"ping"} also proves liveness.
       hub.alive(connectionId)
       if (typeof message === 'object' && message !== null && 'type' in message && message.type === 'ping')
-        hub.reply(connectionId, '{"type":"pong"}')
+        ws.send('{"type":"pong"}')
     },
     pong(ws) {
       const connectionId = connectionIds.get(ws.data)

@@ -98,13 +98,11 @@ export class RealtimeHub {
     this.timer.unref()
   }
 
-  /** Admits a new connection or closes it with 1008 when the user is at the cap. */
+  /**
+   * Registers a new connection, then admits it against the per-user cap (closing it with
+   * 1008 when over). Registered first, so presence in Redis always means reachable here.
+   */
   async open(userId: string, connectionId: string, socket: PushSocket): Promise<boolean> {
-    if (!(await this.admit(userId, connectionId))) {
-      this.closedTotal.inc({ reason: 'cap' })
-      socket.close(CLOSE_POLICY_VIOLATION, 'too many connections')
-      return false
-    }
     const connection: Connection = { id: connectionId, userId, socket, answeredPing: true }
     let sockets = this.byUser.get(userId)
     if (!sockets) {
@@ -114,24 +112,32 @@ export class RealtimeHub {
     sockets.set(connectionId, connection)
     this.byId.set(connectionId, connection)
     this.connections.inc()
-    return true
+    if (await this.admit(userId, connectionId)) return true
+    this.forget(connection)
+    this.closedTotal.inc({ reason: 'cap' })
+    socket.close(CLOSE_POLICY_VIOLATION, 'too many connections')
+    return false
   }
 
   /** The socket closed (by either side): forget it and drop its presence entry. */
   async closed(connectionId: string): Promise<void> {
     const connection = this.byId.get(connectionId)
     if (!connection) return
-    this.byId.delete(connectionId)
-    const sockets = this.byUser.get(connection.userId)
-    sockets?.delete(connectionId)
-    if (sockets?.size === 0) this.byUser.delete(connection.userId)
-    this.connections.dec()
+    this.forget(connection)
     try {
       await this.redis.zrem(presenceKey(connection.userId), connectionId)
     } catch (error) {
       // The entry expires on its own (its score is its expiry).
       this.logger.debug({ err: error instanceof Error ? error.message : error }, 'presence removal failed')
     }
+  }
+
+  private forget(connection: Connection): void {
+    if (!this.byId.delete(connection.id)) return
+    const sockets = this.byUser.get(connection.userId)
+    sockets?.delete(connection.id)
+    if (sockets?.size === 0) this.byUser.delete(connection.userId)
+    this.connections.dec()
   }
 
   /** A pong (or an application-level ping) proves the peer is alive. */
@@ -166,12 +172,6 @@ export class RealtimeHub {
       return false
     }
     return true
-  }
-
-  /** Sends a payload to one connection by id (replies to client messages). */
-  reply(connectionId: string, payload: string): void {
-    const connection = this.byId.get(connectionId)
-    if (connection) this.send(connection, payload)
   }
 
   /** Pings every socket, ends those that did not answer the last ping, refreshes presence. */
@@ -224,7 +224,8 @@ export class RealtimeHub {
         this.logger.warn({ err: error instanceof Error ? error.message : error }, 'presence unavailable')
       }
     }
-    // Redis down: enforce the cap per replica; presence is written by the next heartbeat.
-    return (this.byUser.get(userId)?.size ?? 0) < cap
+    // Redis down: enforce the cap per replica (this connection is already counted); presence
+    // is written by the next heartbeat.
+    return (this.byUser.get(userId)?.size ?? 0) <= cap
   }
 }

@@ -1,0 +1,180 @@
+/**
+ * Gateway proxy overhead: wrk at 32 connections against
+ *   (a) a small upstream Bun server directly (the ceiling),
+ *   (b) nginx proxy_pass with upstream keep-alive to the same upstream (the baseline),
+ *   (c) the gateway (its own process, as deployed): an authenticated GET with the JWT verified
+ *       and the per-user rate limit checked in Redis (policy high enough never to answer 429).
+ * Prints req/s, p50 and p99 for each and the ratio gateway/nginx (goal: >= 0.6x, p99 <= 5 ms).
+ *
+ * Run: `bun bench/gateway/proxy.ts` (infra up: Redis, RabbitMQ; wrk and nginx installed).
+ * Env: BENCH_DURATION_S (default 10 s per target), BENCH_CONNECTIONS (32), BENCH_THREADS (2),
+ *      NGINX_WORKERS (1: one core, like the single-threaded gateway), GATEWAY_LOG_LEVEL (warn:
+ *      nginx runs with access_log off, so the gateway's per-request access log is off too).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createTestSigner, createTestVhost, testInfra } from '../../packages/testkit/src/index.ts'
+
+const durationS = Number(process.env.BENCH_DURATION_S ?? 10)
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 32)
+const threads = Number(process.env.BENCH_THREADS ?? 2)
+const nginxWorkers = process.env.NGINX_WORKERS ?? '1'
+const gatewayLogLevel = process.env.GATEWAY_LOG_LEVEL ?? 'warn'
+const root = new URL('../..', import.meta.url).pathname
+
+type Figures = { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number }
+
+function freePort(): number {
+  const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const { port } = listener
+  listener.stop(true)
+  return port
+}
+
+function toMs(value: string): number {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(value.trim())
+  if (!match) throw new Error(`unparsable latency ${value}`)
+  const amount = Number(match[1])
+  return match[2] === 'us' ? amount / 1000 : match[2] === 's' ? amount * 1000 : amount
+}
+
+async function wrk(name: string, url: string, headers: string[] = [], seconds = durationS): Promise<Figures> {
+  const args = ['wrk', `-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--latency']
+  for (const header of headers) args.push('-H', header)
+  args.push(url)
+  const run = Bun.spawn(args, { stdout: 'pipe', stderr: 'pipe' })
+  const output = await new Response(run.stdout).text()
+  if ((await run.exited) !== 0) throw new Error(`wrk failed: ${await new Response(run.stderr).text()}`)
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1])
+  const p50 = /^\s+50%\s+(\S+)/m.exec(output)?.[1]
+  const p99 = /^\s+99%\s+(\S+)/m.exec(output)?.[1]
+  const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(output)?.[1] ?? 0)
+  if (!p50 || !p99 || Number.isNaN(rps)) throw new Error(`unexpected wrk output:\n${output}`)
+  return { name, rps, p50Ms: toMs(p50), p99Ms: toMs(p99), errors }
+}
+
+async function waitForHttp(url: string, headers: Record<string, string> = {}): Promise<void> {
+  const deadline = Date.now() + 20_000
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(url, { headers })).ok) return
+    } catch {
+      // not up yet
+    }
+    await Bun.sleep(100)
+  }
+  throw new Error(`${url} did not come up`)
+}
+
+// The upstream and the JWKS live in this process, which idles while wrk runs.
+const upstreamBody = JSON.stringify({
+  id: '0190a6e0-0000-7000-8000-000000000000',
+  displayName: 'Ada',
+  bio: null,
+})
+const upstream = Bun.serve({
+  hostname: '127.0.0.1',
+  port: 0,
+  fetch: () => new Response(upstreamBody, { headers: { 'content-type': 'application/json' } }),
+})
+const signer = await createTestSigner()
+const jwks = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: () => Response.json(signer.jwks) })
+const token = await signer.sign({ sub: Bun.randomUUIDv7(), exp: Math.floor(Date.now() / 1000) + 3600 })
+const vhost = await createTestVhost()
+
+const nginxDir = mkdtempSync(join(tmpdir(), 'parley-bench-nginx-'))
+const nginxPort = freePort()
+writeFileSync(
+  join(nginxDir, 'nginx.conf'),
+  `daemon off;
+worker_processes ${nginxWorkers};
+pid ${nginxDir}/nginx.pid;
+error_log ${nginxDir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${nginxDir}/body;
+  proxy_temp_path ${nginxDir}/proxy;
+  fastcgi_temp_path ${nginxDir}/fastcgi;
+  uwsgi_temp_path ${nginxDir}/uwsgi;
+  scgi_temp_path ${nginxDir}/scgi;
+  upstream app { server 127.0.0.1:${upstream.port}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${nginxPort};
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`,
+)
+const nginx = Bun.spawn(
+  ['nginx', '-p', nginxDir, '-e', join(nginxDir, 'error.log'), '-c', join(nginxDir, 'nginx.conf')],
+  {
+    stdout: 'ignore',
+    stderr: 'inherit',
+  },
+)
+
+const gatewayPort = freePort()
+const gateway = Bun.spawn(['bun', join(root, 'services/gateway/src/index.ts')], {
+  env: {
+    ...process.env,
+    HOST: '127.0.0.1',
+    PORT: String(gatewayPort),
+    LOG_LEVEL: gatewayLogLevel,
+    REDIS_URL: testInfra.redisUrl,
+    AMQP_URL: vhost.url,
+    JWKS_URL: `http://127.0.0.1:${jwks.port}/auth/.well-known/jwks.json`,
+    USER_URL: `http://127.0.0.1:${upstream.port}`,
+    RATE_LIMIT_POLICIES: JSON.stringify({ authenticated: { limit: 1_000_000_000, windowSeconds: 60 } }),
+  },
+  stdout: 'ignore',
+  stderr: 'inherit',
+})
+
+const results: Figures[] = []
+try {
+  const direct = `http://127.0.0.1:${upstream.port}/users/me`
+  const viaNginx = `http://127.0.0.1:${nginxPort}/users/me`
+  const viaGateway = `http://127.0.0.1:${gatewayPort}/api/v1/users/me`
+  const authorization = `Authorization: Bearer ${token}`
+  await waitForHttp(viaNginx)
+  await waitForHttp(viaGateway, { authorization: `Bearer ${token}` })
+
+  for (const [name, url, headers] of [
+    ['upstream direct', direct, []],
+    ['nginx proxy_pass', viaNginx, []],
+    ['gateway (auth + rate limit)', viaGateway, [authorization]],
+  ] as const) {
+    await wrk(name, url, [...headers], 2) // warm-up: JIT, connection pools, JWKS cache
+    results.push(await wrk(name, url, [...headers]))
+  }
+} finally {
+  gateway.kill('SIGTERM')
+  nginx.kill('SIGQUIT')
+  await Promise.all([gateway.exited, nginx.exited])
+  upstream.stop(true)
+  jwks.stop(true)
+  await vhost.drop()
+  rmSync(nginxDir, { recursive: true, force: true })
+}
+
+const pad = (value: string, width: number) => value.padEnd(width)
+console.log(
+  `\nwrk -t${threads} -c${connections} -d${durationS}s --latency (nginx workers: ${nginxWorkers}, gateway LOG_LEVEL=${gatewayLogLevel})`,
+)
+console.log(`${pad('target', 30)}${pad('req/s', 12)}${pad('p50', 11)}${pad('p99', 11)}non-2xx`)
+for (const figures of results)
+  console.log(
+    `${pad(figures.name, 30)}${pad(figures.rps.toFixed(0), 12)}${pad(`${figures.p50Ms.toFixed(2)} ms`, 11)}${pad(`${figures.p99Ms.toFixed(2)} ms`, 11)}${figures.errors}`,
+  )
+const [, nginxFigures, gatewayFigures] = results as [Figures, Figures, Figures]
+const ratio = gatewayFigures.rps / nginxFigures.rps
+console.log(
+  `\ngateway/nginx req/s: ${ratio.toFixed(2)}x (goal >= 0.60x: ${ratio >= 0.6 ? 'met' : 'NOT met'}); ` +
+    `gateway p99 ${gatewayFigures.p99Ms.toFixed(2)} ms (goal <= 5 ms: ${gatewayFigures.p99Ms <= 5 ? 'met' : 'NOT met'})`,
+)
