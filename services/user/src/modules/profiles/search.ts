@@ -11,18 +11,23 @@ import { type ProfileRow, profiles } from '../../db/schema'
  *   3 substring:     the display name contains it further in
  * and orders ties by the case-folded display name (byte order), then id. A cursor is the
  * last (rank, name, id) served; each tier excludes the earlier ones, so every match appears
- * exactly once across pages. Tiers run in order and stop once the page is full.
+ * exactly once across pages.
  *
  * Cost: tiers 0 and 1 read the name index in order within a range, so they never touch more
- * rows than the page. Tier 2 reads the email range from its covering index (no table access)
- * and sorts it. Tier 3 is left to the planner, which weighs walking the name index in order
- * until the page is full (common substrings) against fetching every match through the
+ * rows than the page; one statement runs both. Tiers 2 and 3 run (together) only when those
+ * did not fill the page. Tier 2 reads the email range from its covering index (no table
+ * access) and sorts it. Tier 3 is left to the planner, which weighs walking the name index in
+ * order until the page is full (common substrings) against fetching every match through the
  * trigram index and sorting them (rare ones); it is written so its estimates hold.
  */
 export type SearchRank = 0 | 1 | 2 | 3
 export type SearchKey = { rank: SearchRank; name: string; id: string }
 
 const RANKS: readonly SearchRank[] = [0, 1, 2, 3]
+const TIER_GROUPS: readonly (readonly SearchRank[])[] = [
+  [0, 1],
+  [2, 3],
+]
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export function encodeCursor(key: SearchKey): string {
@@ -50,6 +55,14 @@ function likeLiteral(text: string): string {
 
 type Candidate = { id: string; search_name: string }
 
+/** The search order, as PostgreSQL sorts it: byte order of the names ("C"), then the ids. */
+function compareKeys(a: SearchKey, b: SearchKey): number {
+  if (a.rank !== b.rank) return a.rank - b.rank
+  const byName = Buffer.compare(Buffer.from(a.name), Buffer.from(b.name))
+  if (byName !== 0) return byName
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+}
+
 /** One tier's query: up to `limit` of its rows after `after`, in name order. */
 function tierQuery(rank: SearchRank, query: string, after: SQL, limit: number): SQL {
   // Case-folded by PostgreSQL, exactly as `search_name` is.
@@ -71,7 +84,8 @@ function tierQuery(rank: SearchRank, query: string, after: SQL, limit: number): 
     case 2:
       // Fenced (offset 0) so it reads the email range: email and name prefixes go together,
       // and the planner, blind to that, would walk the name index looking for rows that
-      // mostly belong to tier 1.
+      // mostly belong to tier 1. The range holds those tier-1 rows too, but this tier only
+      // runs once tier 1 is exhausted, i.e. (mostly) when it is small.
       return sql`
         select id, search_name from (
           select id, search_name from profiles
@@ -103,14 +117,20 @@ export async function searchProfileIds(
   const found: SearchKey[] = []
   // One more than the page tells whether another page follows.
   const wanted = limit + 1
-  for (const rank of RANKS) {
-    if (cursor && rank < cursor.rank) continue
-    const after =
-      cursor && rank === cursor.rank
-        ? sql`and (search_name, id) > (${cursor.name}, ${cursor.id}::uuid)`
-        : sql``
-    const rows = await db.execute<Candidate>(tierQuery(rank, query, after, wanted - found.length))
-    for (const row of rows) found.push({ rank, name: row.search_name, id: row.id })
+  for (const group of TIER_GROUPS) {
+    const ranks = group.filter((rank) => !cursor || rank >= cursor.rank)
+    if (ranks.length === 0) continue
+    const tiers = ranks.map((rank) => {
+      const after =
+        cursor && rank === cursor.rank
+          ? sql`and (search_name, id) > (${cursor.name}, ${cursor.id}::uuid)`
+          : sql``
+      return sql`select ${sql.raw(String(rank))} as rank, id, search_name
+        from (${tierQuery(rank, query, after, wanted)}) tier_${sql.raw(String(rank))}`
+    })
+    const rows = await db.execute<Candidate & { rank: SearchRank }>(sql.join(tiers, sql` union all `))
+    const keys = rows.map((row) => ({ rank: row.rank, name: row.search_name, id: row.id }))
+    found.push(...keys.sort(compareKeys))
     if (found.length >= wanted) break
   }
   const page = found.slice(0, limit)
