@@ -144,10 +144,27 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     close: async () => {
       await publisher.close()
       await runtime.lifecycle.shutdown()
+      await dropKeys(prefix)
       await closeRedis(redis)
       await sql.end()
       await Promise.all([db.drop(), vhost.drop()])
     },
+  }
+}
+
+/** Deletes every key under this file's prefix (presence sets have no TTL). */
+async function dropKeys(prefix: string): Promise<void> {
+  const raw = createRedis(testInfra.redisUrl, testLogger())
+  try {
+    await new Promise((resolve) => raw.once('ready', resolve))
+    let cursor = '0'
+    do {
+      const [next, keys] = await raw.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
+      if (keys.length > 0) await raw.del(...keys)
+      cursor = next
+    } while (cursor !== '0')
+  } finally {
+    await closeRedis(raw)
   }
 }
 
