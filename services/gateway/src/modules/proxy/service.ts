@@ -138,6 +138,14 @@ export type ForwardRequest = {
   bodyFailure?: () => HttpProblem | undefined
 }
 
+/** The client went away before the upstream answered (nginx's 499): nobody reads it, nothing failed here. */
+const CLIENT_CLOSED_REQUEST = new HttpProblem(
+  499,
+  'Client Closed Request',
+  undefined,
+  'client-closed-request',
+)
+
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
 
 /**
@@ -169,7 +177,11 @@ export async function forward(
       decompress: false,
     } as RequestInit)
   } catch (error) {
-    const problem = request.bodyFailure?.() ?? upstreamProblem(upstream, error, timeout.signal.aborted)
+    const problem =
+      request.bodyFailure?.() ??
+      (request.clientSignal?.aborted && !timeout.signal.aborted
+        ? CLIENT_CLOSED_REQUEST
+        : upstreamProblem(upstream, error, timeout.signal.aborted))
     onHeaders(problem.status, (performance.now() - started) / 1000)
     throw problem
   } finally {
