@@ -1,0 +1,239 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mailsTo, waitFor } from '@parley/testkit'
+import { base64url, generateKeyPair, SignJWT } from 'jose'
+import { openSocket } from '../../services/gateway/test/support'
+import { type Stack, startStack } from './stack'
+
+type Json = Record<string, unknown>
+type TokenPair = { accessToken: string; refreshToken: string; user: { id: string; email: string } }
+
+let stack: Stack
+
+beforeAll(async () => {
+  stack = await startStack({
+    gatewayEnv: {
+      RATE_LIMIT_POLICIES: JSON.stringify({
+        login: { limit: 3, windowSeconds: 60 },
+        register: { limit: 100, windowSeconds: 60 },
+      }),
+    },
+  })
+}, 120_000)
+
+let exitCodes: Record<string, number> = {}
+afterAll(async () => {
+  exitCodes = await stack.stop()
+  // Every service drains and exits 0 on SIGTERM (the notification service was stopped earlier).
+  for (const [name, code] of Object.entries(exitCodes)) expect(`${name}:${code}`).toBe(`${name}:0`)
+}, 60_000)
+
+async function api(
+  method: string,
+  path: string,
+  options: { body?: unknown; token?: string; gateway?: string } = {},
+) {
+  const response = await fetch(`${options.gateway ?? stack.gateway.url}/api/v1${path}`, {
+    method,
+    headers: {
+      ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+    },
+    ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
+  })
+  const text = await response.text()
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: (text ? JSON.parse(text) : undefined) as Json,
+  }
+}
+
+const uniqueEmail = (name: string) => `${name}.${crypto.randomUUID().slice(0, 8)}@e2e.parley.test`
+
+async function register(name: string): Promise<TokenPair & { password: string }> {
+  const password = `pw-${crypto.randomUUID()}`
+  const response = await api('POST', '/auth/register', {
+    body: { email: uniqueEmail(name), displayName: name, password },
+  })
+  expect(response.status).toBe(201)
+  return { ...(response.body as unknown as TokenPair), password }
+}
+
+describe('the journey through the gateway', () => {
+  test('register → verify by mailed code → converse in real time → notification → rotate → revoke', async () => {
+    const alice = await register('Alice')
+    const bob = await register('Bob')
+
+    // Email verification: the code travels auth → outbox → RabbitMQ → notification → SMTP.
+    expect((await api('POST', '/auth/verify-email/request', { token: alice.accessToken })).status).toBe(202)
+    const mail = await waitFor(
+      async () => (await mailsTo(alice.user.email)).find((m) => /\b\d{6}\b/.test(m.text)),
+      {
+        timeoutMs: 20_000,
+        what: 'the verification email',
+      },
+    )
+    const code = /\b(\d{6})\b/.exec(mail.text)?.[1]
+    const confirmed = await api('POST', '/auth/verify-email/confirm', {
+      token: alice.accessToken,
+      body: { code },
+    })
+    expect(confirmed.status).toBe(200)
+    expect(confirmed.body).toMatchObject({ emailVerified: true })
+
+    // Bob listens on the SECOND gateway replica.
+    const bobSocket = await openSocket(
+      `${stack.gateway2.url.replace('http', 'ws')}/api/v1/ws`,
+      bob.accessToken,
+    )
+
+    // Chat knows Bob once user.registered reached its projection.
+    const conversation = await waitFor(
+      async () => {
+        const created = await api('POST', '/conversations', {
+          token: alice.accessToken,
+          body: { title: 'Plans', participantIds: [bob.user.id] },
+        })
+        return created.status === 201 ? created.body : undefined
+      },
+      { timeoutMs: 20_000, what: 'conversation creation' },
+    )
+    const sent = await api('POST', `/conversations/${conversation.id}/messages`, {
+      token: alice.accessToken,
+      body: { body: 'Lunch at noon?', clientMessageId: 'e2e-1' },
+    })
+    expect(sent.status).toBe(201)
+
+    const pushed = await bobSocket.next<{ type: string; data: { messageId: string } }>(
+      (message) => message.type === 'message.sent' && message.data.messageId === sent.body.id,
+      20_000,
+    )
+    expect(pushed.data.messageId).toBe(sent.body.id as string)
+    bobSocket.close()
+
+    const bobsMessages = await api('GET', `/conversations/${conversation.id}/messages`, {
+      token: bob.accessToken,
+    })
+    expect(bobsMessages.status).toBe(200)
+    expect((bobsMessages.body.items as Json[]).map((message) => message.body)).toEqual(['Lunch at noon?'])
+
+    const notification = await waitFor(
+      async () => {
+        const listed = await api('GET', '/notifications', { token: bob.accessToken })
+        return (listed.body.items as Json[] | undefined)?.find((item) => item.type === 'message.received')
+      },
+      { timeoutMs: 20_000, what: "Bob's notification" },
+    )
+    expect(notification).toBeDefined()
+
+    const profile = await api('GET', '/users/me', { token: alice.accessToken })
+    expect(profile.status).toBe(200)
+    expect(profile.body).toMatchObject({ id: alice.user.id, displayName: 'Alice' })
+
+    // Refresh rotation: the new pair works, the old refresh token is now a reuse → 401.
+    const rotated = await api('POST', '/auth/refresh', { body: { refreshToken: alice.refreshToken } })
+    expect(rotated.status).toBe(200)
+    const reused = await api('POST', '/auth/refresh', { body: { refreshToken: alice.refreshToken } })
+    expect(reused.status).toBe(401)
+
+    // Revoke: access tokens issued before now stop working at the gateway.
+    const fresh = await api('POST', '/auth/login', {
+      body: { email: alice.user.email, password: alice.password },
+    })
+    expect(fresh.status).toBe(200)
+    const token = fresh.body.accessToken as string
+    await Bun.sleep(1100) // `iat` has one-second resolution: revokedBefore must be strictly later.
+    expect((await api('POST', '/auth/revoke', { token })).status).toBe(204)
+    await waitFor(async () => (await api('GET', '/users/me', { token })).status === 401, {
+      timeoutMs: 20_000,
+      what: 'the revoked token to be rejected',
+    })
+    const onOtherReplica = await api('GET', '/users/me', { token, gateway: stack.gateway2.url })
+    expect(onOtherReplica.status).toBe(401)
+    expect(onOtherReplica.headers.get('content-type')).toBe('application/problem+json')
+  }, 120_000)
+})
+
+describe('the edge', () => {
+  test('the login policy answers 429 with RateLimit headers and Retry-After', async () => {
+    const email = uniqueEmail('guess')
+    const attempts = []
+    for (let index = 0; index < 4; index++)
+      attempts.push(await api('POST', '/auth/login', { body: { email, password: 'wrong-password' } }))
+    expect(attempts.slice(0, 3).map((attempt) => attempt.status)).toEqual([401, 401, 401])
+    const limited = attempts[3]!
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('retry-after')).toMatch(/^\d+$/)
+    expect(limited.headers.get('ratelimit-policy')).toContain('q=3')
+    expect(limited.headers.get('ratelimit')).toMatch(/r=0/)
+    expect(limited.body).toMatchObject({ status: 429 })
+  })
+
+  test('forged, expired and alg:none tokens are rejected with 401 problems', async () => {
+    const user = await register('Mallory')
+    const [header, payload] = user.accessToken.split('.') as [string, string]
+    const claims = JSON.parse(new TextDecoder().decode(base64url.decode(payload)))
+    const none = `${base64url.encode(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${base64url.encode(JSON.stringify({ ...claims, sub: crypto.randomUUID() }))}.`
+    const tampered = `${header}.${base64url.encode(JSON.stringify({ ...claims, roles: ['admin'] }))}.${user.accessToken.split('.')[2]}`
+    const { privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' })
+    const foreign = await new SignJWT({ ...claims })
+      .setProtectedHeader({
+        alg: 'EdDSA',
+        kid: JSON.parse(new TextDecoder().decode(base64url.decode(header))).kid,
+      })
+      .sign(privateKey)
+    const expired = await new SignJWT({ ...claims, iat: 1_000, exp: 2_000 })
+      .setProtectedHeader({ alg: 'EdDSA', kid: 'e2e-1' })
+      .sign(privateKey)
+    for (const token of [none, tampered, foreign, expired, 'not-a-jwt']) {
+      const response = await api('GET', '/users/me', { token })
+      expect(response.status).toBe(401)
+      expect(response.headers.get('content-type')).toBe('application/problem+json')
+    }
+    expect((await api('GET', '/users/me', { token: user.accessToken })).status).toBe(200)
+  })
+
+  test('a forged identity header sent straight to a service is not trusted', async () => {
+    const user = await register('Trudy')
+    const direct = await fetch(`${stack.user.url}/users/me`, {
+      headers: { 'x-user-id': user.user.id, 'x-identity': user.user.id },
+    })
+    expect(direct.status).toBe(401)
+    const chat = await fetch(`${stack.chat.url}/conversations`, { headers: { 'x-user-id': user.user.id } })
+    expect(chat.status).toBe(401)
+  })
+
+  test('an oversized body is refused with 413', async () => {
+    const response = await fetch(`${stack.gateway.url}/api/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: uniqueEmail('big'), displayName: 'Big', password: 'x'.repeat(100_000) }),
+    })
+    expect(response.status).toBe(413)
+    expect(response.headers.get('content-type')).toBe('application/problem+json')
+  })
+
+  test('with Redis stopped mid-test, requests are still served', async () => {
+    const user = await register('Rita')
+    await stack.redis.stop()
+    try {
+      const me = await api('GET', '/users/me', { token: user.accessToken })
+      expect(me.status).toBe(200)
+      const login = await api('POST', '/auth/login', {
+        body: { email: user.user.email, password: user.password },
+      })
+      expect(login.status).toBe(200)
+      expect(login.headers.get('ratelimit-policy')).toBeTruthy()
+    } finally {
+      await stack.redis.start()
+    }
+  })
+
+  test('a stopped service answers 503 problem at the gateway', async () => {
+    const user = await register('Sam')
+    expect(await stack.notification.stop()).toBe(0)
+    const response = await api('GET', '/notifications', { token: user.accessToken })
+    expect(response.status).toBe(503)
+    expect(response.headers.get('content-type')).toBe('application/problem+json')
+  })
+})
