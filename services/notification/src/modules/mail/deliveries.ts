@@ -1,6 +1,6 @@
-import type { Database } from '@parley/common/postgres'
 import { and, eq, inArray, sql } from 'drizzle-orm'
-import { type EmailDeliveryStatus, emailDeliveries, type Schema } from '../../db/schema'
+import type { Db } from '../../db'
+import { type EmailDeliveryStatus, emailDeliveries } from '../../db/schema'
 import type { TemplateName } from './templates'
 
 /** `owned`: this attempt sends it; `done`: sent, skipped or rejected before; `busy`: another attempt holds it. */
@@ -11,7 +11,7 @@ const CLAIM_LEASE_MS = 120_000
 
 /** Ledger of the emails of each event, one row per recipient. */
 export class EmailDeliveries {
-  constructor(private readonly db: Database<Schema>) {}
+  constructor(private readonly db: Db) {}
 
   /** Claims the recipients of an event not yet mailed; a lapsed claim (crashed attempt) is taken over. */
   async claim(

@@ -93,12 +93,11 @@ export class NotificationService {
   }
 
   async markAllRead(userId: string): Promise<number> {
-    const rows = await this.db
+    const result = await this.db
       .update(notifications)
       .set({ readAt: sql`now()` })
       .where(and(eq(notifications.userId, userId), isNull(notifications.readAt)))
-      .returning({ id: notifications.id })
-    return rows.length
+    return result.count
   }
 
   async unreadCount(userId: string): Promise<UnreadCount> {
