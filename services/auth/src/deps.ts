@@ -15,6 +15,8 @@ import { VerificationService } from './modules/verification/service'
 
 export { migrate } from './db'
 
+const SESSION_PURGE_INTERVAL_MS = 60 * 60_000
+
 export type AuthDeps = AppDeps & { bus: EventBus; relay: PgOutboxRelay }
 
 /** A key problem is a configuration error: one line naming the variable, like loadConfig. */
@@ -66,6 +68,12 @@ export async function connect(config: Config, runtime: Runtime): Promise<AuthDep
     },
     metrics,
   )
+  const purge = setInterval(() => {
+    sessions
+      .purgeExpired()
+      .catch((error) => logger.warn({ err: String(error) }, 'purging expired sessions failed'))
+  }, SESSION_PURGE_INTERVAL_MS)
+  lifecycle.onDrain('session-purge', () => clearInterval(purge))
   const hasher = new PasswordHasher({
     memoryCost: config.ARGON2_MEMORY_KIB,
     timeCost: config.ARGON2_TIME_COST,

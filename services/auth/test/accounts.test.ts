@@ -147,6 +147,15 @@ describe('POST /auth/login', () => {
     ).toBeGreaterThanOrEqual(2)
   })
 
+  test('passwords compare in Unicode NFC: the same characters typed another way still match', async () => {
+    const composed = 'mot de passe tr\u00e8s s\u00fbr'
+    const decomposed = composed.normalize('NFD')
+    expect(decomposed).not.toBe(composed)
+    const user = await h.register({ password: decomposed })
+    const reply = await h.call('POST', '/auth/login', { body: { email: user.email, password: composed } })
+    expect(reply.status).toBe(200)
+  })
+
   test('a hash made with other argon2id parameters is upgraded at the next login', async () => {
     const user = await h.register()
     const stronger = await h.startAnother({ ARGON2_MEMORY_KIB: '2048', ARGON2_TIME_COST: '2' })

@@ -251,3 +251,21 @@ describe('POST /auth/revoke', () => {
     expect((await h.call('POST', '/auth/revoke')).status).toBe(401)
   })
 })
+
+describe('expired sessions', () => {
+  test('are purged in batches; live ones stay', async () => {
+    const expired = await h.register()
+    await refresh(expired.refreshToken)
+    const live = await h.register()
+    await h.sql`update sessions set expires_at = now() - interval '1 minute' where user_id = ${expired.id}`
+    const [expiredRows] = await h.sql<{ count: number }[]>`
+      select count(*)::int as count from sessions where expires_at < now()`
+    expect(await h.deps.sessions.purgeExpired(1)).toBe(expiredRows?.count ?? -1)
+    const [left] = await h.sql<
+      { count: number }[]
+    >`select count(*)::int as count from sessions where expires_at < now()`
+    expect(left?.count).toBe(0)
+    expect((await familyRows(h.sidOf(live))).length).toBe(1)
+    expect((await refresh(live.refreshToken)).status).toBe(200)
+  })
+})

@@ -54,5 +54,6 @@ export const sessions = pgTable(
     uniqueIndex('sessions_token_hash_key').on(table.tokenHash),
     index('sessions_family_id_idx').on(table.familyId),
     index('sessions_user_active_idx').on(table.userId).where(sql`${table.revokedAt} is null`),
+    index('sessions_expires_at_idx').on(table.expiresAt),
   ],
 )

@@ -1,7 +1,7 @@
 import { type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
 import { enqueueEvents } from '@parley/common/postgres'
-import { and, eq, gt, isNull, sql } from 'drizzle-orm'
+import { and, eq, gt, inArray, isNull, lt, sql } from 'drizzle-orm'
 import type { Db, Queryable } from '../../db'
 import { credentials, sessions } from '../../db/schema'
 import { EVENT_SOURCE } from '../../events'
@@ -27,6 +27,7 @@ const INVALID_REFRESH = 'The refresh token is invalid, expired or revoked'
 export class SessionService {
   private readonly refreshes
   private readonly reuseDetected
+  private readonly purged
 
   constructor(
     private readonly db: Db,
@@ -40,6 +41,7 @@ export class SessionService {
       'auth_refresh_reuse_detected_total',
       'Rotated refresh tokens presented again; each revoked its whole session family',
     )
+    this.purged = metrics.counter('auth_sessions_purged_total', 'Expired refresh token rows deleted')
   }
 
   /** Starts a session family (login, registration) inside the caller's transaction. */
@@ -161,6 +163,28 @@ export class SessionService {
       .where(and(eq(sessions.familyId, sessionId), isNull(sessions.revokedAt)))
       .limit(1)
     return active !== undefined
+  }
+
+  /**
+   * Deletes refresh-token rows past their expiry, a batch at a time (every refresh adds a row).
+   * An expired token is refused anyway; once deleted, presenting it is simply unknown.
+   */
+  async purgeExpired(batchSize = 1000): Promise<number> {
+    let total = 0
+    for (;;) {
+      const expired = this.db
+        .select({ id: sessions.id })
+        .from(sessions)
+        .where(lt(sessions.expiresAt, sql`now()`))
+        .limit(batchSize)
+      const deleted = await this.db
+        .delete(sessions)
+        .where(inArray(sessions.id, expired))
+        .returning({ id: sessions.id })
+      total += deleted.length
+      this.purged.inc(deleted.length)
+      if (deleted.length < batchSize) return total
+    }
   }
 
   private async revokeFamily(db: Queryable, familyId: string, reason: RevokeReason): Promise<void> {
