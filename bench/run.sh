@@ -8,7 +8,7 @@ bash scripts/install-bun.sh
 bash scripts/infra.sh up >/dev/null
 
 suites=("$@")
-[[ ${#suites[@]} -gt 0 ]] || suites=(auth user chat gateway)
+[[ ${#suites[@]} -gt 0 ]] || suites=(auth user chat notification gateway)
 for suite in "${suites[@]}"; do
   for script in bench/"$suite"/*; do
     case "$script" in

@@ -30,7 +30,7 @@ mkdir -p reports
 rm -f reports/junit.xml
 echo "==> bun test"
 started=$SECONDS
-TEST_LOG_LEVEL=${TEST_LOG_LEVEL:-silent} bun test --reporter=junit --reporter-outfile=reports/junit.xml packages services test || status=1
+TEST_LOG_LEVEL=${TEST_LOG_LEVEL:-silent} bun test --timeout 30000 --reporter=junit --reporter-outfile=reports/junit.xml packages services test || status=1
 echo "==> bun test finished ($((SECONDS - started)) s)"
 
 if [[ -f reports/junit.xml ]]; then

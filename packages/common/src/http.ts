@@ -71,12 +71,27 @@ export async function runReadinessChecks(checks: ReadinessCheck[]) {
   }
 }
 
-function fieldErrors(error: ValidationError): ProblemFieldError[] {
+/**
+ * Elysia checks coerced query parameters one by one ("property" errors) without their name;
+ * the offending parameter is the one whose raw value is the value that failed.
+ */
+function propertyField(error: ValidationError, url: URL | undefined): string {
+  const found = (error as { value?: unknown }).value
+  const names = url
+    ? [...url.searchParams].filter(([, raw]) => raw === String(found)).map(([name]) => name)
+    : []
+  return names.length === 1 ? `query.${names[0]}` : 'query'
+}
+
+function fieldErrors(error: ValidationError, url?: URL): ProblemFieldError[] {
   const seen = new Set<string>()
   const errors: ProblemFieldError[] = []
   for (const issue of error.all) {
     const path = 'path' in issue && typeof issue.path === 'string' ? issue.path : ''
-    const field = [error.type, ...path.split('/').filter(Boolean)].join('.')
+    const field =
+      error.type === 'property'
+        ? propertyField(error, url)
+        : [error.type, ...path.split('/').filter(Boolean)].join('.')
     if (seen.has(field)) continue
     seen.add(field)
     const message = 'summary' in issue && issue.summary ? issue.summary : issue.message
@@ -86,11 +101,11 @@ function fieldErrors(error: ValidationError): ProblemFieldError[] {
 }
 
 /** Converts anything thrown in a handler into the problem every service answers. */
-export function toProblem(code: string | number, error: unknown): HttpProblem {
+export function toProblem(code: string | number, error: unknown, url?: URL): HttpProblem {
   if (error instanceof HttpProblem) return error
   // Elysia wraps whatever a parser throws (e.g. our 413 for a streamed body) in a ParseError.
   if (code === 'PARSE' && error instanceof Error && error.cause instanceof HttpProblem) return error.cause
-  if (error instanceof ValidationError) return problems.validation(fieldErrors(error))
+  if (error instanceof ValidationError) return problems.validation(fieldErrors(error, url))
   if (code === 'PARSE')
     return problems.badRequest('The request body is not valid JSON', [
       { field: 'body', message: 'Malformed body' },
@@ -189,8 +204,9 @@ export function httpKit(options: HttpKitOptions) {
       }
     })
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
-      const problem = toProblem(code, error)
-      const path = new URL(request.url).pathname
+      const url = new URL(request.url)
+      const problem = toProblem(code, error, url)
+      const path = url.pathname
       if (problem.status >= 500) requests.get(request)?.log.error({ err: error, path }, 'request failed')
       const requestId =
         typeof set.headers['x-request-id'] === 'string' ? set.headers['x-request-id'] : undefined

@@ -25,6 +25,12 @@ function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []
       body: t.Object({ name: t.String({ minLength: 2 }), count: t.Integer({ minimum: 0 }) }),
       params: t.Object({ id: t.String({ pattern: '^[a-z]+$' }) }),
     })
+    .get('/search', ({ query }) => query, {
+      query: t.Object({
+        limit: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),
+        q: t.Optional(t.String()),
+      }),
+    })
     .get('/crash', () => {
       throw new Error('database password is hunter2')
     })
@@ -62,6 +68,14 @@ describe('problem+json', () => {
     const response = await app.handle(jsonRequest('POST', '/widgets/ok', { name: 'x' }))
     const fields = (await problemOf(response)).errors?.map((error) => error.field).sort()
     expect(fields).toEqual(['body.count', 'body.name'])
+  })
+
+  test('coerced query parameters are named', async () => {
+    for (const query of ['limit=0', 'limit=abc&q=0']) {
+      const response = await app.handle(new Request(`http://localhost/search?${query}`))
+      expect(response.status).toBe(422)
+      expect((await problemOf(response)).errors?.map((error) => error.field)).toEqual(['query.limit'])
+    }
   })
 
   test('malformed JSON is a 400 problem', async () => {

@@ -21,12 +21,6 @@ export const Problem = t.Object(
 )
 export type Problem = Static<typeof Problem>
 
-/** Query parameters shared by every cursor-paginated list. */
-export const PageQuery = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
-  cursor: t.Optional(t.String({ maxLength: 512 })),
-})
-
 /** Wraps a list item schema into the page shape every list returns. */
 export function Page<T extends ReturnType<typeof t.Object>>(item: T) {
   return t.Object({
