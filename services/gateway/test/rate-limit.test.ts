@@ -1,8 +1,17 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { ConfigError } from '@parley/common'
-import { createTestSigner, createTestVhost, type TestVhost, testRedisPrefix } from '@parley/testkit'
+import { ConfigError, Metrics } from '@parley/common'
+import { closeRedis, createRedis } from '@parley/common/redis'
+import {
+  createTestSigner,
+  createTestVhost,
+  type TestVhost,
+  testInfra,
+  testLogger,
+  testRedisPrefix,
+  waitFor,
+} from '@parley/testkit'
 import { DEFAULT_POLICIES, parsePolicies } from '../src/modules/rate-limit/model'
-import { MemoryGcra } from '../src/modules/rate-limit/service'
+import { MemoryGcra, RateLimiter } from '../src/modules/rate-limit/service'
 import {
   closedPort,
   metricValue,
@@ -202,6 +211,26 @@ describe('limits in Redis', () => {
       headers: { authorization: `Bearer ${token}` },
     })
     expect(other.status).toBe(200)
+  })
+})
+
+describe('GCRA script', () => {
+  test('a quota so large that one interval is below clock precision still counts in Redis', async () => {
+    const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: testRedisPrefix() })
+    try {
+      await waitFor(() => redis.status === 'ready', { what: 'redis' })
+      const limiter = new RateLimiter(
+        redis,
+        parsePolicies('{"authenticated":{"limit":1000000000,"windowSeconds":60}}'),
+        testLogger(),
+        new Metrics('test'),
+      )
+      const decision = await limiter.consume('authenticated', 'user:huge')
+      expect(decision).toMatchObject({ allowed: true, store: 'redis' })
+      limiter.close()
+    } finally {
+      await closeRedis(redis)
+    }
   })
 })
 

@@ -8,6 +8,7 @@ import type { PolicyName, RateLimitPolicies, RateLimitPolicy } from './model'
  * while the TAT stays within one window of now, so `limit` requests may burst and the
  * quota refills continuously. Redis' clock is used so every replica agrees on "now".
  * Returns {allowed (1|0), ms until the TAT is reached (full refill), ms until the next request fits}.
+ * The expiry is at least 1 ms: with a huge quota one interval can vanish below float precision.
  */
 const GCRA_SCRIPT = `
 local interval = tonumber(ARGV[1])
@@ -20,7 +21,7 @@ local next_tat = tat + interval
 if next_tat - now > tolerance then
   return {0, math.ceil(tat - now), math.ceil(next_tat - now - tolerance)}
 end
-redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now))
+redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
 return {1, math.ceil(next_tat - now), 0}
 `
 
@@ -132,7 +133,7 @@ export class RateLimiter {
         this.degraded = true
         this.logger.warn(
           { err: error instanceof Error ? error.message : String(error) },
-          'redis unreachable: rate limiting falls back to in-process limits',
+          'rate limiting in redis failed: falling back to in-process limits',
         )
       }
       store = 'memory'
