@@ -17,7 +17,7 @@ export { migrate } from './db'
 
 const SESSION_PURGE_INTERVAL_MS = 60 * 60_000
 
-export type AuthDeps = AppDeps & { bus: EventBus; relay: PgOutboxRelay }
+export type AuthDeps = AppDeps & { bus: EventBus }
 
 /** A key problem is a configuration error: one line naming the variable, like loadConfig. */
 async function signingKeysOrExit(config: Config, runtime: Runtime): Promise<SigningKeys> {
@@ -67,6 +67,7 @@ export async function connect(config: Config, runtime: Runtime): Promise<AuthDep
       refreshTtlSeconds: config.REFRESH_TOKEN_TTL_SECONDS,
     },
     metrics,
+    logger,
   )
   const purge = setInterval(() => {
     sessions
@@ -103,7 +104,6 @@ export async function connect(config: Config, runtime: Runtime): Promise<AuthDep
       metrics,
     ),
     bus,
-    relay,
     readiness: [
       { name: 'postgres', check: postgres.check },
       // Only email verification needs Redis; it answers 503 while the rest keeps working.

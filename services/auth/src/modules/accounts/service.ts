@@ -10,7 +10,7 @@ import type { IssuedSession } from '../tokens/service'
 import type { LoginBody, Me, RegisterBody, User } from './model'
 import type { PasswordHasher } from './password'
 
-export const DEFAULT_ROLES = ['user']
+const DEFAULT_ROLES = ['user']
 
 /** Logins are by email, compared case-insensitively: every email is stored trimmed and lower-cased. */
 export function normaliseEmail(email: string): string {

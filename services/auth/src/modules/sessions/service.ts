@@ -1,4 +1,4 @@
-import { type Metrics, newId, problems } from '@parley/common'
+import { type Logger, type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
 import { enqueueEvents } from '@parley/common/postgres'
 import { and, eq, gt, inArray, isNull, lt, sql } from 'drizzle-orm'
@@ -14,7 +14,8 @@ export type RevokeReason = 'logout' | 'reuse_detected' | 'revoked_by_user' | 're
 
 type RefreshOutcome =
   | { kind: 'rotated'; issued: IssuedSession }
-  | { kind: 'unknown' | 'expired' | 'revoked' | 'reused' }
+  | { kind: 'reused'; userId: string; sessionId: string }
+  | { kind: 'unknown' | 'expired' | 'revoked' }
 
 export type SessionOptions = { accessTtlSeconds: number; refreshTtlSeconds: number }
 
@@ -28,12 +29,15 @@ export class SessionService {
   private readonly refreshes
   private readonly reuseDetected
   private readonly purged
+  private readonly log: Logger
 
   constructor(
     private readonly db: Db,
     private readonly options: SessionOptions,
     metrics: Metrics,
+    logger: Logger,
   ) {
+    this.log = logger.child({ component: 'sessions' })
     this.refreshes = metrics.counter('auth_refreshes_total', 'Refresh token exchanges by outcome', [
       'outcome',
     ])
@@ -85,6 +89,7 @@ export class SessionService {
       const [presented] = await tx
         .select({
           familyId: sessions.familyId,
+          userId: sessions.userId,
           rotatedAt: sessions.rotatedAt,
           revokedAt: sessions.revokedAt,
         })
@@ -93,12 +98,18 @@ export class SessionService {
       if (!presented) return { kind: 'unknown' }
       if (presented.rotatedAt) {
         await this.revokeFamily(tx, presented.familyId, 'reuse_detected')
-        return { kind: 'reused' }
+        return { kind: 'reused', userId: presented.userId, sessionId: presented.familyId }
       }
       return { kind: presented.revokedAt ? 'revoked' : 'expired' }
     })
     this.refreshes.inc({ outcome: outcome.kind })
-    if (outcome.kind === 'reused') this.reuseDetected.inc()
+    if (outcome.kind === 'reused') {
+      this.reuseDetected.inc()
+      this.log.warn(
+        { userId: outcome.userId, sessionId: outcome.sessionId },
+        'refresh token reused: session revoked',
+      )
+    }
     if (outcome.kind !== 'rotated') throw problems.unauthorized(INVALID_REFRESH)
     return outcome.issued
   }
@@ -153,6 +164,7 @@ export class SessionService {
         ),
       ])
     })
+    if (byAdmin) this.log.info({ adminId: caller.userId, userId }, 'sessions revoked by an admin')
   }
 
   /** False once the family (the token's `sid`) is revoked: the auth service's own bearer routes check it. */

@@ -83,15 +83,15 @@ export class VerificationService {
     }
     const code = newVerificationCode()
     const expiresAt = new Date(Date.now() + codeTtlSeconds * 1000)
-    await this.redisCall(() =>
-      this.redis
-        .multi()
-        .del(codeKey(userId))
-        .hset(codeKey(userId), { hash: this.hash(userId, code), attempts: 0 })
-        .expire(codeKey(userId), codeTtlSeconds)
-        .exec(),
-    )
     try {
+      await this.redisCall(() =>
+        this.redis
+          .multi()
+          .del(codeKey(userId))
+          .hset(codeKey(userId), { hash: this.hash(userId, code), attempts: 0 })
+          .expire(codeKey(userId), codeTtlSeconds)
+          .exec(),
+      )
       await this.db.transaction((tx) =>
         enqueueEvents(tx, [
           buildEvent(
