@@ -23,11 +23,30 @@ export type ServiceDefinition<S extends TObject, D> = {
   migrate?: (config: Static<S>, runtime: Runtime) => Promise<void>
 }
 
+/**
+ * `<binary> healthcheck`: asks the running server on this container's loopback whether it is
+ * ready (distroless images have no curl for compose/Docker health checks). Exit 0 or 1.
+ */
+async function healthcheck(port: number): Promise<number> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(2000) })
+    return response.ok ? 0 : 1
+  } catch {
+    return 1
+  }
+}
+
 /** The whole of a service's index.ts: config, then `migrate` or connect + listen. */
 export async function runService<S extends TObject, D>(definition: ServiceDefinition<S, D>): Promise<void> {
   const config = loadConfig(definition.env) as Static<S> & BaseConfig
+  const command = process.argv[2]
+  if (command === 'healthcheck') process.exit(await healthcheck(config.PORT))
+  if (command !== undefined && command !== 'migrate') {
+    process.stderr.write(`unknown command ${command}: expected no argument, migrate or healthcheck\n`)
+    process.exit(64)
+  }
   const runtime = createRuntime(definition.service, config.LOG_LEVEL)
-  if (process.argv[2] === 'migrate') {
+  if (command === 'migrate') {
     try {
       await definition.migrate?.(config, runtime)
       runtime.logger.info('migrations applied')
