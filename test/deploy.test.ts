@@ -1,0 +1,361 @@
+/**
+ * Deployment artefacts: the Helm chart, compose, skaffold, alert rules and dashboards.
+ *
+ * The first test runs scripts/validate-deploy.sh (helm lint + kubeconform for several value sets,
+ * Pod Security checks, promtool, compose/skaffold schemas; it installs helm and kubeconform into
+ * .cache/bin when missing). The others assert the chart's promises directly on `helm template`.
+ */
+import { beforeAll, describe, expect, test } from 'bun:test'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { YAML } from 'bun'
+
+const root = join(import.meta.dir, '..')
+const chart = join(root, 'charts/parley')
+const helm = join(root, '.cache/bin/helm')
+const services = ['gateway', 'auth', 'user', 'chat', 'notification'] as const
+const kubeVersion = '1.36.0'
+
+type Manifest = {
+  apiVersion: string
+  kind: string
+  metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> }
+  // biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are free-form
+  spec?: any
+  data?: Record<string, string>
+}
+type Labels = Record<string, string>
+type Selector = {
+  matchLabels?: Labels
+  matchExpressions?: { key: string; operator: string; values?: string[] }[]
+}
+
+let validation: { exitCode: number; output: string } | undefined
+
+/** Runs the validation script once (it also installs helm when missing). */
+function validate(): { exitCode: number; output: string } {
+  if (!validation) {
+    const run = Bun.spawnSync(['bash', 'scripts/validate-deploy.sh'], {
+      cwd: root,
+      stdout: 'pipe',
+      stderr: 'pipe',
+      timeout: 900_000,
+    })
+    validation = {
+      exitCode: run.exitCode ?? -1,
+      output: `${run.stdout.toString()}\n${run.stderr.toString()}`,
+    }
+  }
+  return validation
+}
+
+function runHelm(args: string[]) {
+  const run = Bun.spawnSync([helm, ...args], { cwd: root, stdout: 'pipe', stderr: 'pipe' })
+  return { exitCode: run.exitCode, stdout: run.stdout.toString(), stderr: run.stderr.toString() }
+}
+
+function render(...args: string[]): Manifest[] {
+  const run = runHelm(['template', 'parley', chart, '-n', 'parley', '--kube-version', kubeVersion, ...args])
+  if (run.exitCode !== 0) throw new Error(`helm template failed: ${run.stderr}`)
+  return (YAML.parse(run.stdout) as (Manifest | null)[]).filter((doc): doc is Manifest => doc !== null)
+}
+
+function podSpecs(manifests: Manifest[]) {
+  return manifests.flatMap((m) => {
+    if (m.kind === 'Pod')
+      return [{ where: `Pod/${m.metadata.name}`, labels: m.metadata.labels ?? {}, spec: m.spec }]
+    if (m.kind === 'Deployment' || m.kind === 'Job')
+      return [
+        {
+          where: `${m.kind}/${m.metadata.name}`,
+          labels: m.spec.template.metadata.labels,
+          spec: m.spec.template.spec,
+        },
+      ]
+    return []
+  })
+}
+
+function matches(selector: Selector | undefined, labels: Labels): boolean {
+  if (!selector) return false
+  for (const [key, value] of Object.entries(selector.matchLabels ?? {}))
+    if (labels[key] !== value) return false
+  for (const { key, operator, values = [] } of selector.matchExpressions ?? []) {
+    const value = labels[key]
+    if (operator === 'In' && (value === undefined || !values.includes(value))) return false
+    if (operator === 'NotIn' && value !== undefined && values.includes(value)) return false
+    if (operator === 'Exists' && value === undefined) return false
+    if (operator === 'DoesNotExist' && value !== undefined) return false
+  }
+  return true
+}
+
+type Peer = { namespace: string; namespaceLabels: Labels; labels: Labels }
+
+/** Whether `from` may open a connection to a pod with `labels` (namespace "parley") on `port`. */
+function reachable(policies: Manifest[], labels: Labels, port: string, from: Peer): boolean {
+  const applying = policies.filter(
+    (p) => matches(p.spec.podSelector, labels) && (p.spec.policyTypes ?? ['Ingress']).includes('Ingress'),
+  )
+  if (applying.length === 0) return true
+  return applying.some((p) =>
+    (p.spec.ingress ?? []).some(
+      // biome-ignore lint/suspicious/noExplicitAny: NetworkPolicy rules are free-form
+      (rule: any) =>
+        (!rule.ports || rule.ports.some((p: { port: string | number }) => String(p.port) === port)) &&
+        (!rule.from ||
+          // biome-ignore lint/suspicious/noExplicitAny: NetworkPolicy peers are free-form
+          rule.from.some((peer: any) => {
+            if (peer.ipBlock) return true
+            const namespaceOk = peer.namespaceSelector
+              ? matches(peer.namespaceSelector, from.namespaceLabels)
+              : from.namespace === 'parley'
+            const podOk = peer.podSelector ? matches(peer.podSelector, from.labels) : true
+            return namespaceOk && podOk
+          })),
+    ),
+  )
+}
+
+describe('deployment validation', () => {
+  test('scripts/validate-deploy.sh passes (helm lint, kubeconform, pod security, promtool, compose, skaffold)', () => {
+    const { exitCode, output } = validate()
+    if (exitCode !== 0) console.error(output)
+    expect(output).toContain('all ')
+    expect(output).toContain('checks passed')
+    expect(exitCode).toBe(0)
+  }, 900_000)
+})
+
+describe('helm chart', () => {
+  // When this block runs alone, the validation script installs helm first.
+  beforeAll(() => {
+    if (!existsSync(helm)) validate()
+  }, 900_000)
+
+  test('only the gateway is reachable from outside the release', () => {
+    const manifests = render()
+    const policies = manifests.filter((m) => m.kind === 'NetworkPolicy')
+    const deployments = manifests.filter((m) => m.kind === 'Deployment')
+    const outsider: Peer = {
+      namespace: 'elsewhere',
+      namespaceLabels: { 'kubernetes.io/metadata.name': 'elsewhere' },
+      labels: { app: 'intruder' },
+    }
+    const sameNamespaceStranger: Peer = { ...outsider, namespace: 'parley', namespaceLabels: {} }
+    const open = deployments
+      .filter((d) => reachable(policies, d.spec.template.metadata.labels, 'http', outsider))
+      .map((d) => d.metadata.name)
+    expect(open).toEqual(['parley-gateway'])
+    const openInNamespace = deployments
+      .filter((d) => reachable(policies, d.spec.template.metadata.labels, 'http', sameNamespaceStranger))
+      .map((d) => d.metadata.name)
+    expect(openInNamespace).toEqual(['parley-gateway'])
+
+    const podOf = (name: string): Peer => ({
+      namespace: 'parley',
+      namespaceLabels: {},
+      labels: deployments.find((d) => d.metadata.name === `parley-${name}`)?.spec.template.metadata.labels,
+    })
+    for (const target of deployments) {
+      const labels = target.spec.template.metadata.labels
+      expect(reachable(policies, labels, 'http', podOf('gateway'))).toBe(true)
+      const prometheus: Peer = {
+        namespace: 'monitoring',
+        namespaceLabels: { 'kubernetes.io/metadata.name': 'monitoring' },
+        labels: { 'app.kubernetes.io/name': 'prometheus' },
+      }
+      expect(reachable(policies, labels, 'http', prometheus)).toBe(true)
+    }
+    // The services that verify tokens fetch the auth JWKS; nothing else talks service to service.
+    const auth = deployments.find((d) => d.metadata.name === 'parley-auth')?.spec.template.metadata.labels
+    const user = deployments.find((d) => d.metadata.name === 'parley-user')?.spec.template.metadata.labels
+    expect(reachable(policies, auth, 'http', podOf('chat'))).toBe(true)
+    expect(reachable(policies, user, 'http', podOf('chat'))).toBe(false)
+  })
+
+  test('no Deployment sets replicas under an HPA; PDBs only where more than one pod runs', () => {
+    const hpa = services.flatMap((s) => ['--set', `services.${s}.autoscaling.enabled=true`])
+    const manifests = render(...hpa)
+    const deployments = manifests.filter((m) => m.kind === 'Deployment')
+    expect(deployments).toHaveLength(5)
+    for (const d of deployments) expect(d.spec).not.toHaveProperty('replicas')
+    expect(manifests.filter((m) => m.kind === 'HorizontalPodAutoscaler')).toHaveLength(5)
+    expect(manifests.filter((m) => m.kind === 'PodDisruptionBudget')).toHaveLength(5)
+
+    const single = render(...services.flatMap((s) => ['--set', `services.${s}.replicas=1`]))
+    expect(single.filter((m) => m.kind === 'PodDisruptionBudget')).toHaveLength(0)
+    expect(single.filter((m) => m.kind === 'HorizontalPodAutoscaler')).toHaveLength(0)
+    for (const d of single.filter((m) => m.kind === 'Deployment')) expect(d.spec.replicas).toBe(1)
+  })
+
+  test('every container has requests, limits and the restricted securityContext', () => {
+    for (const manifests of [render(), render('-f', join(chart, 'ci/full-values.yaml'))]) {
+      const pods = podSpecs(manifests)
+      expect(pods.length).toBeGreaterThan(5)
+      for (const { where, spec } of pods) {
+        expect({ where, automount: spec.automountServiceAccountToken }).toEqual({ where, automount: false })
+        expect(spec.securityContext.runAsNonRoot).toBe(true)
+        expect(spec.securityContext.seccompProfile).toEqual({ type: 'RuntimeDefault' })
+        for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) {
+          const context = { where, container: c.name }
+          expect({ ...context, securityContext: c.securityContext }).toMatchObject({
+            ...context,
+            securityContext: {
+              allowPrivilegeEscalation: false,
+              readOnlyRootFilesystem: true,
+              runAsNonRoot: true,
+              capabilities: { drop: ['ALL'] },
+              seccompProfile: { type: 'RuntimeDefault' },
+            },
+          })
+          expect(c.securityContext.runAsUser).toBeGreaterThan(0)
+          for (const section of ['requests', 'limits'])
+            for (const resource of ['cpu', 'memory'])
+              expect({
+                ...context,
+                [`${section}.${resource}`]: c.resources?.[section]?.[resource] !== undefined,
+              }).toEqual({
+                ...context,
+                [`${section}.${resource}`]: true,
+              })
+        }
+        for (const volume of spec.volumes ?? []) expect(volume).not.toHaveProperty('hostPath')
+      }
+      for (const d of manifests.filter(
+        (m) => m.kind === 'Deployment' && services.includes(m.metadata.name.replace('parley-', '') as never),
+      )) {
+        const [main] = d.spec.template.spec.containers
+        expect(main.securityContext.runAsUser).toBe(65532)
+        expect(main.livenessProbe.httpGet.path).toBe('/health')
+        expect(main.readinessProbe.httpGet.path).toBe('/ready')
+        expect(main.startupProbe.httpGet.path).toBe('/health')
+      }
+    }
+  })
+
+  test('values files with typos fail schema validation', () => {
+    const invalid = join(chart, 'ci/invalid')
+    const files = readdirSync(invalid).filter((f) => f.endsWith('.yaml'))
+    expect(files.length).toBeGreaterThanOrEqual(3)
+    for (const file of files) {
+      const run = runHelm([
+        'template',
+        'parley',
+        chart,
+        '--kube-version',
+        kubeVersion,
+        '-f',
+        join(invalid, file),
+      ])
+      expect({ file, exitCode: run.exitCode }).toEqual({ file, exitCode: 1 })
+      expect(run.stderr).toContain("values don't meet the specifications of the schema")
+    }
+    const typo = runHelm([
+      'template',
+      'parley',
+      chart,
+      '--kube-version',
+      kubeVersion,
+      '--set',
+      'services.auth.replica=3',
+    ])
+    expect(typo.exitCode).toBe(1)
+    expect(typo.stderr).toContain("additional properties 'replica' not allowed")
+  })
+
+  test('migrations run as pre-install/pre-upgrade hook Jobs, or init containers with the dev infra', () => {
+    const jobs = render().filter((m) => m.kind === 'Job')
+    expect(jobs.map((j) => j.metadata.name).sort()).toEqual([
+      'parley-auth-migrate',
+      'parley-chat-migrate',
+      'parley-notification-migrate',
+      'parley-user-migrate',
+    ])
+    for (const job of jobs) {
+      expect(job.metadata.annotations).toMatchObject({
+        'helm.sh/hook': 'pre-install,pre-upgrade',
+        'helm.sh/hook-delete-policy': 'before-hook-creation,hook-succeeded',
+      })
+      expect(job.spec.template.spec.containers[0].args).toEqual(['migrate'])
+      // Hooks run before the release's Secrets exist: the Job reads its hook-scoped copy.
+      const refs = job.spec.template.spec.containers[0].env
+        .filter((e: { valueFrom?: unknown }) => e.valueFrom)
+        .map((e: { valueFrom: { secretKeyRef: { name: string } } }) => e.valueFrom.secretKeyRef.name)
+      for (const ref of refs) expect(ref).toBe(job.metadata.name)
+    }
+
+    const dev = render('-f', join(root, 'k8s/dev/values.yaml'))
+    expect(dev.filter((m) => m.kind === 'Job')).toHaveLength(0)
+    const withInit = dev
+      .filter((m) => m.kind === 'Deployment' && m.spec.template.spec.initContainers)
+      .map((m) => m.metadata.name)
+      .sort()
+    expect(withInit).toEqual(['parley-auth', 'parley-chat', 'parley-notification', 'parley-user'])
+  })
+
+  test('secrets come from the chart Secret, or from existingSecret per service or global', () => {
+    const secretRef = (manifests: Manifest[], deployment: string, variable: string) =>
+      manifests
+        .find((m) => m.kind === 'Deployment' && m.metadata.name === deployment)
+        ?.spec.template.spec.containers[0].env.find((e: { name: string }) => e.name === variable)?.valueFrom
+        ?.secretKeyRef.name
+
+    const managed = render()
+    expect(secretRef(managed, 'parley-auth', 'DATABASE_URL')).toBe('parley-auth')
+    expect(secretRef(managed, 'parley-auth', 'JWT_PRIVATE_KEY')).toBe('parley-auth')
+    expect(secretRef(managed, 'parley-gateway', 'JWT_PRIVATE_KEY')).toBeUndefined()
+
+    const existing = render('-f', join(chart, 'ci/existing-secret-values.yaml'))
+    expect(existing.filter((m) => m.kind === 'Secret')).toHaveLength(0)
+    expect(secretRef(existing, 'parley-auth', 'DATABASE_URL')).toBe('parley-auth-credentials')
+    expect(secretRef(existing, 'parley-auth', 'REDIS_URL')).toBe('parley-shared')
+    expect(secretRef(existing, 'parley-gateway', 'AMQP_URL')).toBe('parley-shared')
+
+    const infra = render('--set', 'infra.enabled=true')
+    const notification = infra.find((m) => m.kind === 'Secret' && m.metadata.name === 'parley-notification')
+    const decoded = Object.fromEntries(
+      Object.entries(notification?.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]),
+    )
+    expect(decoded).toEqual({
+      AMQP_URL: 'amqp://parley:parley@parley-rabbitmq:5672/%2F',
+      DATABASE_URL: 'postgres://parley:parley@parley-postgresql:5432/parley_notification',
+      REDIS_URL: 'redis://parley-redis:6379',
+      SMTP_URL: 'smtp://parley-mailpit:1025',
+    })
+  })
+
+  test('a dev signing key with several auth replicas is refused', () => {
+    const run = runHelm([
+      'template',
+      'parley',
+      chart,
+      '--kube-version',
+      kubeVersion,
+      '--set',
+      'services.auth.env.PARLEY_ENV=development',
+      '--set',
+      'services.auth.replicas=2',
+    ])
+    expect(run.exitCode).toBe(1)
+    expect(run.stderr).toContain('every auth replica generates its own signing key')
+  })
+
+  test('dashboards ship from the one copy in charts/parley/dashboards', () => {
+    const configMaps = render('--set', 'monitoring.dashboards.enabled=true').filter(
+      (m) => m.kind === 'ConfigMap' && m.metadata.labels?.grafana_dashboard === '1',
+    )
+    const files = readdirSync(join(chart, 'dashboards')).filter((f) => f.endsWith('.json'))
+    expect(files.sort()).toEqual(['parley-events.json', 'parley-gateway.json', 'parley-overview.json'])
+    expect(configMaps).toHaveLength(files.length)
+    for (const file of files) {
+      const configMap = configMaps.find((m) => m.data?.[file] !== undefined)
+      expect(configMap?.data?.[file]).toBe(readFileSync(join(chart, 'dashboards', file), 'utf8').trimEnd())
+    }
+    const compose = readFileSync(join(root, 'docker-compose.yml'), 'utf8')
+    expect(compose).toContain('./charts/parley/dashboards:/var/lib/grafana/dashboards/parley:ro')
+    expect(compose).toContain(
+      './charts/parley/rules/parley.rules.yaml:/etc/prometheus/rules/parley.rules.yaml:ro',
+    )
+  })
+})
