@@ -1,7 +1,7 @@
 import { AccessTokenVerifier, ConfigError, type Runtime } from '@parley/common'
 import { EventBus } from '@parley/common/events'
 import { closeRedis, createRedis } from '@parley/common/redis'
-import { PRESENCE_TTL_MS } from '@parley/contracts'
+import { type CloudEvent, PRESENCE_TTL_MS } from '@parley/contracts'
 import type { AppDeps } from './app'
 import type { Config } from './config'
 import { GATEWAY_DOCUMENT } from './modules/docs/model'
@@ -10,7 +10,7 @@ import { EdgeAuth, RevocationStore } from './modules/edge-auth/service'
 import { API_PREFIX, type Upstream } from './modules/proxy/service'
 import { parsePolicies, type RateLimitPolicies } from './modules/rate-limit/model'
 import { RateLimiter } from './modules/rate-limit/service'
-import { REALTIME_EVENT_TYPES } from './modules/realtime/model'
+import { REALTIME_SUBSCRIBED_TYPES, type RealtimeEventType } from './modules/realtime/model'
 import { RealtimeHub } from './modules/realtime/service'
 
 export function upstreamsOf(config: Config): Upstream[] {
@@ -124,13 +124,16 @@ export async function connect(
     types: ['user.sessions_revoked'],
     handler: (event) => revocations.revoke(event.data.userId, new Date(event.data.revokedBefore)),
   })
-  // Every replica pushes to its own sockets: an exclusive per-process queue.
+  // Every replica pushes to (and ends) its own sockets: an exclusive per-process queue.
   await bus.subscribe({
     queue: 'gateway.realtime',
-    types: REALTIME_EVENT_TYPES,
+    types: REALTIME_SUBSCRIBED_TYPES,
     transient: true,
     handler: async (event) => {
-      hub.deliver(event)
+      if (event.type === 'user.sessions_revoked') {
+        const { data } = event as CloudEvent<'user.sessions_revoked'>
+        hub.revokeSessions(data.userId, new Date(data.revokedBefore))
+      } else hub.deliver(event as CloudEvent<RealtimeEventType>)
     },
   })
   hub.start()

@@ -137,6 +137,13 @@ describe('routing', () => {
     expect(created.headers.get('location')).toBe('/conversations/1')
   })
 
+  test('HEAD is proxied and answers without a body', async () => {
+    const response = await fetch(`${gateway.url}/api/v1/users/me`, { method: 'HEAD', headers: bearer() })
+    expect(response.status).toBe(200)
+    expect(await response.text()).toBe('')
+    expect(users.requests.at(-1)?.method).toBe('HEAD')
+  })
+
   test('the Authorization header is forwarded (services verify it again)', async () => {
     const response = await fetch(`${gateway.url}/api/v1/users/me`, { headers: bearer() })
     const echoed = (await response.json()) as RecordedRequest

@@ -218,6 +218,30 @@ describe('limits', () => {
     slow.socket.destroy()
   })
 
+  test('sockets of a revoked session are closed with 4401, later sessions stay', async () => {
+    const userId = Bun.randomUUIDv7()
+    const now = Math.floor(Date.now() / 1000)
+    const old = await openSocket(second.wsUrl, await signer.sign({ sub: userId, iat: now - 30 }))
+    const fresh = await openSocket(first.wsUrl, await signer.sign({ sub: userId }))
+    sockets.push(old, fresh)
+    await waitFor(async () => (await presenceOf(userId)).length === 2, { what: 'two connections' })
+    await publisher.publishEvent(
+      buildEvent('parley/auth', 'user.sessions_revoked', {
+        userId,
+        revokedBefore: new Date((now - 10) * 1000).toISOString(),
+      }),
+    )
+    expect(await old.closed).toEqual({ code: 4401, reason: 'session revoked' })
+    expect(fresh.socket.readyState).toBe(WebSocket.OPEN)
+  })
+
+  test('a socket is closed with 4401 once its access token expires', async () => {
+    const now = Math.floor(Date.now() / 1000)
+    const socket = await openSocket(first.wsUrl, await signer.sign({ sub: Bun.randomUUIDv7(), exp: now + 1 }))
+    sockets.push(socket)
+    expect(await socket.closed).toEqual({ code: 4401, reason: 'token expired' })
+  })
+
   test('websocket_connections counts open sockets', async () => {
     const before = metricValue(await first.metrics(), 'websocket_connections')
     const socket = await connectAs(first, Bun.randomUUIDv7())

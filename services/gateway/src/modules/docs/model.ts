@@ -27,7 +27,8 @@ export const GATEWAY_DOCUMENT: OpenApiDocument = {
           'Frames pushed: `{"type":"message.sent"|"conversation.created","id":"<event id>","data":{…}}`. ' +
           'The server pings; an unanswered ping closes the socket. Send `{"type":"ping"}` for an ' +
           'application-level `{"type":"pong"}`. Close codes: 1008 too many connections for the user, ' +
-          '1013 slow consumer, 1001 server shutting down.',
+          '1013 slow consumer, 1001 server shutting down, 4401 access token expired or session revoked ' +
+          '(reconnect with a fresh token).',
         security: [{ bearer: [] }],
         responses: {
           '101': { description: 'Switching Protocols' },

@@ -38,7 +38,11 @@ export function realtimeRoutes({ hub, edgeAuth, limiter }: RealtimeRouteOptions)
       const connectionId = crypto.randomUUID()
       connectionIds.set(ws.data, connectionId)
       // Elysia types `raw` with its own narrower interface; at run time it is Bun's ServerWebSocket.
-      await hub.open(identity.userId, connectionId, ws.raw as unknown as ServerWebSocket<unknown>)
+      await hub.open(
+        { userId: identity.userId, issuedAt: identity.issuedAt, expiresAt: identity.expiresAt },
+        connectionId,
+        ws.raw as unknown as ServerWebSocket<unknown>,
+      )
     },
     message(ws, message) {
       const connectionId = connectionIds.get(ws.data)

@@ -17,6 +17,8 @@ export type PushSocket = {
 export const CLOSE_POLICY_VIOLATION = 1008
 export const CLOSE_TRY_AGAIN_LATER = 1013
 export const CLOSE_GOING_AWAY = 1001
+/** Application close code: the access token expired or its session was revoked; reconnect with a fresh token. */
+export const CLOSE_UNAUTHORIZED = 4401
 
 export type RealtimeOptions = {
   maxConnectionsPerUser: number
@@ -25,7 +27,10 @@ export type RealtimeOptions = {
   presenceTtlMs: number
 }
 
-type Connection = { id: string; userId: string; socket: PushSocket; answeredPing: boolean }
+/** Whose socket it is, and the validity of the token that opened it (epoch seconds). */
+export type SocketOwner = { userId: string; issuedAt: number; expiresAt: number }
+
+type Connection = SocketOwner & { id: string; socket: PushSocket; answeredPing: boolean }
 
 /**
  * Registers the connection in the user's presence set unless the user already holds
@@ -102,8 +107,9 @@ export class RealtimeHub {
    * Registers a new connection, then admits it against the per-user cap (closing it with
    * 1008 when over). Registered first, so presence in Redis always means reachable here.
    */
-  async open(userId: string, connectionId: string, socket: PushSocket): Promise<boolean> {
-    const connection: Connection = { id: connectionId, userId, socket, answeredPing: true }
+  async open(owner: SocketOwner, connectionId: string, socket: PushSocket): Promise<boolean> {
+    const { userId } = owner
+    const connection: Connection = { ...owner, id: connectionId, socket, answeredPing: true }
     let sockets = this.byUser.get(userId)
     if (!sockets) {
       sockets = new Map()
@@ -174,11 +180,26 @@ export class RealtimeHub {
     return true
   }
 
-  /** Pings every socket, ends those that did not answer the last ping, refreshes presence. */
+  /** `user.sessions_revoked`: closes the user's sockets opened with tokens issued before `revokedBefore`. */
+  revokeSessions(userId: string, revokedBefore: Date): void {
+    const seconds = revokedBefore.getTime() / 1000
+    for (const connection of this.byUser.get(userId)?.values() ?? [])
+      if (connection.issuedAt < seconds) this.closeUnauthorized(connection, 'session revoked')
+  }
+
+  /**
+   * Pings every socket, ends those that did not answer the last ping or whose token has
+   * expired (the client reconnects with a fresh one), refreshes presence.
+   */
   async heartbeat(): Promise<void> {
-    const expiresAt = Date.now() + this.options.presenceTtlMs
+    const now = Date.now()
+    const expiresAt = now + this.options.presenceTtlMs
     const pipeline = this.redis.pipeline()
     for (const connection of this.byId.values()) {
+      if (connection.expiresAt * 1000 <= now) {
+        this.closeUnauthorized(connection, 'token expired')
+        continue
+      }
       if (!connection.answeredPing) {
         this.closedTotal.inc({ reason: 'ping_timeout' })
         connection.socket.terminate()
@@ -204,6 +225,11 @@ export class RealtimeHub {
     const connections = [...this.byId.values()]
     for (const connection of connections) connection.socket.close(CLOSE_GOING_AWAY, 'server shutting down')
     await Promise.all(connections.map((connection) => this.closed(connection.id)))
+  }
+
+  private closeUnauthorized(connection: Connection, reason: string): void {
+    this.closedTotal.inc({ reason: reason === 'token expired' ? 'token_expired' : 'revoked' })
+    connection.socket.close(CLOSE_UNAUTHORIZED, reason)
   }
 
   private async admit(userId: string, connectionId: string): Promise<boolean> {
