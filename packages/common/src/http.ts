@@ -166,6 +166,13 @@ export function httpKit(options: HttpKitOptions) {
       if (length > bodyLimitBytes)
         return problemResponse(problems.payloadTooLarge(bodyLimitBytes), new URL(request.url).pathname)
     })
+    .onTransform({ as: 'global' }, ({ body, request }) => {
+      // Every JSON body of the API is an object; Elysia would coerce `"x"` or `[]` into `{}`
+      // for a schema whose fields are all optional.
+      if (body === undefined || !request.headers.get('content-type')?.includes('json')) return
+      if (typeof body !== 'object' || body === null || Array.isArray(body))
+        throw problems.validation([{ field: 'body', message: 'Expected a JSON object' }])
+    })
     .derive({ as: 'global' }, ({ request }) => {
       const meta = requests.get(request)
       return {

@@ -25,6 +25,7 @@ function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []
       body: t.Object({ name: t.String({ minLength: 2 }), count: t.Integer({ minimum: 0 }) }),
       params: t.Object({ id: t.String({ pattern: '^[a-z]+$' }) }),
     })
+    .post('/options', ({ body }) => body, { body: t.Object({ all: t.Optional(t.Boolean()) }) })
     .get('/search', ({ query }) => query, {
       query: t.Object({
         limit: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),
@@ -76,6 +77,17 @@ describe('problem+json', () => {
       expect(response.status).toBe(422)
       expect((await problemOf(response)).errors?.map((error) => error.field)).toEqual(['query.limit'])
     }
+  })
+
+  test('a JSON body that is not an object is refused, even when every field is optional', async () => {
+    for (const body of ['"everyone"', '[]', 'null', '42']) {
+      const response = await app.handle(jsonRequest('POST', '/options', body))
+      expect(response.status).toBe(422)
+      expect((await problemOf(response)).errors).toEqual([
+        { field: 'body', message: 'Expected a JSON object' },
+      ])
+    }
+    expect((await app.handle(jsonRequest('POST', '/options', {}))).status).toBe(200)
   })
 
   test('malformed JSON is a 400 problem', async () => {
