@@ -24,8 +24,11 @@ export type ProxyOptions = {
 
 const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
 
-/** Returned by the route's parser so Elysia's default parsers leave the body stream alone. */
-const UNPARSED = Symbol('unparsed')
+/**
+ * Returned by the route's parser so Elysia's default parsers leave the body stream alone.
+ * An object, because global hooks that inspect `body` (httpKit refuses non-object JSON) see it.
+ */
+const UNPARSED = Object.freeze({})
 
 /**
  * The body to forward: the untouched request stream, unless a global parser that runs

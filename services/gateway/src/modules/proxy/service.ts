@@ -88,19 +88,23 @@ export function upstreamRequestHeaders(incoming: Headers, context: ForwardContex
 
 /** A request body stream that fails once more than `limit` bytes went through (chunked uploads). */
 export function limitBody(body: ReadableStream<Uint8Array>, limit: number) {
+  // A pulling wrapper rather than pipeThrough, which Bun 1.3 cannot apply to a request body.
+  const reader = body.getReader()
   let received = 0
   let failure: HttpProblem | undefined
-  const stream = body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        received += chunk.byteLength
-        if (received > limit) {
-          failure = problems.payloadTooLarge(limit)
-          controller.error(failure)
-        } else controller.enqueue(chunk)
-      },
-    }),
-  )
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read()
+      if (done) return controller.close()
+      received += value.byteLength
+      if (received > limit) {
+        failure = problems.payloadTooLarge(limit)
+        controller.error(failure)
+        await reader.cancel()
+      } else controller.enqueue(value)
+    },
+    cancel: (reason) => reader.cancel(reason),
+  })
   return { stream, failure: () => failure }
 }
 
