@@ -106,14 +106,17 @@ export function toProblem(code: string | number, error: unknown, url?: URL): Htt
   // Elysia wraps whatever a parser throws (e.g. our 413 for a streamed body) in a ParseError.
   if (code === 'PARSE' && error instanceof Error && error.cause instanceof HttpProblem) return error.cause
   if (error instanceof ValidationError) return problems.validation(fieldErrors(error, url))
-  if (code === 'PARSE')
-    return problems.badRequest('The request body is not valid JSON', [
-      { field: 'body', message: 'Malformed body' },
-    ])
+  if (code === 'PARSE') return malformedJson()
   if (code === 'NOT_FOUND') return problems.notFound('No route matches this path')
   if (typeof code === 'number' && code >= 400 && code < 500)
     return new HttpProblem(code, 'Request Failed', undefined, 'request-failed')
   return problems.internal()
+}
+
+function malformedJson(): HttpProblem {
+  return problems.badRequest('The request body is not valid JSON', [
+    { field: 'body', message: 'Malformed body' },
+  ])
 }
 
 let pluginInstances = 0
@@ -167,9 +170,14 @@ export function httpKit(options: HttpKitOptions) {
         return problemResponse(problems.payloadTooLarge(bodyLimitBytes), new URL(request.url).pathname)
     })
     .onTransform({ as: 'global' }, ({ body, request }) => {
+      if (!request.headers.get('content-type')?.includes('json')) return
+      // For an optional body Elysia swallows a JSON syntax error and hands the route `undefined`.
+      if (body === undefined) {
+        if (Number(request.headers.get('content-length') ?? 0) > 0) throw malformedJson()
+        return
+      }
       // Every JSON body of the API is an object; Elysia would coerce `"x"` or `[]` into `{}`
       // for a schema whose fields are all optional.
-      if (body === undefined || !request.headers.get('content-type')?.includes('json')) return
       if (typeof body !== 'object' || body === null || Array.isArray(body))
         throw problems.validation([{ field: 'body', message: 'Expected a JSON object' }])
     })

@@ -25,7 +25,7 @@ function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []
       body: t.Object({ name: t.String({ minLength: 2 }), count: t.Integer({ minimum: 0 }) }),
       params: t.Object({ id: t.String({ pattern: '^[a-z]+$' }) }),
     })
-    .post('/options', ({ body }) => body, { body: t.Object({ all: t.Optional(t.Boolean()) }) })
+    .post('/options', ({ body }) => body ?? {}, { body: t.Optional(t.Object({ all: t.Optional(t.Boolean()) })) })
     .get('/search', ({ query }) => query, {
       query: t.Object({
         limit: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),
@@ -88,6 +88,11 @@ describe('problem+json', () => {
       ])
     }
     expect((await app.handle(jsonRequest('POST', '/options', {}))).status).toBe(200)
+  })
+
+  test('malformed JSON for an optional body is a 400 problem, not an empty body', async () => {
+    const response = await app.handle(jsonRequest('POST', '/options', '{"all":'))
+    expect(response.status).toBe(400)
   })
 
   test('malformed JSON is a 400 problem', async () => {

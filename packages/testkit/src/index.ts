@@ -179,18 +179,22 @@ export async function waitFor<T>(
   )
 }
 
-/** Builds a JSON request for `app.handle`. */
+/** Builds a JSON request for `app.handle`, with the Content-Length a real client would send. */
 export function jsonRequest(
   method: string,
   path: string,
   body?: unknown,
   headers: Record<string, string> = {},
 ): Request {
+  if (body === undefined) return new Request(`http://localhost${path}`, { method, headers })
+  const text = typeof body === 'string' ? body : JSON.stringify(body)
   return new Request(`http://localhost${path}`, {
     method,
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+    headers: {
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(text)),
+      ...headers,
+    },
+    body: text,
   })
 }
-export * from './rabbit-node'
-export * from './tokens'

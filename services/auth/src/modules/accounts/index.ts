@@ -1,14 +1,13 @@
 import { type AccessTokenVerifier, authPlugin } from '@parley/common'
 import { Problem } from '@parley/contracts'
 import { Elysia } from 'elysia'
-import { correlationId, requireObjectBody } from '../../http'
+import { correlationId } from '../../http'
 import { type accessTokenSigner, tokenPair } from '../tokens'
 import { LoginBody, Me, RegisterBody, SessionWithUser } from './model'
 import { type AccountService, normaliseEmail } from './service'
 
 /** Trims before validation, so " Ada@Example.com " is a valid email and "  " an empty display name. */
 function normaliseBody({ body }: { body: unknown }): void {
-  requireObjectBody({ body })
   if (typeof body !== 'object' || body === null) return
   const fields = body as Record<string, unknown>
   if (typeof fields.email === 'string') fields.email = normaliseEmail(fields.email)

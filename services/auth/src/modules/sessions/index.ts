@@ -1,7 +1,7 @@
 import { type AccessTokenVerifier, authPlugin } from '@parley/common'
 import { Problem } from '@parley/contracts'
 import { Elysia, t } from 'elysia'
-import { correlationId, requireObjectBody } from '../../http'
+import { correlationId } from '../../http'
 import { type accessTokenSigner, TokenPair, tokenPair } from '../tokens'
 import { LogoutBody, RefreshBody, RevokeBody } from './model'
 import type { SessionService } from './service'
@@ -23,7 +23,6 @@ export function sessionRoutes(
       {
         // JSON only, declared so the OpenAPI document lists the body under application/json.
         parse: 'json',
-        transform: requireObjectBody,
         body: RefreshBody,
         response: { 200: TokenPair, 401: Problem, 422: Problem },
         detail: {
@@ -43,7 +42,6 @@ export function sessionRoutes(
       {
         auth: true,
         parse: 'json',
-        transform: requireObjectBody,
         body: LogoutBody,
         response: { 204: t.Void(), 401: Problem, 404: Problem, 422: Problem },
         detail: {
@@ -63,7 +61,6 @@ export function sessionRoutes(
       {
         auth: true,
         parse: 'json',
-        transform: requireObjectBody,
         body: RevokeBody,
         response: { 204: t.Void(), 401: Problem, 403: Problem, 404: Problem, 422: Problem },
         detail: {

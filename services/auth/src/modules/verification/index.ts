@@ -1,7 +1,7 @@
 import { type AccessTokenVerifier, authPlugin } from '@parley/common'
 import { Problem } from '@parley/contracts'
 import { Elysia } from 'elysia'
-import { correlationId, requireObjectBody } from '../../http'
+import { correlationId } from '../../http'
 import { ConfirmBody, VerificationRequested, Verified } from './model'
 import type { VerificationService } from './service'
 
@@ -34,7 +34,6 @@ export function verificationRoutes(verification: VerificationService, verifier: 
         auth: true,
         // JSON only, declared so the OpenAPI document lists the body under application/json.
         parse: 'json',
-        transform: requireObjectBody,
         body: ConfirmBody,
         response: { 200: Verified, 400: Problem, 401: Problem, 409: Problem, 422: Problem, 503: Problem },
         detail: {
