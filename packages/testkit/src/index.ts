@@ -198,3 +198,6 @@ export function jsonRequest(
     body: text,
   })
 }
+
+export * from './rabbit-node'
+export * from './tokens'
