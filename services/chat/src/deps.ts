@@ -1,4 +1,4 @@
-import { AccessTokenVerifier, type Runtime } from '@parley/common'
+import { AccessTokenVerifier, type Metrics, type Runtime } from '@parley/common'
 import { EventBus } from '@parley/common/events'
 import { createMongo, MongoOutboxRelay } from '@parley/common/mongo'
 import { closeRedis, createRedis, type Redis } from '@parley/common/redis'
@@ -7,7 +7,7 @@ import type { AppDeps } from './app'
 import { ChatCache } from './cache'
 import type { Config } from './config'
 import { chatCollections, ensureIndexes, OUTBOX_COLLECTIONS } from './db'
-import { ConversationService, EVENT_SOURCE } from './modules/conversations/service'
+import { ConversationService, EVENT_SOURCE, type RelayKick } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
 import { MessageService } from './modules/messages/service'
 import { subscribeUserProjection } from './modules/users/consumer'
@@ -29,6 +29,18 @@ export type ChatDeps = AppDeps & {
   bus: EventBus
   relay: MongoOutboxRelay
   users: UserDirectory
+}
+
+/** The chat services over open clients: `connect` opens them; the benchmark brings its own. */
+export function chatServices(db: Db, cache: ChatCache, relay: RelayKick, metrics: Metrics) {
+  const collections = chatCollections(db)
+  const users = new UserDirectory(collections.users)
+  const store = new ConversationStore(collections.conversations, collections.messages, cache)
+  return {
+    users,
+    conversations: new ConversationService(collections.conversations, store, users, relay),
+    messages: new MessageService(collections.messages, store, cache, relay, metrics),
+  }
 }
 
 /** Connects what the chat service needs and registers how to release it on shutdown. */
@@ -57,11 +69,9 @@ export async function connect(
   })
   lifecycle.onClose('rabbitmq', () => bus.close())
 
-  const collections = chatCollections(mongo.db)
-  const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
-  const users = new UserDirectory(collections.users)
-  const store = new ConversationStore(collections.conversations, collections.messages, cache)
   const relay = new MongoOutboxRelay(mongo.db, OUTBOX_COLLECTIONS, bus, logger, metrics)
+  const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
+  const { users, conversations, messages } = chatServices(mongo.db, cache, relay, metrics)
 
   await subscribeUserProjection(bus, mongo.db, users)
   await bus.start()
@@ -87,8 +97,8 @@ export async function connect(
         issuer: config.JWT_ISSUER,
         audience: config.JWT_AUDIENCE,
       }),
-    conversations: new ConversationService(collections.conversations, store, users, relay),
-    messages: new MessageService(collections.messages, store, cache, relay, metrics),
+    conversations,
+    messages,
     db: mongo.db,
     redis,
     bus,

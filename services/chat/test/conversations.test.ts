@@ -185,6 +185,7 @@ describe('GET /conversations', () => {
       const reply = await chat.call<Problem>(alice, 'GET', `/conversations${query}`)
       expect(reply.status).toBe(422)
       expect(reply.headers.get('content-type')).toContain('application/problem+json')
+      expect(reply.body.errors?.[0]?.field).toBe('query.limit')
     }
     for (const cursor of ['garbage', 'W10', encodeURIComponent('{"$gt":""}')]) {
       const reply = await chat.call<Problem>(alice, 'GET', `/conversations?cursor=${cursor}`)

@@ -85,5 +85,5 @@ test(
     expect(forward).toEqual(expected)
     expect(new Set(forward).size).toBe(MESSAGES)
   },
-  { timeout: 240_000 },
+  { timeout: 540_000 },
 )

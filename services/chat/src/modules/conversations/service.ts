@@ -155,8 +155,9 @@ export class ConversationService {
     if (current.participantIds.length + added.length > MAX_PARTICIPANTS) throw tooMany
 
     // Newcomers start with the history read, so it does not show up as unread.
-    const markers = current.lastMessage
-      ? Object.fromEntries(added.map((userId) => [readMarkerPath(userId), current.lastMessage?.id]))
+    const lastMessageId = current.lastMessage?.id
+    const markers = lastMessageId
+      ? Object.fromEntries(added.map((userId) => [readMarkerPath(userId), lastMessageId]))
       : {}
     const doc = await this.store.update(
       {
@@ -180,7 +181,7 @@ export class ConversationService {
     if (!doc) throw problems.notFound('No such conversation')
   }
 
-  async view(callerId: string, doc: ConversationDoc): Promise<Conversation> {
+  private async view(callerId: string, doc: ConversationDoc): Promise<Conversation> {
     const [view] = await this.views(callerId, [doc])
     return view as Conversation
   }

@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test'
+import { ConfigError, parseConfig } from '@parley/common'
+import { createTestMongo, testInfra } from '@parley/testkit'
+import { MongoClient } from 'mongodb'
+import { Env } from '../src/config'
+import { migrate } from '../src/db'
+import { createHarness, type Harness } from './harness'
+
+let chat: Harness
+
+beforeAll(async () => {
+  chat = await createHarness()
+})
+
+afterAll(() => chat.close())
+
+test('health, metrics and an OpenAPI document with every chat route', async () => {
+  expect((await chat.app.handle(new Request('http://localhost/health'))).status).toBe(200)
+  expect(await chat.metricsText()).toContain('http_request_duration_seconds')
+  const doc = (await (await chat.app.handle(new Request('http://localhost/docs/json'))).json()) as {
+    paths: Record<string, Record<string, unknown>>
+  }
+  const routes = Object.entries(doc.paths).flatMap(([path, methods]) =>
+    Object.keys(methods).map((method) => `${method.toUpperCase()} ${path}`),
+  )
+  expect(routes.sort()).toEqual(
+    [
+      'POST /conversations',
+      'GET /conversations',
+      'GET /conversations/{id}',
+      'PATCH /conversations/{id}',
+      'POST /conversations/{id}/participants',
+      'DELETE /conversations/{id}/participants/me',
+      'POST /conversations/{id}/messages',
+      'GET /conversations/{id}/messages',
+      'POST /conversations/{id}/read',
+    ].sort(),
+  )
+})
+
+test('migrate creates the indexes on an empty database, idempotently', async () => {
+  const mongo = createTestMongo()
+  const config = parseConfig(Env, {
+    MONGO_URL: mongo.url,
+    MONGO_DB: mongo.dbName,
+    JWKS_URL: 'http://127.0.0.1:9/unused',
+  })
+  const client = new MongoClient(testInfra.mongoUrl)
+  try {
+    await migrate(config)
+    await migrate(config)
+    const db = client.db(mongo.dbName)
+    const messageIndexes = await db.collection('messages').indexes()
+    expect(messageIndexes.map((index) => index.key)).toContainEqual({ conversationId: 1, _id: 1 })
+    expect(messageIndexes.find((index) => index.key.idempotencyKey === 1)?.unique).toBe(true)
+    const conversationIndexes = await db.collection('conversations').indexes()
+    expect(conversationIndexes.map((index) => index.key)).toContainEqual({
+      participantIds: 1,
+      updatedAt: -1,
+      _id: -1,
+    })
+  } finally {
+    await client.close()
+    await mongo.drop()
+  }
+})
+
+test('configuration errors name the variable', () => {
+  expect(() => parseConfig(Env, { JWKS_URL: 'http://127.0.0.1:9/x' })).toThrow(ConfigError)
+  expect(() => parseConfig(Env, { JWKS_URL: 'http://127.0.0.1:9/x' })).toThrow('MONGO_URL')
+  expect(() =>
+    parseConfig(Env, { MONGO_URL: 'mongodb://x', JWKS_URL: 'http://x', CHAT_CACHE_TTL_SECONDS: '0' }),
+  ).toThrow('CHAT_CACHE_TTL_SECONDS')
+})
