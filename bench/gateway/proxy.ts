@@ -4,6 +4,8 @@
  *   (b) nginx proxy_pass with upstream keep-alive to the same upstream (the baseline),
  *   (c) the gateway (its own process, as deployed): an authenticated GET with the JWT verified
  *       and the per-user rate limit checked in Redis (policy high enough never to answer 429).
+ *   (d) for context, a bare Bun.serve + fetch proxy (no framework, no auth, no limits): the
+ *       ceiling of any gateway written on this runtime.
  * Prints req/s, p50 and p99 for each and the ratio gateway/nginx (goal: >= 0.6x, p99 <= 5 ms).
  *
  * Run: `bun bench/gateway/proxy.ts` (infra up: Redis, RabbitMQ; wrk and nginx installed).
@@ -136,19 +138,42 @@ const gateway = Bun.spawn(['bun', join(root, 'services/gateway/src/index.ts')], 
   stderr: 'inherit',
 })
 
+// The bare proxy runs in its own process, like the gateway.
+const bareProxyPort = freePort()
+const bareProxy = Bun.spawn(
+  [
+    'bun',
+    '-e',
+    `const target = process.env.TARGET
+Bun.serve({ hostname: '127.0.0.1', port: Number(process.env.PORT), async fetch(request) {
+  const url = new URL(request.url)
+  const response = await fetch(target + url.pathname + url.search, { headers: request.headers, decompress: false })
+  return new Response(response.body, { status: response.status, headers: response.headers })
+} })`,
+  ],
+  {
+    env: { ...process.env, PORT: String(bareProxyPort), TARGET: `http://127.0.0.1:${upstream.port}` },
+    stdout: 'ignore',
+    stderr: 'inherit',
+  },
+)
+
 const results: Figures[] = []
 try {
   const direct = `http://127.0.0.1:${upstream.port}/users/me`
   const viaNginx = `http://127.0.0.1:${nginxPort}/users/me`
   const viaGateway = `http://127.0.0.1:${gatewayPort}/api/v1/users/me`
   const authorization = `Authorization: Bearer ${token}`
+  const viaBareProxy = `http://127.0.0.1:${bareProxyPort}/users/me`
   await waitForHttp(viaNginx)
+  await waitForHttp(viaBareProxy)
   await waitForHttp(viaGateway, { authorization: `Bearer ${token}` })
 
   for (const [name, url, headers] of [
     ['upstream direct', direct, []],
     ['nginx proxy_pass', viaNginx, []],
     ['gateway (auth + rate limit)', viaGateway, [authorization]],
+    ['bare Bun proxy (context)', viaBareProxy, []],
   ] as const) {
     await wrk(name, url, [...headers], 2) // warm-up: JIT, connection pools, JWKS cache
     results.push(await wrk(name, url, [...headers]))
@@ -156,7 +181,8 @@ try {
 } finally {
   gateway.kill('SIGTERM')
   nginx.kill('SIGQUIT')
-  await Promise.all([gateway.exited, nginx.exited])
+  bareProxy.kill('SIGTERM')
+  await Promise.all([gateway.exited, nginx.exited, bareProxy.exited])
   upstream.stop(true)
   jwks.stop(true)
   await vhost.drop()
@@ -172,9 +198,13 @@ for (const figures of results)
   console.log(
     `${pad(figures.name, 30)}${pad(figures.rps.toFixed(0), 12)}${pad(`${figures.p50Ms.toFixed(2)} ms`, 11)}${pad(`${figures.p99Ms.toFixed(2)} ms`, 11)}${figures.errors}`,
   )
-const [, nginxFigures, gatewayFigures] = results as [Figures, Figures, Figures]
+const [, nginxFigures, gatewayFigures, bareFigures] = results as [Figures, Figures, Figures, Figures]
 const ratio = gatewayFigures.rps / nginxFigures.rps
 console.log(
-  `\ngateway/nginx req/s: ${ratio.toFixed(2)}x (goal >= 0.60x: ${ratio >= 0.6 ? 'met' : 'NOT met'}); ` +
+  `\nbare Bun proxy/nginx req/s: ${(bareFigures.rps / nginxFigures.rps).toFixed(2)}x; ` +
+    `gateway/bare Bun proxy: ${(gatewayFigures.rps / bareFigures.rps).toFixed(2)}x`,
+)
+console.log(
+  `gateway/nginx req/s: ${ratio.toFixed(2)}x (goal >= 0.60x: ${ratio >= 0.6 ? 'met' : 'NOT met'}); ` +
     `gateway p99 ${gatewayFigures.p99Ms.toFixed(2)} ms (goal <= 5 ms: ${gatewayFigures.p99Ms <= 5 ? 'met' : 'NOT met'})`,
 )

@@ -215,6 +215,25 @@ describe('limits in Redis', () => {
 })
 
 describe('GCRA script', () => {
+  test('concurrent requests decided in one script call are counted one by one', async () => {
+    const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: testRedisPrefix() })
+    try {
+      await waitFor(() => redis.status === 'ready', { what: 'redis' })
+      const limiter = new RateLimiter(redis, parsePolicies(POLICIES), testLogger(), new Metrics('test'))
+      const decisions = await Promise.all([
+        ...Array.from({ length: 8 }, () => limiter.consume('authenticated', 'user:burst')),
+        limiter.consume('authenticated', 'user:other'),
+      ])
+      const burst = decisions.slice(0, 8)
+      expect(burst.filter((decision) => decision.allowed)).toHaveLength(5)
+      expect(burst.map((decision) => decision.remaining)).toEqual([4, 3, 2, 1, 0, 0, 0, 0])
+      expect(decisions[8]).toMatchObject({ allowed: true, remaining: 4, store: 'redis' })
+      limiter.close()
+    } finally {
+      await closeRedis(redis)
+    }
+  })
+
   test('a quota so large that one interval is below clock precision still counts in Redis', async () => {
     const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: testRedisPrefix() })
     try {

@@ -7,27 +7,49 @@ import type { PolicyName, RateLimitPolicies, RateLimitPolicy } from './model'
  * time (TAT). Each request moves the TAT forward by one emission interval; it is allowed
  * while the TAT stays within one window of now, so `limit` requests may burst and the
  * quota refills continuously. Redis' clock is used so every replica agrees on "now".
- * Returns {allowed (1|0), ms until the TAT is reached (full refill), ms until the next request fits}.
- * The expiry is at least 1 ms: with a huge quota one interval can vanish below float precision.
+ * The script decides a batch of requests (KEYS[i] with ARGV interval/tolerance pairs) in
+ * order, each atomically; per request it returns {allowed (1|0), ms until the TAT is reached
+ * (full refill), ms until the next request fits}. The expiry is at least 1 ms: with a huge
+ * quota one interval can vanish below float precision.
  */
 const GCRA_SCRIPT = `
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local next_tat = tat + interval
-if next_tat - now > tolerance then
-  return {0, math.ceil(tat - now), math.ceil(next_tat - now - tolerance)}
+local results = {}
+for index, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[index * 2 - 1])
+  local tolerance = tonumber(ARGV[index * 2])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local next_tat = tat + interval
+  local base = #results
+  if next_tat - now > tolerance then
+    results[base + 1] = 0
+    results[base + 2] = math.ceil(tat - now)
+    results[base + 3] = math.ceil(next_tat - now - tolerance)
+  else
+    redis.call('SET', key, tostring(next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
+    results[base + 1] = 1
+    results[base + 2] = math.ceil(next_tat - now)
+    results[base + 3] = 0
+  end
 end
-redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
-return {1, math.ceil(next_tat - now), 0}
+return results
 `
+
+/** Requests decided by one script call at most (keeps a single call short for Redis). */
+const MAX_BATCH = 128
 
 type GcraResult = [allowed: number, untilRefillMs: number, retryAfterMs: number]
 type RedisWithGcra = Redis & {
-  gcra(key: string, intervalMs: number, toleranceMs: number): Promise<GcraResult>
+  gcra(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<number[]>
+}
+type PendingDecision = {
+  key: string
+  interval: number
+  tolerance: number
+  resolve: (result: GcraResult) => void
+  reject: (error: unknown) => void
 }
 
 export type RateLimitDecision = {
@@ -91,6 +113,7 @@ export class RateLimiter {
   private readonly memory = new MemoryGcra()
   private readonly decisions
   private degraded = false
+  private pending: PendingDecision[] = []
   private readonly sweeper: ReturnType<typeof setInterval>
 
   constructor(
@@ -99,7 +122,7 @@ export class RateLimiter {
     private readonly logger: Logger,
     metrics: Metrics,
   ) {
-    if (!('gcra' in redis)) redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_SCRIPT })
+    if (!('gcra' in redis)) redis.defineCommand('gcra', { lua: GCRA_SCRIPT })
     this.decisions = metrics.counter('ratelimit_decisions_total', 'Rate-limit decisions', [
       'policy',
       'decision',
@@ -123,7 +146,7 @@ export class RateLimiter {
     let result: GcraResult
     try {
       if (this.redis.status !== 'ready') throw new Error(`redis is ${this.redis.status}`)
-      result = await (this.redis as RedisWithGcra).gcra(key, interval, tolerance)
+      result = await this.takeInRedis(key, interval, tolerance)
       if (this.degraded) {
         this.degraded = false
         this.logger.info('rate limiting is back on redis')
@@ -156,5 +179,40 @@ export class RateLimiter {
 
   close(): void {
     clearInterval(this.sweeper)
+  }
+
+  /**
+   * Queues the decision for the next script call: every request that reaches the limiter in
+   * one event-loop turn is decided by a single atomic call (one round trip and one client
+   * command instead of one per request, which dominates the gateway's cost under load).
+   */
+  private takeInRedis(key: string, interval: number, tolerance: number): Promise<GcraResult> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ key, interval, tolerance, resolve, reject })
+      if (this.pending.length === 1) setImmediate(() => this.flush())
+    })
+  }
+
+  private flush(): void {
+    const pending = this.pending
+    this.pending = []
+    for (let start = 0; start < pending.length; start += MAX_BATCH) {
+      const batch = pending.slice(start, start + MAX_BATCH)
+      ;(this.redis as RedisWithGcra)
+        .gcra(
+          batch.length,
+          ...batch.map((decision) => decision.key),
+          ...batch.flatMap((decision) => [decision.interval, decision.tolerance]),
+        )
+        .then(
+          (flat) => {
+            for (const [index, decision] of batch.entries())
+              decision.resolve([flat[index * 3] ?? 0, flat[index * 3 + 1] ?? 0, flat[index * 3 + 2] ?? 0])
+          },
+          (error: unknown) => {
+            for (const decision of batch) decision.reject(error)
+          },
+        )
+    }
   }
 }
