@@ -133,6 +133,8 @@ describe('merged OpenAPI document', () => {
     const tagsOf = (path: string) => (spec.paths?.[path]?.get as { tags?: string[] } | undefined)?.tags
     expect(tagsOf('/api/v1/users/me')).toEqual(['user'])
     expect(tagsOf('/api/v1/conversations')).toEqual(['chat'])
+    const responses = spec.paths?.['/api/v1/users/{id}']?.get as { responses: Record<string, unknown> }
+    expect(Object.keys(responses.responses)).toEqual(expect.arrayContaining(['200', '429']))
     expect(spec.info?.title).toBe('Parley API')
     expect(spec.components?.securitySchemes?.bearer).toBeDefined()
   })

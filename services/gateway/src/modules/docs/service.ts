@@ -46,6 +46,22 @@ function renameCollisions(service: string, spec: OpenApiDocument, merged: OpenAp
   return rewritten
 }
 
+type Operation = { tags?: string[]; responses?: Record<string, unknown> }
+
+/** What the gateway adds to every proxied operation: the service's tag and the 429 answer. */
+function atTheEdge(operation: Operation, service: string): Operation {
+  return {
+    ...operation,
+    tags: operation.tags?.length ? operation.tags : [service],
+    responses: { ...operation.responses, '429': operation.responses?.['429'] ?? RATE_LIMITED },
+  }
+}
+
+const RATE_LIMITED = {
+  description:
+    'Rate limit exceeded (problem+json). Every answer carries `RateLimit-Policy` and `RateLimit`; this one adds `Retry-After`.',
+}
+
 /**
  * One document for the whole public API: the gateway's own paths plus each service's,
  * prefixed with its public path, tagged with the service, components merged.
@@ -70,17 +86,11 @@ export function mergeSpecs(
     for (const [path, item] of Object.entries(spec.paths ?? {})) {
       if (INTERNAL_PATHS.has(path)) continue
       const operations: Record<string, unknown> = {}
-      for (const [method, operation] of Object.entries(item)) {
-        const untagged =
-          HTTP_METHODS.has(method) &&
-          operation !== null &&
-          typeof operation === 'object' &&
-          !(
-            Array.isArray((operation as { tags?: unknown }).tags) &&
-            (operation as { tags: unknown[] }).tags.length
-          )
-        operations[method] = untagged ? { ...(operation as object), tags: [source.service] } : operation
-      }
+      for (const [method, operation] of Object.entries(item))
+        operations[method] =
+          HTTP_METHODS.has(method) && operation !== null && typeof operation === 'object'
+            ? atTheEdge(operation as Operation, source.service)
+            : operation
       paths[`${source.pathPrefix}${path}`] = operations
     }
     for (const [section, entries] of Object.entries(spec.components ?? {})) {
