@@ -11,6 +11,8 @@ import { realtimeRoutes } from './modules/realtime'
 import type { RealtimeHub } from './modules/realtime/service'
 import { security } from './modules/security'
 
+const MAX_CLIENT_FRAME_BYTES = 16 * 1024
+
 export type AppDeps = {
   runtime: Runtime
   config: Config
@@ -24,7 +26,8 @@ export type AppDeps = {
 
 /** Builds the gateway; deps.ts connects the clients and index.ts listens. */
 export function buildApp({ runtime, config, readiness, upstreams, edgeAuth, limiter, hub, docs }: AppDeps) {
-  return new Elysia()
+  // Clients only ever send tiny control frames; Bun drops a connection that sends a bigger one.
+  return new Elysia({ websocket: { maxPayloadLength: MAX_CLIENT_FRAME_BYTES } })
     .use(
       httpKit({
         service: 'gateway',

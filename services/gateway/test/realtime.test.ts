@@ -106,6 +106,15 @@ describe('handshake', () => {
   })
 })
 
+describe('client frames', () => {
+  test('a frame over 16 KiB closes the socket', async () => {
+    const socket = await connectAs(first, Bun.randomUUIDv7())
+    socket.socket.send('x'.repeat(32 * 1024))
+    // Bun drops the connection (the client sees 1006) rather than sending 1009.
+    expect([1006, 1009]).toContain((await socket.closed).code)
+  })
+})
+
 describe('fan-out across replicas', () => {
   test('message.sent reaches the recipient on the other replica and the sender, nobody else', async () => {
     const [alice, bob, carol] = [Bun.randomUUIDv7(), Bun.randomUUIDv7(), Bun.randomUUIDv7()]
