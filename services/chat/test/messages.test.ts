@@ -179,6 +179,30 @@ describe('idempotent send', () => {
     const conversation = await chat.call<Conversation>(bob, 'GET', `/conversations/${conversationId}`)
     expect(conversation.body.unreadCount).toBe(1)
   })
+  test('a retry repairs a conversation update lost to a crash after the insert', async () => {
+    const conversationId = await conversationOf(alice, [bob])
+    // The process died between inserting the message and updating the conversation.
+    const orphan: MessageDoc = {
+      _id: newId(),
+      conversationId,
+      senderId: alice,
+      body: 'half written',
+      clientMessageId: 'crash-1',
+      idempotencyKey: `${conversationId}:${alice}:crash-1`,
+      createdAt: new Date(),
+    }
+    await messages().insertOne(orphan)
+    const before = await chat.call<Conversation>(bob, 'GET', `/conversations/${conversationId}`)
+    expect(before.body.lastMessage).toBeNull()
+
+    const retry = await send(alice, conversationId, 'half written', 'crash-1')
+    expect(retry.status).toBe(200)
+    expect(retry.body.id).toBe(orphan._id)
+    const after = await chat.call<Conversation>(bob, 'GET', `/conversations/${conversationId}`)
+    expect(after.body.lastMessage?.id).toBe(orphan._id)
+    expect(after.body.unreadCount).toBe(1)
+    expect((await page(bob, conversationId)).body.items.map((m) => m.id)).toEqual([orphan._id])
+  })
 })
 
 describe('GET /conversations/:id/messages', () => {

@@ -103,8 +103,12 @@ export class MessageService {
       if (idempotencyKey === undefined || !isDuplicateKeyError(error)) throw error
       const existing = await this.messages.findOne({ idempotencyKey }, { projection: MESSAGE_FIELDS })
       if (!existing) throw error
-      // Recording again is idempotent and repairs a conversation update lost to a crash.
-      await this.record(existing)
+      // Recording is idempotent and repairs an update lost to a crash; both fields only move
+      // forward, so a conversation copy that already shows the message proves it is recorded.
+      const recorded =
+        (conversation.lastMessage?.id ?? '') >= existing._id &&
+        (conversation.readMarkers[senderId] ?? '') >= existing._id
+      if (!recorded) await this.record(existing)
       this.sent.inc({ outcome: 'duplicate' })
       return { created: false, message: toMessage(existing) }
     }
