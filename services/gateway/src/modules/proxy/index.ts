@@ -30,17 +30,6 @@ const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as con
  */
 const UNPARSED = Object.freeze({})
 
-/**
- * The body to forward: the untouched request stream, unless a global parser that runs
- * before the route's (e.g. one buffering undeclared-length bodies to enforce the size limit)
- * has already read it; then what it read, re-encoded.
- */
-function forwardableBody(request: Request, parsed: unknown): ReadableStream<Uint8Array> | string | null {
-  if (!request.bodyUsed && !request.body?.locked) return request.body
-  if (parsed === undefined || parsed === UNPARSED) return null
-  return typeof parsed === 'string' ? parsed : JSON.stringify(parsed)
-}
-
 /** The login rate limit counts per IP + email; the address is hashed so no email lands in Redis keys. */
 function emailSubject(body: Uint8Array): string {
   let email = ''
@@ -71,7 +60,7 @@ export function proxyRoutes(options: ProxyOptions) {
     plugin.route(
       method,
       `${API_PREFIX}/*`,
-      async ({ request, server, body: parsed, requestId, traceparent }) => {
+      async ({ request, server, requestId, traceparent }) => {
         const url = new URL(request.url)
         const path = url.pathname.slice(API_PREFIX.length)
         const upstream = matchUpstream(upstreams, path)
@@ -83,13 +72,12 @@ export function proxyRoutes(options: ProxyOptions) {
           trustProxyHops,
         )
         const access = routeAccess(request.method, path)
-        let body: ReadableStream<Uint8Array> | Uint8Array | string | null = forwardableBody(request, parsed)
+        let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body
         let decision: RateLimitDecision
         if (access.anonymous) {
           let subject = `ip:${client.ip}`
           if (access.keyedByEmail) {
-            body =
-              typeof body === 'string' ? new TextEncoder().encode(body) : await readBody(body, bodyLimitBytes)
+            body = await readBody(request.body, bodyLimitBytes)
             subject += `:email:${emailSubject(body)}`
           }
           decision = await limiter.consume(access.policy, subject)

@@ -135,7 +135,7 @@ export type ForwardRequest = {
   /** Service path and query string, e.g. `/users?q=al`. */
   pathAndQuery: string
   headers: Headers
-  body: ReadableStream<Uint8Array> | Uint8Array | string | null
+  body: ReadableStream<Uint8Array> | Uint8Array | null
   /** Aborts the upstream exchange when the client goes away. */
   clientSignal?: AbortSignal
   /** Why the body stream failed, if it did (a 413 once a chunked upload exceeded the limit). */

@@ -1,6 +1,6 @@
 import type { Logger, Metrics } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
-import type { PolicyName, RateLimitPolicies, RateLimitPolicy } from './model'
+import type { PolicyName, RateLimitPolicies } from './model'
 
 /**
  * GCRA (generic cell rate algorithm): one key per subject holding the theoretical arrival
@@ -130,10 +130,6 @@ export class RateLimiter {
     ])
     this.sweeper = setInterval(() => this.memory.sweep(), 60_000)
     this.sweeper.unref()
-  }
-
-  policy(name: PolicyName): RateLimitPolicy {
-    return this.policies[name]
   }
 
   /** Counts one request of `subject` against `policyName`. Never throws. */

@@ -94,10 +94,6 @@ export class RealtimeHub {
     )
   }
 
-  get size(): number {
-    return this.byId.size
-  }
-
   start(): void {
     this.timer ??= setInterval(() => void this.heartbeat(), this.options.pingIntervalMs)
     this.timer.unref()
