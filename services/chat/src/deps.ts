@@ -54,7 +54,20 @@ export async function connect(
   const mongo = createMongo(config.MONGO_URL, config.MONGO_DB)
   lifecycle.onClose('mongodb', () => mongo.close())
   // Also `migrate`'s job; repeated here (idempotent) so a dev process needs no separate step.
-  await ensureIndexes(mongo.db)
+  // In the background, retried: the process must come up (and be live) while MongoDB is not.
+  void (async () => {
+    for (let attempt = 1; !lifecycle.shuttingDown; attempt++) {
+      try {
+        return await ensureIndexes(mongo.db)
+      } catch (error) {
+        logger.warn(
+          { err: error instanceof Error ? error.message : String(error), attempt },
+          'index creation failed, retrying',
+        )
+        await Bun.sleep(Math.min(attempt * 1000, 10_000))
+      }
+    }
+  })()
 
   const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: options.redisKeyPrefix })
   lifecycle.onClose('redis', () => closeRedis(redis))
