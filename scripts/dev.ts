@@ -46,7 +46,8 @@ const shared = {
 }
 
 function envFor(service: (typeof services)[number]): Record<string, string | undefined> {
-  const database = 'database' in service ? `postgres://parley:parley@127.0.0.1:5432/${service.database}` : undefined
+  const database =
+    'database' in service ? `postgres://parley:parley@127.0.0.1:5432/${service.database}` : undefined
   return { ...process.env, ...shared, DATABASE_URL: database, PORT: String(service.port) }
 }
 
