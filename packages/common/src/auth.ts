@@ -94,16 +94,24 @@ export function bearerToken(authorization: string | null | undefined): string | 
 
 /**
  * Adds the `auth: true` route option: the route resolves `identity` from a verified bearer
- * token or answers a 401 problem. Services trust nothing else (no identity headers).
+ * token or answers a 401 problem. Services trust nothing else (no identity headers). The
+ * token is checked in the transform phase, before schema validation, so an anonymous caller
+ * learns nothing about a route's input rules (401, not 422).
  */
 export function authPlugin(verifier: AccessTokenVerifier) {
+  const identities = new WeakMap<Request, Identity>()
   return new Elysia({ name: 'parley.auth' }).macro({
     auth: {
       detail: { security: [{ bearer: [] }] },
-      async resolve({ request }) {
+      async transform({ request }) {
         const token = bearerToken(request.headers.get('authorization'))
         if (!token) throw problems.unauthorized()
-        return { identity: await verifier.verify(token) }
+        identities.set(request, await verifier.verify(token))
+      },
+      resolve({ request }) {
+        const identity = identities.get(request)
+        if (!identity) throw problems.unauthorized()
+        return { identity }
       },
     },
   })

@@ -38,6 +38,12 @@ export const BaseEnv = {
 export const PostgresEnv = {
   DATABASE_URL: t.String({ pattern: '^postgres(ql)?://', description: 'PostgreSQL connection URL' }),
   DATABASE_POOL_MAX: t.Integer({ minimum: 1, default: 10, description: 'PostgreSQL pool size' }),
+  MIGRATIONS_DIR: t.Optional(
+    t.String({
+      minLength: 1,
+      description: 'Folder of the committed migrations (default: the service folder drizzle/)',
+    }),
+  ),
 }
 
 export const RedisEnv = {

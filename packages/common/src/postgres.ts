@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url'
 import type { CloudEvent } from '@parley/contracts'
 import { sql as drizzleSql } from 'drizzle-orm'
 import { index, integer, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core'
@@ -7,6 +8,7 @@ import postgres, { type Sql } from 'postgres'
 import type { EventBus } from './events/bus'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
+import type { Runtime } from './runtime'
 
 export type { Sql }
 
@@ -67,6 +69,37 @@ export function createPostgres<S extends Record<string, unknown>>(
     },
     close: () => sql.end({ timeout: 5 }),
   }
+}
+
+/**
+ * The committed drizzle-kit migrations: MIGRATIONS_DIR when set (a compiled binary has no
+ * source folder; the image sets /app/drizzle), else the service's own drizzle/ folder.
+ */
+export function migrationsFolder(serviceFolder: URL): string {
+  return process.env.MIGRATIONS_DIR ?? fileURLToPath(serviceFolder)
+}
+
+/** A PostgreSQL client for a service, closed at shutdown. */
+export function postgresFor<S extends Record<string, unknown>>(
+  config: { DATABASE_URL: string; DATABASE_POOL_MAX: number },
+  runtime: Runtime,
+  schema: S,
+): PostgresClient<S> {
+  const client = createPostgres(config.DATABASE_URL, {
+    schema,
+    max: config.DATABASE_POOL_MAX,
+    applicationName: `parley-${runtime.service}`,
+  })
+  runtime.lifecycle.onClose('postgres', client.close)
+  return client
+}
+
+/** Starts the outbox relay of a service; it stops (finishing its batch) when the process drains. */
+export async function startOutboxRelay(sql: Sql, bus: EventBus, runtime: Runtime): Promise<PgOutboxRelay> {
+  const relay = new PgOutboxRelay(sql, bus, runtime.logger, runtime.metrics)
+  await relay.start()
+  runtime.lifecycle.onDrain('outbox relay', () => relay.stop())
+  return relay
 }
 
 /** Applies committed drizzle-kit migrations over one dedicated connection. */

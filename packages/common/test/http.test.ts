@@ -25,7 +25,9 @@ function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []
       body: t.Object({ name: t.String({ minLength: 2 }), count: t.Integer({ minimum: 0 }) }),
       params: t.Object({ id: t.String({ pattern: '^[a-z]+$' }) }),
     })
-    .post('/options', ({ body }) => body ?? {}, { body: t.Optional(t.Object({ all: t.Optional(t.Boolean()) })) })
+    .post('/options', ({ body }) => body ?? {}, {
+      body: t.Optional(t.Object({ all: t.Optional(t.Boolean()) })),
+    })
     .get('/search', ({ query }) => query, {
       query: t.Object({
         limit: t.Optional(t.Integer({ minimum: 1, maximum: 100 })),
