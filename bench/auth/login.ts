@@ -21,7 +21,7 @@ import {
 } from '../../packages/testkit/src/index.ts'
 import { buildApp } from '../../services/auth/src/app.ts'
 import { Env } from '../../services/auth/src/config.ts'
-import { migrationsFolder } from '../../services/auth/src/db/index.ts'
+import { MIGRATIONS } from '../../services/auth/src/db/index.ts'
 import { connect } from '../../services/auth/src/deps.ts'
 import { PasswordHasher } from '../../services/auth/src/modules/accounts/password.ts'
 
@@ -161,7 +161,7 @@ for (const run of memoryRuns) {
 }
 
 // 2 and 3. Through the app.
-const database = await createTestDatabase(migrationsFolder({}))
+const database = await createTestDatabase(MIGRATIONS)
 const vhost = await createTestVhost()
 const baseEnv = {
   DATABASE_URL: database.url,

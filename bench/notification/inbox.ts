@@ -16,7 +16,7 @@ import {
 } from '../../packages/testkit/src/index.ts'
 import { buildApp } from '../../services/notification/src/app.ts'
 import { Env } from '../../services/notification/src/config.ts'
-import { migrationsFolder } from '../../services/notification/src/db/index.ts'
+import { MIGRATIONS } from '../../services/notification/src/db/index.ts'
 import { notifications as notificationsTable, schema } from '../../services/notification/src/db/schema.ts'
 import { NotificationService } from '../../services/notification/src/modules/notifications/service.ts'
 import { UserDirectory } from '../../services/notification/src/modules/users/service.ts'
@@ -25,7 +25,7 @@ const total = Number(process.env.BENCH_NOTIFICATIONS ?? 100_000)
 const iterations = Number(process.env.BENCH_ITERATIONS ?? 300)
 const noiseUsers = 50
 
-const database = await createTestDatabase(migrationsFolder())
+const database = await createTestDatabase(MIGRATIONS)
 const postgres = createPostgres(database.url, { schema, max: 4 })
 try {
   const signer = await createTestSigner()

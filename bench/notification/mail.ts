@@ -14,7 +14,7 @@ import {
   testRedisPrefix,
   uniqueName,
 } from '../../packages/testkit/src/index.ts'
-import { migrationsFolder } from '../../services/notification/src/db/index.ts'
+import { MIGRATIONS } from '../../services/notification/src/db/index.ts'
 import { schema, users } from '../../services/notification/src/db/schema.ts'
 import { EmailDeliveries } from '../../services/notification/src/modules/mail/deliveries.ts'
 import { Mailer } from '../../services/notification/src/modules/mail/mailer.ts'
@@ -27,7 +27,7 @@ const recipientsPerMessage = Number(process.env.BENCH_RECIPIENTS ?? 100)
 const poolSizes = [1, 5, 10]
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
 
-const database = await createTestDatabase(migrationsFolder())
+const database = await createTestDatabase(MIGRATIONS)
 const postgres = createPostgres(database.url, { schema, max: 4 })
 const logger = testLogger()
 const redis = createRedis(testInfra.redisUrl, logger, { keyPrefix: testRedisPrefix() })

@@ -11,7 +11,7 @@
 import { loadavg } from 'node:os'
 import { createPostgres } from '../../packages/common/src/postgres.ts'
 import { createTestDatabase } from '../../packages/testkit/src/index.ts'
-import { migrationsFolder } from '../../services/user/src/db/client.ts'
+import { MIGRATIONS } from '../../services/user/src/db/client.ts'
 import * as schema from '../../services/user/src/db/schema.ts'
 import {
   decodeCursor,
@@ -109,7 +109,7 @@ async function time(runs: number, fn: () => Promise<unknown>): Promise<number[]>
 
 const ms = (value: number) => value.toFixed(value < 10 ? 2 : 1).padStart(8)
 
-const database = await createTestDatabase(migrationsFolder())
+const database = await createTestDatabase(MIGRATIONS)
 const postgres = createPostgres(database.url, { schema, max: 2 })
 const { db } = postgres
 try {

@@ -72,11 +72,15 @@ export function createPostgres<S extends Record<string, unknown>>(
 }
 
 /**
- * The committed drizzle-kit migrations: MIGRATIONS_DIR when set (a compiled binary has no
- * source folder; the image sets /app/drizzle), else the service's own drizzle/ folder.
+ * Applies a service's committed drizzle-kit migrations: from MIGRATIONS_DIR when set (a
+ * compiled binary has no source folder; the image sets /app/drizzle), else from the service's
+ * own drizzle/ folder, given relative to the caller (`new URL('../../drizzle', import.meta.url)`).
  */
-export function migrationsFolder(serviceFolder: URL): string {
-  return process.env.MIGRATIONS_DIR ?? fileURLToPath(serviceFolder)
+export function migrateService(
+  config: { DATABASE_URL: string; MIGRATIONS_DIR?: string },
+  serviceFolder: URL,
+): Promise<void> {
+  return runMigrations(config.DATABASE_URL, config.MIGRATIONS_DIR ?? fileURLToPath(serviceFolder))
 }
 
 /** A PostgreSQL client for a service, closed at shutdown. */

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url'
 import { createLogger, type Logger } from '@parley/common'
 import { runMigrations } from '@parley/common/postgres'
 import { MongoClient } from 'mongodb'
@@ -35,14 +36,17 @@ export function testLogger(service = 'test'): Logger {
 export type TestDatabase = { url: string; name: string; drop: () => Promise<void> }
 
 /** Creates a fresh PostgreSQL database (with the service's migrations applied, if given). */
-export async function createTestDatabase(migrationsFolder?: string): Promise<TestDatabase> {
+export async function createTestDatabase(migrationsFolder?: string | URL): Promise<TestDatabase> {
   const name = uniqueName('t')
   const admin = postgres(testInfra.postgresAdminUrl, { max: 1, onnotice: () => undefined })
   await admin.unsafe(`create database "${name}"`)
   await admin.end()
   const url = new URL(testInfra.postgresAdminUrl)
   url.pathname = `/${name}`
-  if (migrationsFolder) await runMigrations(url.toString(), migrationsFolder)
+  if (migrationsFolder) {
+    const folder = migrationsFolder instanceof URL ? fileURLToPath(migrationsFolder) : migrationsFolder
+    await runMigrations(url.toString(), folder)
+  }
   return {
     url: url.toString(),
     name,

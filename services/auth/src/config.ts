@@ -16,12 +16,6 @@ export const Env = envSchema({
     default: 'production',
     description: 'Deployment kind; only development may run without JWT_PRIVATE_KEY (a key is generated)',
   }),
-  MIGRATIONS_DIR: t.Optional(
-    t.String({
-      minLength: 1,
-      description: 'Folder of the committed Drizzle migrations (default: the service folder drizzle/)',
-    }),
-  ),
   REDIS_KEY_PREFIX: t.String({
     default: 'auth:',
     description: 'Prefix of every Redis key the auth service writes (verification codes, cooldowns)',

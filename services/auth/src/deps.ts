@@ -1,7 +1,6 @@
-import { AccessTokenVerifier, ConfigError, type Runtime } from '@parley/common'
-import { EventBus } from '@parley/common/events'
-import { createPostgres, PgOutboxRelay } from '@parley/common/postgres'
-import { closeRedis, createRedis } from '@parley/common/redis'
+import { AccessTokenVerifier, ConfigError, eventBusFor, type Runtime, redisFor } from '@parley/common'
+import type { EventBus } from '@parley/common/events'
+import { postgresFor, startOutboxRelay } from '@parley/common/postgres'
 import type { AppDeps } from './app'
 import type { Config } from './config'
 import * as schema from './db/schema'
@@ -35,30 +34,12 @@ export async function connect(config: Config, runtime: Runtime): Promise<AuthDep
   const { logger, metrics, lifecycle } = runtime
   const keys = await signingKeysOrExit(config, runtime)
 
-  const postgres = createPostgres(config.DATABASE_URL, {
-    schema,
-    max: config.DATABASE_POOL_MAX,
-    applicationName: 'parley-auth',
-  })
-  lifecycle.onClose('postgres', postgres.close)
-  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: config.REDIS_KEY_PREFIX })
-  lifecycle.onClose('redis', () => closeRedis(redis))
-
-  const bus = new EventBus({
-    url: config.AMQP_URL,
-    exchange: config.AMQP_EXCHANGE,
-    source: EVENT_SOURCE,
-    prefetch: config.AMQP_PREFETCH,
-    logger,
-    metrics,
-  })
+  const postgres = postgresFor(config, runtime, schema)
+  const redis = redisFor(config, runtime, config.REDIS_KEY_PREFIX)
+  const bus = eventBusFor(config, runtime, EVENT_SOURCE)
   await bus.subscribe(profileUpdates(postgres.db))
   await bus.start()
-  lifecycle.onClose('broker', () => bus.close())
-  lifecycle.onDrain('consumers', () => bus.stopConsuming(config.SHUTDOWN_GRACE_MS))
-  const relay = new PgOutboxRelay(postgres.sql, bus, logger, metrics)
-  await relay.start()
-  lifecycle.onDrain('outbox', () => relay.stop())
+  await startOutboxRelay(postgres.sql, bus, runtime)
 
   const sessions = new SessionService(
     postgres.db,

@@ -1,7 +1,14 @@
-import { AccessTokenVerifier, type Metrics, type Runtime } from '@parley/common'
-import { EventBus } from '@parley/common/events'
+import {
+  type AccessTokenVerifier,
+  eventBusFor,
+  type Metrics,
+  type Runtime,
+  redisFor,
+  verifierFor,
+} from '@parley/common'
+import type { EventBus } from '@parley/common/events'
 import { createMongo, MongoOutboxRelay } from '@parley/common/mongo'
-import { closeRedis, createRedis, type Redis } from '@parley/common/redis'
+import type { Redis } from '@parley/common/redis'
 import type { Db } from 'mongodb'
 import type { AppDeps } from './app'
 import { ChatCache } from './cache'
@@ -69,18 +76,9 @@ export async function connect(
     }
   })()
 
-  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: options.redisKeyPrefix })
-  lifecycle.onClose('redis', () => closeRedis(redis))
+  const redis = redisFor(config, runtime, options.redisKeyPrefix)
 
-  const bus = new EventBus({
-    url: config.AMQP_URL,
-    exchange: config.AMQP_EXCHANGE,
-    source: EVENT_SOURCE,
-    prefetch: config.AMQP_PREFETCH,
-    logger,
-    metrics,
-  })
-  lifecycle.onClose('rabbitmq', () => bus.close())
+  const bus = eventBusFor(config, runtime, EVENT_SOURCE)
 
   const relay = new MongoOutboxRelay(mongo.db, OUTBOX_COLLECTIONS, bus, logger, metrics)
   const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
@@ -88,7 +86,6 @@ export async function connect(
 
   await subscribeUserProjection(bus, mongo.db, users)
   await bus.start()
-  lifecycle.onDrain('consumers', () => bus.stopConsuming())
   if (options.relay !== false) {
     relay.start()
     lifecycle.onDrain('outbox relay', () => relay.stop())
@@ -103,13 +100,7 @@ export async function connect(
       { name: 'redis', check: () => redis.ping(), critical: false },
       { name: 'rabbitmq', check: () => bus.check(), critical: false },
     ],
-    verifier:
-      options.verifier ??
-      new AccessTokenVerifier({
-        jwks: new URL(config.JWKS_URL),
-        issuer: config.JWT_ISSUER,
-        audience: config.JWT_AUDIENCE,
-      }),
+    verifier: options.verifier ?? verifierFor(config),
     conversations,
     messages,
     db: mongo.db,

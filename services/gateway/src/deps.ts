@@ -1,6 +1,4 @@
-import { AccessTokenVerifier, ConfigError, type Runtime } from '@parley/common'
-import { EventBus } from '@parley/common/events'
-import { closeRedis, createRedis } from '@parley/common/redis'
+import { ConfigError, eventBusFor, type Runtime, redisFor, verifierFor } from '@parley/common'
 import { type CloudEvent, PRESENCE_TTL_MS } from '@parley/contracts'
 import type { AppDeps } from './app'
 import type { Config } from './config'
@@ -57,15 +55,8 @@ export async function connect(
 ): Promise<AppDeps> {
   const { logger, metrics, lifecycle } = runtime
   const policies = policiesOrExit(config.RATE_LIMIT_POLICIES)
-  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: options.redisKeyPrefix })
-  const bus = new EventBus({
-    url: config.AMQP_URL,
-    exchange: config.AMQP_EXCHANGE,
-    source: 'parley/gateway',
-    prefetch: config.AMQP_PREFETCH,
-    logger,
-    metrics,
-  })
+  const redis = redisFor(config, runtime, options.redisKeyPrefix)
+  const bus = eventBusFor(config, runtime, 'parley/gateway')
 
   const jwksFetches = metrics.counter('jwks_fetches_total', 'Fetches of the auth JWKS by outcome', [
     'outcome',
@@ -75,10 +66,7 @@ export async function connect(
     { ttlSeconds: config.REVOCATION_TTL_SECONDS, cacheMs: config.REVOCATION_CACHE_MS },
     logger,
   )
-  const verifier = new AccessTokenVerifier({
-    jwks: new URL(config.JWKS_URL),
-    issuer: config.JWT_ISSUER,
-    audience: config.JWT_AUDIENCE,
+  const verifier = verifierFor(config, {
     cooldownMs: config.JWKS_REFETCH_COOLDOWN_MS,
     // Revocation is checked by EdgeAuth on every request (verified tokens are memoised).
     jwksFetch: async (url, init) => {
@@ -138,11 +126,8 @@ export async function connect(
   })
   hub.start()
 
-  lifecycle.onDrain('events', () => bus.stopConsuming())
   lifecycle.onDrain('websockets', () => hub.close())
-  lifecycle.onClose('broker', () => bus.close())
   lifecycle.onClose('rate-limiter', () => limiter.close())
-  lifecycle.onClose('redis', () => closeRedis(redis))
 
   return {
     runtime,

@@ -1,7 +1,6 @@
-import { AccessTokenVerifier, type Runtime, type VerifierOptions } from '@parley/common'
-import { EventBus } from '@parley/common/events'
-import { createPostgres } from '@parley/common/postgres'
-import { closeRedis, createRedis } from '@parley/common/redis'
+import { eventBusFor, type Runtime, redisFor, type VerifierOptions, verifierFor } from '@parley/common'
+import type { EventBus } from '@parley/common/events'
+import { postgresFor } from '@parley/common/postgres'
 import type { AppDeps } from './app'
 import { type Config, retryDelays } from './config'
 import { subscribeConsumers } from './consumers'
@@ -30,14 +29,8 @@ export async function connect(
   options: ConnectOptions = {},
 ): Promise<NotificationDeps> {
   const { logger, metrics, lifecycle } = runtime
-  const postgres = createPostgres(config.DATABASE_URL, {
-    schema,
-    max: config.DATABASE_POOL_MAX,
-    applicationName: 'parley-notification',
-  })
-  lifecycle.onClose('postgres', postgres.close)
-  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: options.redisKeyPrefix })
-  lifecycle.onClose('redis', () => closeRedis(redis))
+  const postgres = postgresFor(config, runtime, schema)
+  const redis = redisFor(config, runtime, options.redisKeyPrefix)
   const mailer = new Mailer(
     {
       url: config.SMTP_URL,
@@ -61,28 +54,15 @@ export async function connect(
     logger,
   })
 
-  const bus = new EventBus({
-    url: config.AMQP_URL,
-    exchange: config.AMQP_EXCHANGE,
-    source: 'parley/notification',
-    prefetch: config.AMQP_PREFETCH,
-    logger,
-    metrics,
-  })
+  const bus = eventBusFor(config, runtime, 'parley/notification')
   await subscribeConsumers(
     bus,
     { db: postgres.db, directory, inbox: notifications, mail },
     retryDelays(config),
   )
   await bus.start()
-  lifecycle.onDrain('consumers', () => bus.stopConsuming(config.SHUTDOWN_GRACE_MS))
-  lifecycle.onClose('broker', () => bus.close())
 
-  const verifier = new AccessTokenVerifier({
-    jwks: options.jwks ?? new URL(config.JWKS_URL),
-    issuer: config.JWT_ISSUER,
-    audience: config.JWT_AUDIENCE,
-  })
+  const verifier = verifierFor(config, options.jwks ? { jwks: options.jwks } : {})
   return {
     runtime,
     config,

@@ -18,7 +18,7 @@ import postgres from 'postgres'
 import { buildApp } from '../src/app'
 import { type Config, Env } from '../src/config'
 import { USERS_QUEUE } from '../src/consumers'
-import { migrationsFolder } from '../src/db'
+import { MIGRATIONS } from '../src/db'
 import { connect, type NotificationDeps } from '../src/deps'
 import { EMAIL_QUEUE } from '../src/modules/mail/service'
 import { INBOX_QUEUE } from '../src/modules/notifications/service'
@@ -59,7 +59,7 @@ export type Harness = {
 /** The whole service against this file's own database, vhost and Redis prefix, and a real SMTP server. */
 export async function startHarness(env: Record<string, string> = {}): Promise<Harness> {
   const [db, vhost, signer] = await Promise.all([
-    createTestDatabase(migrationsFolder()),
+    createTestDatabase(MIGRATIONS),
     createTestVhost(),
     createTestSigner(),
   ])

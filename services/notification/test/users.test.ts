@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from 'bun:test'
 import { createPostgres, type PostgresClient } from '@parley/common/postgres'
 import { createTestDatabase, type TestDatabase } from '@parley/testkit'
-import { migrationsFolder } from '../src/db'
+import { MIGRATIONS } from '../src/db'
 import { type Schema, schema } from '../src/db/schema'
 import { UserDirectory } from '../src/modules/users/service'
 import { newUserId, registered } from './support'
@@ -14,7 +14,7 @@ let postgres: PostgresClient<Schema>
 let directory: UserDirectory
 
 beforeAll(async () => {
-  database = await createTestDatabase(migrationsFolder())
+  database = await createTestDatabase(MIGRATIONS)
   postgres = createPostgres(database.url, { schema, max: 2 })
   directory = new UserDirectory(postgres.db)
 })

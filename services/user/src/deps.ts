@@ -1,7 +1,5 @@
-import { AccessTokenVerifier, type Runtime } from '@parley/common'
-import { EventBus } from '@parley/common/events'
-import { PgOutboxRelay } from '@parley/common/postgres'
-import { closeRedis, createRedis } from '@parley/common/redis'
+import { type AccessTokenVerifier, eventBusFor, type Runtime, redisFor, verifierFor } from '@parley/common'
+import { startOutboxRelay } from '@parley/common/postgres'
 import type { AppDeps } from './app'
 import type { Config } from './config'
 import { openDatabase } from './db/client'
@@ -32,33 +30,15 @@ export async function connect(
   await arrivals.start()
   lifecycle.onClose('profile arrivals', () => arrivals.stop())
 
-  const redis = createRedis(config.REDIS_URL, logger, { keyPrefix: options.redisKeyPrefix ?? 'user:' })
-  lifecycle.onClose('redis', () => closeRedis(redis))
+  const redis = redisFor(config, runtime, options.redisKeyPrefix ?? 'user:')
   const cache = new ProfileCache(redis, config.PROFILE_CACHE_TTL_SECONDS, metrics, logger)
 
-  const bus = new EventBus({
-    url: config.AMQP_URL,
-    exchange: config.AMQP_EXCHANGE,
-    source: EVENT_SOURCE,
-    prefetch: config.AMQP_PREFETCH,
-    logger,
-    metrics,
-  })
-  lifecycle.onClose('broker', () => bus.close())
+  const bus = eventBusFor(config, runtime, EVENT_SOURCE)
   await subscribeProjection(bus, new ProfileProjection(postgres.db, cache))
   await bus.start()
-  lifecycle.onDrain('consumers', () => bus.stopConsuming())
-  const relay = new PgOutboxRelay(postgres.sql, bus, logger, metrics)
-  await relay.start()
-  lifecycle.onDrain('outbox relay', () => relay.stop())
+  await startOutboxRelay(postgres.sql, bus, runtime)
 
-  const verifier =
-    options.verifier ??
-    new AccessTokenVerifier({
-      jwks: new URL(config.JWKS_URL),
-      issuer: config.JWT_ISSUER,
-      audience: config.JWT_AUDIENCE,
-    })
+  const verifier = options.verifier ?? verifierFor(config)
 
   return {
     runtime,

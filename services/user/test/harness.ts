@@ -14,7 +14,7 @@ import {
 } from '@parley/testkit'
 import { buildApp } from '../src/app'
 import { Env } from '../src/config'
-import { migrationsFolder, openDatabase } from '../src/db/client'
+import { MIGRATIONS, openDatabase } from '../src/db/client'
 import { profiles } from '../src/db/schema'
 import { connect } from '../src/deps'
 
@@ -26,7 +26,7 @@ export type Harness = Awaited<ReturnType<typeof startUserService>>
  * signs tokens and publishes its events.
  */
 export async function startUserService(options: { redisUrl?: string } = {}) {
-  const database = await createTestDatabase(migrationsFolder())
+  const database = await createTestDatabase(MIGRATIONS)
   const vhost = await createTestVhost()
   const redisPrefix = testRedisPrefix()
   const signer = await createTestSigner()

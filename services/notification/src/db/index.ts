@@ -1,5 +1,4 @@
-import { fileURLToPath } from 'node:url'
-import { type Database, runMigrations } from '@parley/common/postgres'
+import { type Database, migrateService } from '@parley/common/postgres'
 import type { Schema } from './schema'
 
 export type Db = Database<Schema>
@@ -7,11 +6,9 @@ export type Transaction = Parameters<Parameters<Db['transaction']>[0]>[0]
 /** The database or a transaction on it. */
 export type Queryable = Db | Transaction
 
-/** Committed drizzle-kit migrations: MIGRATIONS_DIR in the container, the service's drizzle/ folder otherwise. */
-export function migrationsFolder(): string {
-  return process.env.MIGRATIONS_DIR ?? fileURLToPath(new URL('../../drizzle', import.meta.url))
-}
+/** The committed drizzle-kit migrations of this service. */
+export const MIGRATIONS = new URL('../../drizzle', import.meta.url)
 
-export async function migrate(config: { DATABASE_URL: string }): Promise<void> {
-  await runMigrations(config.DATABASE_URL, migrationsFolder())
+export function migrate(config: { DATABASE_URL: string; MIGRATIONS_DIR?: string }): Promise<void> {
+  return migrateService(config, MIGRATIONS)
 }
