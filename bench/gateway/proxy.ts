@@ -122,7 +122,9 @@ const nginx = Bun.spawn(
 )
 
 const gatewayPort = freePort()
-const gateway = Bun.spawn(['bun', join(root, 'services/gateway/src/index.ts')], {
+// BENCH_GATEWAY_BUN_FLAGS, e.g. "--cpu-prof-md --cpu-prof-dir=/tmp/prof", profiles the gateway.
+const gatewayFlags = (process.env.BENCH_GATEWAY_BUN_FLAGS ?? '').split(' ').filter(Boolean)
+const gateway = Bun.spawn(['bun', ...gatewayFlags, join(root, 'services/gateway/src/index.ts')], {
   env: {
     ...process.env,
     HOST: '127.0.0.1',

@@ -30,7 +30,7 @@ export type HttpKitOptions = {
   bodyLimitBytes: number
 }
 
-type RequestMeta = { start: number; requestId: string; traceparent: string; log: Logger }
+type RequestMeta = { start: number; requestId: string; traceparent: string }
 
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/
 const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
@@ -119,6 +119,16 @@ function malformedJson(): HttpProblem {
   ])
 }
 
+/**
+ * The request id httpKit assigned (it is on the response headers from the first hook on), for
+ * feature plugins that do not see httpKit's derived context in their types. Events caused by
+ * the request carry it as their `correlationid`.
+ */
+export function requestIdOf(set: { headers: Record<string, unknown> }): string | undefined {
+  const requestId = set.headers['x-request-id']
+  return typeof requestId === 'string' ? requestId : undefined
+}
+
 let pluginInstances = 0
 
 /**
@@ -133,6 +143,7 @@ export function httpKit(options: HttpKitOptions) {
     'route',
     'status',
   ])
+  const accessLog = logger.isLevelEnabled('info')
 
   return new Elysia({ name: 'parley.http', seed: `${service}#${pluginInstances++}` })
     .use(
@@ -158,12 +169,7 @@ export function httpKit(options: HttpKitOptions) {
       const incomingId = request.headers.get('x-request-id')
       const requestId = incomingId && REQUEST_ID_PATTERN.test(incomingId) ? incomingId : crypto.randomUUID()
       const traceparent = nextTraceparent(request.headers.get('traceparent'))
-      requests.set(request, {
-        start: performance.now(),
-        requestId,
-        traceparent,
-        log: logger.child({ requestId, traceparent }),
-      })
+      requests.set(request, { start: performance.now(), requestId, traceparent })
       set.headers['x-request-id'] = requestId
       const length = Number(request.headers.get('content-length') ?? 0)
       if (length > bodyLimitBytes)
@@ -186,14 +192,19 @@ export function httpKit(options: HttpKitOptions) {
       return {
         requestId: meta?.requestId ?? crypto.randomUUID(),
         traceparent: meta?.traceparent ?? nextTraceparent(null),
-        log: meta?.log ?? logger,
       }
     })
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
       const url = new URL(request.url)
       const problem = toProblem(code, error, url)
       const path = url.pathname
-      if (problem.status >= 500) requests.get(request)?.log.error({ err: error, path }, 'request failed')
+      if (problem.status >= 500) {
+        const meta = requests.get(request)
+        logger.error(
+          { err: error, path, requestId: meta?.requestId, traceparent: meta?.traceparent },
+          'request failed',
+        )
+      }
       const requestId =
         typeof set.headers['x-request-id'] === 'string' ? set.headers['x-request-id'] : undefined
       return problemResponse(problem, path, requestId ? { 'x-request-id': requestId } : {})
@@ -206,8 +217,12 @@ export function httpKit(options: HttpKitOptions) {
       const template = route || 'unmatched'
       if (!INFRA_PATHS.includes(template)) {
         duration.observe({ method: request.method, route: template, status: String(status) }, seconds)
-        meta.log.info(
+        // Bindings per line, not a child logger per request: this runs on every request.
+        if (!accessLog) return
+        logger.info(
           {
+            requestId: meta.requestId,
+            traceparent: meta.traceparent,
             method: request.method,
             path: new URL(request.url).pathname,
             route: template,

@@ -1,7 +1,6 @@
-import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
 import { Problem } from '@parley/contracts'
 import { Elysia } from 'elysia'
-import { correlationId } from '../../http'
 import { type accessTokenSigner, tokenPair } from '../tokens'
 import { LoginBody, Me, RegisterBody, SessionWithUser } from './model'
 import { type AccountService, normaliseEmail } from './service'
@@ -27,7 +26,7 @@ export function accountRoutes(
     .post(
       '/register',
       async ({ body, accessTokens, set, status }) => {
-        const { user, session } = await accounts.register(body, correlationId(set))
+        const { user, session } = await accounts.register(body, requestIdOf(set))
         return status(201, { ...(await tokenPair(accessTokens, session, accessTtlSeconds)), user })
       },
       {

@@ -1,7 +1,6 @@
-import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
 import { Problem } from '@parley/contracts'
 import { Elysia, t } from 'elysia'
-import { correlationId } from '../../http'
 import { type accessTokenSigner, TokenPair, tokenPair } from '../tokens'
 import { LogoutBody, RefreshBody, RevokeBody } from './model'
 import type { SessionService } from './service'
@@ -55,7 +54,7 @@ export function sessionRoutes(
     .post(
       '/revoke',
       async ({ body, identity, set }) => {
-        await sessions.revokeAll(identity, body?.userId, correlationId(set))
+        await sessions.revokeAll(identity, body?.userId, requestIdOf(set))
         set.status = 204
       },
       {

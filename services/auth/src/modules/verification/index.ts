@@ -1,7 +1,6 @@
-import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
 import { Problem } from '@parley/contracts'
 import { Elysia } from 'elysia'
-import { correlationId } from '../../http'
 import { ConfirmBody, VerificationRequested, Verified } from './model'
 import type { VerificationService } from './service'
 
@@ -12,7 +11,7 @@ export function verificationRoutes(verification: VerificationService, verifier: 
     .post(
       '/request',
       async ({ identity, set, status }) =>
-        status(202, await verification.request(identity.userId, correlationId(set))),
+        status(202, await verification.request(identity.userId, requestIdOf(set))),
       {
         auth: true,
         response: { 202: VerificationRequested, 401: Problem, 409: Problem, 429: Problem, 503: Problem },
@@ -27,7 +26,7 @@ export function verificationRoutes(verification: VerificationService, verifier: 
     .post(
       '/confirm',
       async ({ identity, body, set }) => {
-        await verification.confirm(identity.userId, body.code, correlationId(set))
+        await verification.confirm(identity.userId, body.code, requestIdOf(set))
         return { emailVerified: true as const }
       },
       {

@@ -1,6 +1,5 @@
-import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
 import { Elysia } from 'elysia'
-import { correlationIdOf } from '../../correlation'
 import {
   AddParticipantsBody,
   Conversation,
@@ -18,7 +17,7 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
     .post(
       '/conversations',
       async ({ identity, body, set, status }) =>
-        status(201, await conversations.create(identity.userId, body, correlationIdOf(set.headers))),
+        status(201, await conversations.create(identity.userId, body, requestIdOf(set))),
       {
         auth: true,
         body: CreateConversationBody,

@@ -1,6 +1,5 @@
-import { type AccessTokenVerifier, authPlugin } from '@parley/common'
+import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
 import { Elysia } from 'elysia'
-import { correlationIdOf } from '../../correlation'
 import { ConversationParams } from '../conversations/model'
 import { Message, MessagePage, MessagePageQuery, ReadBody, ReadReceipt, SendMessageBody } from './model'
 import type { MessageService } from './service'
@@ -11,12 +10,7 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
     .post(
       '/conversations/:id/messages',
       async ({ identity, params, body, set, status }) => {
-        const { created, message } = await messages.send(
-          identity.userId,
-          params.id,
-          body,
-          correlationIdOf(set.headers),
-        )
+        const { created, message } = await messages.send(identity.userId, params.id, body, requestIdOf(set))
         return created ? status(201, message) : status(200, message)
       },
       {
