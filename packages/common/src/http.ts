@@ -36,14 +36,12 @@ const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/
 const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
 const INFRA_PATHS = ['/health', '/ready', '/metrics']
 
-function randomHex(bytes: number): string {
-  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('hex')
-}
-
 /** Keeps the caller's trace id and starts a new span id for this hop (W3C trace context). */
 export function nextTraceparent(incoming: string | null): string {
-  const traceId = incoming && TRACEPARENT_PATTERN.test(incoming) ? incoming.slice(3, 35) : randomHex(16)
-  return `00-${traceId}-${randomHex(8)}-01`
+  // One random UUID supplies both ids (hex without dashes): this runs on every request.
+  const random = crypto.randomUUID().replaceAll('-', '')
+  const traceId = incoming && TRACEPARENT_PATTERN.test(incoming) ? incoming.slice(3, 35) : random
+  return `00-${traceId}-${random.slice(16)}-01`
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, name: string): Promise<T> {
