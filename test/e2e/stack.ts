@@ -7,6 +7,7 @@ import {
   createTestMongo,
   createTestVhost,
   freePort,
+  portAnswers,
   type TestDatabase,
   type TestMongo,
   type TestVhost,
@@ -30,15 +31,6 @@ export async function startPrivateRedis() {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'parley-redis-'))
   let child: ReturnType<typeof Bun.spawn> | undefined
-  const answers = async () => {
-    try {
-      const socket = await Bun.connect({ hostname: '127.0.0.1', port, socket: { data() {} } })
-      socket.end()
-      return true
-    } catch {
-      return false
-    }
-  }
   const start = async () => {
     child = Bun.spawn(
       [
@@ -59,7 +51,7 @@ export async function startPrivateRedis() {
         stderr: 'ignore',
       },
     )
-    await waitFor(answers, { what: 'private Redis' })
+    await waitFor(() => portAnswers(port), { what: 'private Redis' })
   }
   const stop = async () => {
     child?.kill('SIGTERM')

@@ -20,7 +20,8 @@ export async function freePort(): Promise<number> {
   })
 }
 
-async function portAnswers(port: number): Promise<boolean> {
+/** Whether something accepts TCP connections on a loopback port. */
+export async function portAnswers(port: number): Promise<boolean> {
   try {
     const socket = await Bun.connect({ hostname: '127.0.0.1', port, socket: { data() {} } })
     socket.end()
