@@ -43,6 +43,8 @@ const shared = {
   CHAT_URL: 'http://127.0.0.1:4002',
   NOTIFICATION_URL: 'http://127.0.0.1:4004',
   CORS_ORIGINS: 'http://localhost:3000,http://localhost:5173',
+  // Production allows 5 registrations per IP per hour; locally everything comes from 127.0.0.1.
+  RATE_LIMIT_POLICIES: JSON.stringify({ register: { limit: 100, windowSeconds: 3600 } }),
 }
 
 function envFor(service: (typeof services)[number]): Record<string, string | undefined> {
