@@ -1,8 +1,8 @@
 import { type AccessTokenVerifier, eventBusFor, type Runtime, redisFor, verifierFor } from '@parley/common'
-import { startOutboxRelay } from '@parley/common/postgres'
+import { postgresFor, startOutboxRelay } from '@parley/common/postgres'
 import type { AppDeps } from './app'
 import type { Config } from './config'
-import { openDatabase } from './db/client'
+import * as schema from './db/schema'
 import { ProfileArrivals } from './modules/profiles/arrivals'
 import { ProfileCache } from './modules/profiles/cache'
 import { EVENT_SOURCE, ProfileService } from './modules/profiles/service'
@@ -24,8 +24,7 @@ export async function connect(
 ): Promise<AppDeps> {
   const { logger, metrics, lifecycle } = runtime
 
-  const postgres = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_MAX)
-  lifecycle.onClose('postgres', postgres.close)
+  const postgres = postgresFor(config, runtime, schema)
   const arrivals = new ProfileArrivals(postgres.sql, logger)
   await arrivals.start()
   lifecycle.onClose('profile arrivals', () => arrivals.stop())

@@ -1,5 +1,6 @@
 import { AccessTokenVerifier, createRuntime, Metrics, parseConfig } from '@parley/common'
 import { buildEvent, EventBus } from '@parley/common/events'
+import { createPostgres } from '@parley/common/postgres'
 import { closeRedis, createRedis } from '@parley/common/redis'
 import type { CloudEvent, EventData, EventType } from '@parley/contracts'
 import {
@@ -14,7 +15,8 @@ import {
 } from '@parley/testkit'
 import { buildApp } from '../src/app'
 import { Env } from '../src/config'
-import { MIGRATIONS, openDatabase } from '../src/db/client'
+import { MIGRATIONS } from '../src/db/client'
+import * as schema from '../src/db/schema'
 import { profiles } from '../src/db/schema'
 import { connect } from '../src/deps'
 
@@ -70,7 +72,7 @@ export async function startUserService(options: { redisUrl?: string } = {}) {
   await auth.start()
   await auth.connected()
 
-  const postgres = openDatabase(database.url, 2)
+  const postgres = createPostgres(database.url, { schema, max: 2 })
   const redis = createRedis(testInfra.redisUrl, logger, { keyPrefix: redisPrefix })
 
   return {

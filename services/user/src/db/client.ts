@@ -1,11 +1,7 @@
-import { createPostgres, type Database, migrateService } from '@parley/common/postgres'
-import * as schema from './schema'
+import { type Database, migrateService } from '@parley/common/postgres'
+import type * as schema from './schema'
 
 export type UserDatabase = Database<typeof schema>
-
-export function openDatabase(url: string, poolMax: number) {
-  return createPostgres(url, { schema, max: poolMax, applicationName: 'parley-user' })
-}
 
 /** The committed drizzle-kit migrations of this service. */
 export const MIGRATIONS = new URL('../../drizzle', import.meta.url)
