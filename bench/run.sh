@@ -4,7 +4,7 @@
 # and the command that produced them. Sizes are bounded by default; see each script's header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-bun.sh
+bash scripts/setup.sh
 bash scripts/infra.sh up >/dev/null
 
 suites=("$@")

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# `bun run dev`: installs what is missing, brings up the real servers, applies migrations
-# and runs all five services with watch reload in one prefixed log stream (Ctrl-C stops all).
+# The whole stack on this machine: installs what is missing (scripts/setup.sh), brings up the real
+# servers (scripts/infra.sh), applies migrations and runs all five services with watch reload in
+# one prefixed log stream (Ctrl-C stops all). `bun run dev` runs this too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-bun.sh
-bun install --frozen-lockfile
+bash scripts/setup.sh
 bash scripts/infra.sh up
 exec bun scripts/dev.ts "$@"

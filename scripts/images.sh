@@ -64,12 +64,9 @@ RUNTIME_IMAGE=${PARLEY_RUNTIME_IMAGE:-$RUNTIME_BASE}
 
 # --------------------------------------------------------------------------------------------- helpers
 
-log() { printf '[images] %s\n' "$*" >&2; }
-die() {
-  printf '[images] error: %s\n' "$*" >&2
-  exit 1
-}
-is_root() { [[ $(id -u) -eq 0 ]]; }
+LOG_TAG=images
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 image_ref() { echo "localhost/parley-$1:$TAG"; }
 
@@ -97,26 +94,6 @@ setup_ulimits() {
   if [[ $nproc == unlimited ]] || ((nproc > pid_max)); then nproc=$pid_max; fi
   ULIMIT_ARGS=(--ulimit "nproc=$nproc:$nproc")
   [[ $nofile == unlimited ]] || ULIMIT_ARGS+=(--ulimit "nofile=$nofile:$nofile")
-}
-
-APT_UPDATED=0
-# need_tools CMD:PACKAGE... : apt-get install what is missing when root, else say what to run
-need_tools() {
-  local pair missing=()
-  for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-  done
-  ((${#missing[@]} == 0)) && return 0
-  if ! is_root || ! command -v apt-get >/dev/null; then
-    die "missing ${missing[*]}; run: sudo apt-get install -y --no-install-recommends ${missing[*]}"
-  fi
-  log "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  if ((APT_UPDATED == 0)); then
-    timeout 600 apt-get update -qq </dev/null >/dev/null
-    APT_UPDATED=1
-  fi
-  timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
 }
 
 # ------------------------------------------------------------------------ Dockerfiles: one template
@@ -178,36 +155,6 @@ cmd_check() {
 
 # --------------------------------------------------------------------------------- local base images
 
-# debian_mirror : the mirror apt already uses for SUITE (deb822 .sources or one-line .list files)
-debian_mirror() {
-  if [[ -n ${PARLEY_DEBIAN_MIRROR:-} ]]; then
-    echo "$PARLEY_DEBIAN_MIRROR"
-    return 0
-  fi
-  local mirror
-  mirror=$(
-    shopt -s nullglob
-    for f in /etc/apt/sources.list.d/*.sources; do
-      # stanzas are separated by blank lines; take the first URI of a "deb" stanza listing SUITE
-      awk -v suite="$SUITE" '
-        function flush() { if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uri != "") { print uri; found = 1; exit } types = suites = uri = "" }
-        /^[ \t]*$/ { flush(); next }
-        /^Types:/  { sub(/^Types:[ \t]*/, ""); types = $0 }
-        /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
-        /^URIs:/   { uri = $2 }
-        END { if (!found) flush() }
-      ' "$f"
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-      [[ -f $f ]] || continue
-      # deb [options] URI SUITE COMPONENTS...
-      awk -v suite="$SUITE" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ } if ($(i + 1) == suite) { print $i; exit } }' "$f"
-    done
-  )
-  mirror=$(head -n 1 <<<"$mirror")
-  echo "${mirror:-http://deb.debian.org/debian}"
-}
-
 # ensure_rootfs : a debootstrap minbase tree of SUITE in .cache/images (made once; the marker file
 # beside it says the debootstrap finished)
 ROOTFS=$IMG_CACHE/rootfs-$SUITE
@@ -217,7 +164,7 @@ ensure_rootfs() {
   need_tools debootstrap:debootstrap
   is_root || die "debootstrap needs root"
   local mirror
-  mirror=$(debian_mirror)
+  mirror=$(debian_mirror "$SUITE")
   log "debootstrap --variant=minbase $SUITE from $mirror (about a minute)"
   rm -rf "$ROOTFS" "$ROOTFS.tmp" "$ROOTFS.ok"
   mkdir -p "$IMG_CACHE"

@@ -28,7 +28,7 @@
 #   PARLEY_AMQP_PORT [5672]  PARLEY_RABBITMQ_MGMT_PORT [15672]  PARLEY_RABBITMQ_NODENAME [parley@localhost]
 #   PARLEY_MONGO_PORT [27017]  PARLEY_FERRETDB_BIN [.cache/bin/ferretdb]  PARLEY_FERRETDB_VERSION [1.24.2]
 #   PARLEY_FERRETDB_DEBUG_ADDR [- = disabled; e.g. 127.0.0.1:8088]  PARLEY_GO [go in PATH or /usr/local/go/bin/go]
-#   GOPROXY_BASE [https://proxy.golang.org]  (module zip / Go toolchain download when `go install` fails)
+#   (without a Go >= 1.21, scripts/lib.sh fetches one through the go command's own GOPROXY)
 #   PARLEY_SMTP_PORT [1025]  PARLEY_MAIL_HTTP_PORT [8025]
 set -euo pipefail
 shopt -s inherit_errexit
@@ -58,8 +58,6 @@ RMQ_NODENAME=${PARLEY_RABBITMQ_NODENAME:-parley@localhost}
 MONGO_PORT=${PARLEY_MONGO_PORT:-27017}
 FERRETDB_VERSION=${PARLEY_FERRETDB_VERSION:-1.24.2}
 FERRETDB_DEBUG_ADDR=${PARLEY_FERRETDB_DEBUG_ADDR:--}
-GOPROXY_BASE=${GOPROXY_BASE:-https://proxy.golang.org}
-GO_TOOLCHAIN_VERSION=go1.24.3 # FerretDB v1.24.2 requires go >= 1.24
 SMTP_PORT=${PARLEY_SMTP_PORT:-1025}
 MAIL_HTTP_PORT=${PARLEY_MAIL_HTTP_PORT:-8025}
 
@@ -74,12 +72,10 @@ if ((${#PG_SOCK_DIR} > 90)); then PG_SOCK_DIR=/tmp/parley-pg-$(id -u); fi
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-log() { printf '[infra] %s\n' "$*" >&2; }
-die() {
-  printf '[infra] error: %s\n' "$*" >&2
-  exit 1
-}
-is_root() { [[ $(id -u) -eq 0 ]]; }
+LOG_TAG=infra
+APT_LOG=$LOGS/apt.log
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # log_tail FILE... : show the end of each existing log file (used when a server fails to come up)
@@ -154,38 +150,6 @@ start_bg() {
   shift 2
   setsid nohup "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
   echo $! >"$pidfile"
-}
-
-APT_UPDATED=0
-apt_install() {
-  local logfile=$LOGS/apt.log
-  log "installing Debian packages: $* (log: $logfile)"
-  export DEBIAN_FRONTEND=noninteractive
-  if ((APT_UPDATED == 0)); then
-    apt-get update -qq </dev/null >>"$logfile" 2>&1 9>&- || {
-      log_tail "$logfile"
-      die "apt-get update failed"
-    }
-    APT_UPDATED=1
-  fi
-  apt-get install -y -qq --no-install-recommends "$@" </dev/null >>"$logfile" 2>&1 9>&- || {
-    log_tail "$logfile"
-    die "apt-get install $* failed"
-  }
-}
-
-# need_packages WHAT PKG... : install the Debian packages when root, else print the commands and fail
-need_packages() {
-  local what=$1
-  shift
-  if is_root && command -v apt-get >/dev/null; then
-    apt_install "$@"
-    return 0
-  fi
-  log "$what is not installed and this script is not running as root. Run:"
-  printf '    sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends %s\n' "$*" >&2
-  printf '  then run this script again: bash scripts/infra.sh up\n' >&2
-  exit 1
 }
 
 ensure_dirs() { mkdir -p "$LOGS" "$PIDS"; }
@@ -296,7 +260,7 @@ pg_up() {
     return 0
   fi
   if ! bin=$(pg_bin_dir); then
-    need_packages 'PostgreSQL 15' postgresql-15
+    apt_install postgresql-15
     # the Debian package may have created and started its own "main" cluster on this port
     if port_open "$PG_PORT"; then
       PG_NOTE='(reused)'
@@ -365,7 +329,7 @@ redis_up() {
     return 0
   fi
   if ! command -v redis-server >/dev/null; then
-    need_packages 'Redis' redis-server
+    apt_install redis-server
     if port_open "$REDIS_PORT"; then # the Debian package may start its own service
       REDIS_NOTE='(reused)'
       return 0
@@ -444,7 +408,7 @@ rmq_start() {
     return 0
   fi
   if ! rmq_bin_dir >/dev/null; then
-    need_packages 'RabbitMQ' rabbitmq-server
+    apt_install rabbitmq-server
     if port_open "$AMQP_PORT"; then # the Debian package may start the system node
       RMQ_NOTE='(reused)'
       return 0
@@ -528,59 +492,11 @@ rmq_down() {
 
 MONGO_PIDFILE=$PIDS/mongo.pid
 
-go_version_ok() { # GO MIN_MINOR : go1.MINOR or newer
-  local v
-  v=$("$1" env GOVERSION 2>/dev/null) || return 1
-  v=${v#go1.}
-  v=${v%%[!0-9]*}
-  [[ -n $v ]] && ((v >= $2))
-}
-
-# find_go: a Go that can build FerretDB (go >= 1.21 downloads the required toolchain itself); if there is
-# none, fetch the official toolchain through the Go module proxy (golang.org/toolchain, no root needed)
-find_go() {
-  local g arch dir tmp
-  for g in "${PARLEY_GO:-}" "$(command -v go || true)" /usr/local/go/bin/go "$CACHE/go/bin/go"; do
-    if [[ -n $g && -x $g ]] && go_version_ok "$g" 21; then
-      echo "$g"
-      return 0
-    fi
-  done
-  case $(uname -m) in
-  x86_64) arch=amd64 ;;
-  aarch64 | arm64) arch=arm64 ;;
-  *) die "no usable Go toolchain for $(uname -m); install Go >= 1.24" ;;
-  esac
-  log "no Go >= 1.21 found: downloading $GO_TOOLCHAIN_VERSION from $GOPROXY_BASE"
-  tmp=$(mktemp -d "$CACHE/go-download.XXXXXX")
-  curl -fsSL "$GOPROXY_BASE/golang.org/toolchain/@v/v0.0.1-$GO_TOOLCHAIN_VERSION.linux-$arch.zip" -o "$tmp/go.zip"
-  unzip_to "$tmp/go.zip" "$tmp/x"
-  dir=$tmp/x/golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN_VERSION.linux-$arch
-  chmod -R u+w "$dir"
-  chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/*
-  rm -rf "$CACHE/go"
-  mv "$dir" "$CACHE/go"
-  rm -rf "$tmp"
-  echo "$CACHE/go/bin/go"
-}
-
-unzip_to() { # ZIP DIR
-  if command -v unzip >/dev/null; then
-    unzip -q -o "$1" -d "$2"
-  elif command -v python3 >/dev/null; then
-    python3 -m zipfile -e "$1" "$2"
-  else
-    need_packages unzip unzip
-    unzip -q -o "$1" -d "$2"
-  fi
-}
-
 ferretdb_works() { [[ -x $1 && $("$1" --version 2>/dev/null) == *"v$FERRETDB_VERSION"* ]]; }
 
 # ferretdb_bin: print the path of a working FerretDB binary, building it into .cache/bin once
 ferretdb_bin() {
-  local bin=${PARLEY_FERRETDB_BIN:-$CACHE/bin/ferretdb} go src tmp buildlog=$LOGS/ferretdb-build.log
-  local modpath='github.com/!ferret!d!b/!ferret!d!b'
+  local bin=${PARLEY_FERRETDB_BIN:-$CACHE/bin/ferretdb} go src buildlog=$LOGS/ferretdb-build.log
   if ferretdb_works "$bin"; then
     echo "$bin"
     return 0
@@ -591,26 +507,11 @@ ferretdb_bin() {
   fi
   bin=$CACHE/bin/ferretdb
   mkdir -p "$CACHE/bin"
-  go=$(find_go)
+  go=$(go_bin)
   log "building FerretDB v$FERRETDB_VERSION into $bin with $go (1-3 min, log: $buildlog)"
-  # `go install` usually fails behind restrictive proxies (it lists versions for deprecation info), and
-  # a binary it builds panics without build/version/version.txt: check it, then build from the module zip.
-  if GOBIN=$CACHE/bin GOTOOLCHAIN=auto GOFLAGS=-buildvcs=false \
-    "$go" install "github.com/FerretDB/FerretDB/cmd/ferretdb@v$FERRETDB_VERSION" >>"$buildlog" 2>&1 &&
-    ferretdb_works "$bin"; then
-    echo "$bin"
-    return 0
-  fi
-  rm -f "$bin"
-  src=$CACHE/ferretdb-src
-  tmp=$(mktemp -d "$CACHE/ferretdb-download.XXXXXX")
-  curl -fsSL "$GOPROXY_BASE/$modpath/@v/v$FERRETDB_VERSION.zip" -o "$tmp/src.zip" ||
-    die "could not download the FerretDB module zip from $GOPROXY_BASE"
-  unzip_to "$tmp/src.zip" "$tmp/x"
-  rm -rf "$src"
-  mv "$tmp/x/github.com/FerretDB/FerretDB@v$FERRETDB_VERSION" "$src"
-  rm -rf "$tmp"
-  chmod -R u+w "$src"
+  # From the module source rather than `go install`: a binary built that way panics without
+  # build/version/version.txt, and some proxies refuse the version list `go install` asks for.
+  src=$(go_module_dir "github.com/FerretDB/FerretDB@v$FERRETDB_VERSION")
   echo "v$FERRETDB_VERSION" >"$src/build/version/version.txt"
   (cd "$src" && GOTOOLCHAIN=auto GOFLAGS=-buildvcs=false "$go" build -o "$bin.tmp" ./cmd/ferretdb) \
     >>"$buildlog" 2>&1 || {
@@ -724,6 +625,7 @@ print_urls() {
 cmd_up() {
   ensure_dirs
   lock
+  need_tools curl:curl
   pg_up
   redis_up
   rmq_start

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# `bun run test`: everything CI checks, on a bare Debian machine or a warm one.
-# Installs the pinned Bun and the dependencies, brings up the real servers, typechecks,
-# lints, runs every test file against those servers and prints the JUnit-based summary.
+# Every check CI runs, on a bare Debian machine or a warm one (`bun run test` runs this too).
+# Installs what is missing (scripts/setup.sh), brings up the real servers, typechecks, lints,
+# runs every test file against those servers and prints the JUnit-based summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-bun.sh || exit 1
-bun install --frozen-lockfile || exit 1
+bash scripts/setup.sh || exit 1
 bash scripts/infra.sh up || exit 1
 
 status=0

@@ -20,31 +20,31 @@
 #              every query parses as PromQL and names only metrics the services export.
 #   compose    docker-compose.yml against the Compose Specification schema, plus the project's
 #              rules (published ports, migrations before services, files that exist).
-#   skaffold   skaffold.yaml against the skaffold/v4beta14 schema, plus artifact <-> chart wiring.
+#   skaffold   skaffold.yaml against the schema of its apiVersion, plus artifact <-> chart wiring.
 #
 # Tools (installed when missing, idempotent, bounded by PARLEY_TOOL_TIMEOUT):
-#   .cache/bin/helm         helm.sh/helm/v3 (go install; falls back to the module zip + go build)
+#   .cache/bin/helm         helm.sh/helm/v3 (go install; falls back to the module source + go build)
 #   .cache/bin/kubeconform  github.com/yannh/kubeconform
-#   promtool                from PATH (Debian package `prometheus`)
-#   python3 with PyYAML + jsonschema (else a venv in .cache/venv-deploy from PyPI)
+#   Go                      scripts/lib.sh go_bin (Debian's golang-go fetches a newer toolchain)
+#   promtool                Debian package `prometheus`
+#   python3 with PyYAML + jsonschema: Debian packages (as root), else a venv in .cache/venv-deploy
 #
 # Environment (defaults in brackets):
-#   PARLEY_SCHEMAS_DIR [../shared/schemas]   offline schemas (kubernetes-*-swagger.json, crds/, skaffold/, compose/)
+#   PARLEY_SCHEMAS_DIR [deploy/schemas]   offline schemas (kubernetes-*-swagger.json, crds/, skaffold/,
+#                                         compose/; see deploy/schemas/README.md)
 #   PARLEY_KUBE_VERSION [1.36.0]  PARLEY_HELM_VERSION [v3.22.0]  PARLEY_KUBECONFORM_VERSION [v0.8.0]
 #   PARLEY_CACHE_DIR [.cache]  PARLEY_TOOL_TIMEOUT [1200] seconds per tool build
-#   GOPROXY_BASE [https://proxy.golang.org]
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd -P)
 CACHE=$(mkdir -p "${PARLEY_CACHE_DIR:-$ROOT/.cache}" && cd "${PARLEY_CACHE_DIR:-$ROOT/.cache}" && pwd -P)
 BIN=$CACHE/bin
-SCHEMAS=${PARLEY_SCHEMAS_DIR:-$ROOT/../shared/schemas}
+SCHEMAS=${PARLEY_SCHEMAS_DIR:-$ROOT/deploy/schemas}
 KUBE_VERSION=${PARLEY_KUBE_VERSION:-1.36.0}
 HELM_VERSION=${PARLEY_HELM_VERSION:-v3.22.0}
 KUBECONFORM_VERSION=${PARLEY_KUBECONFORM_VERSION:-v0.8.0}
 TOOL_TIMEOUT=${PARLEY_TOOL_TIMEOUT:-1200}
-GOPROXY_BASE=${GOPROXY_BASE:-https://proxy.golang.org}
 CHART=charts/parley
 RELEASE=parley
 NAMESPACE=parley
@@ -53,11 +53,9 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export PATH=$BIN:$PATH
 
-log() { printf '[validate-deploy] %s\n' "$*" >&2; }
-die() {
-  printf '[validate-deploy] error: %s\n' "$*" >&2
-  exit 1
-}
+LOG_TAG=validate-deploy
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 RESULTS=()
 FAILED=0
@@ -80,29 +78,22 @@ check() {
 
 # ------------------------------------------------------------------------------------- tools
 
-# Go module paths on the proxy escape capitals as !lowercase.
-# shellcheck disable=SC2001 # \L (lowercase the match) needs sed
-proxy_path() { sed 's/[A-Z]/!\L&/g' <<<"$1"; }
-
 # install_go_tool NAME MODULE VERSION PACKAGE LDFLAGS
 install_go_tool() {
-  local name=$1 module=$2 version=$3 pkg=$4 ldflags=$5
-  command -v go >/dev/null || die "go is needed to install $name (or put $name $version into $BIN)"
+  local name=$1 module=$2 version=$3 pkg=$4 ldflags=$5 go src
+  go=$(go_bin)
   mkdir -p "$BIN"
   log "installing $name $version into $BIN (go install, up to ${TOOL_TIMEOUT}s)"
-  if GOBIN=$BIN timeout "$TOOL_TIMEOUT" go install -trimpath -ldflags "$ldflags" "$module/$pkg@$version" \
-    >"$WORK/install-$name.log" 2>&1; then
+  if GOBIN=$BIN GOTOOLCHAIN=auto timeout "$TOOL_TIMEOUT" "$go" install -trimpath -ldflags "$ldflags" \
+    "$module/$pkg@$version" >"$WORK/install-$name.log" 2>&1; then
     return 0
   fi
-  # `go install m@v` can fail where the proxy refuses the @v/list lookup; the module zip of an
-  # exact version still downloads, and building inside it resolves dependencies by exact version.
-  log "go install failed ($(tail -n 1 "$WORK/install-$name.log" 2>/dev/null)); building from the module zip"
-  local src=$CACHE/src/$name-$version
-  rm -rf "$src"
-  mkdir -p "$src"
-  curl -fsSL --retry 3 --max-time 600 -o "$src.zip" "$GOPROXY_BASE/$(proxy_path "$module")/@v/$version.zip"
-  python3 -m zipfile -e "$src.zip" "$src"
-  (cd "$src/$module@$version" && GOFLAGS=-mod=mod timeout "$TOOL_TIMEOUT" go build -trimpath -ldflags "$ldflags" -o "$BIN/$name" "./$pkg")
+  # `go install m@v` can fail where the proxy refuses the @v/list lookup; the module of an exact
+  # version still downloads, and building inside it resolves dependencies by exact version.
+  log "go install failed ($(tail -n 1 "$WORK/install-$name.log" 2>/dev/null)); building from the module source"
+  src=$(go_module_dir "$module@$version")
+  (cd "$src" && GOFLAGS=-mod=mod GOTOOLCHAIN=auto timeout "$TOOL_TIMEOUT" "$go" build -trimpath -ldflags "$ldflags" \
+    -o "$BIN/$name" "./$pkg")
 }
 
 ensure_helm() {
@@ -112,8 +103,8 @@ ensure_helm() {
   local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
   # Like helm's Makefile: the default Kubernetes version of `helm template` follows client-go.
   local client_go
-  client_go=$(curl -fsSL --max-time 60 "$GOPROXY_BASE/helm.sh/helm/v3/@v/$HELM_VERSION.mod" 2>/dev/null |
-    sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' | head -n 1) || true
+  client_go=$(sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' \
+    "$(go_module_dir "helm.sh/helm/v3@$HELM_VERSION")/go.mod" | head -n 1) || true
   if [[ -n $client_go ]]; then
     local pkg
     for pkg in pkg/chartutil pkg/lint/rules; do
@@ -135,7 +126,12 @@ ensure_kubeconform() {
 
 PYTHON=python3
 ensure_python() {
+  need_tools python3:python3
   if python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+    return 0
+  fi
+  if is_root && command -v apt-get >/dev/null; then
+    apt_install python3-yaml python3-jsonschema
     return 0
   fi
   local venv=$CACHE/venv-deploy
@@ -153,7 +149,7 @@ swaggers=("$SCHEMAS"/kubernetes-*-swagger.json)
 shopt -u nullglob
 ((${#swaggers[@]} > 0)) || die "no kubernetes-*-swagger.json in $SCHEMAS"
 SWAGGER=${swaggers[0]}
-command -v promtool >/dev/null || die "promtool not found (Debian: apt-get install prometheus)"
+need_tools promtool:prometheus
 ensure_helm
 ensure_kubeconform
 ensure_python
@@ -575,8 +571,6 @@ def sanitize(name):
 def skaffold(path, schema_path, root):
     doc = yaml.safe_load(open(path))
     json_schema(doc, schema_path, "schema:")
-    if doc.get("apiVersion") != "skaffold/v4beta14":
-        fail(f"apiVersion is {doc.get('apiVersion')}")
     expected = {f"parley-{s}": s for s in SERVICES}
 
     def check_artifacts(artifacts, where, dev):
@@ -746,7 +740,9 @@ check "grafana dashboards (JSON, variables, PromQL, metric names)" dashboard_que
 
 # ----------------------------------------------------------------- compose, skaffold
 check "docker-compose.yml (compose-spec schema + project rules)" py compose docker-compose.yml "$SCHEMAS/compose/compose-spec.json" "$ROOT"
-check "skaffold.yaml (skaffold/v4beta14 schema + wiring)" py skaffold skaffold.yaml "$SCHEMAS/skaffold/v4beta14.json" "$ROOT"
+# the schema of the apiVersion skaffold.yaml declares; a version with no vendored schema fails
+SKAFFOLD_API=$(sed -n 's#^apiVersion: *skaffold/\(v[0-9a-z]*\).*#\1#p' skaffold.yaml)
+check "skaffold.yaml (skaffold/$SKAFFOLD_API schema + wiring)" py skaffold skaffold.yaml "$SCHEMAS/skaffold/$SKAFFOLD_API.json" "$ROOT"
 
 # --------------------------------------------------------------------------- summary
 printf '\n%s\n' "validate-deploy summary (helm $HELM_VERSION, kubeconform $KUBECONFORM_VERSION, Kubernetes $KUBE_VERSION):"

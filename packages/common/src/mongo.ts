@@ -1,8 +1,9 @@
 import type { CloudEvent } from '@parley/contracts'
-import { type Db, type Document, MongoClient, MongoServerError } from 'mongodb'
+import { type Db, MongoClient, MongoServerError } from 'mongodb'
 import type { EventBus } from './events/bus'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
+import { RelayLoop, type RelayOptions } from './outbox'
 
 export type MongoHandle = {
   client: MongoClient
@@ -34,27 +35,59 @@ export function isDuplicateKeyError(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === 11000
 }
 
+/** The document a state change creates: an event staged for it is published once it exists. */
+export type OutboxSubject = { collection: string; id: string }
+
+/** `visibleAt`: when the relay looks at the entry next (later for entries whose write is late). */
+type OutboxEntry = { _id: string; event: CloudEvent; subject: OutboxSubject; stagedAt: Date; visibleAt: Date }
+
+const OUTBOX = 'outbox'
+
 /**
- * MongoDB outbox without multi-document transactions (FerretDB has none): the events
- * travel inside the document written by the state change, so both land atomically.
+ * How long an entry whose subject never appeared is kept before the relay drops it (the write
+ * it was staged for failed). Far above any request's time to its write, so a slow write's event
+ * is never dropped before it lands.
  */
-export const PENDING_EVENTS = '_pendingEvents'
-const PENDING_FLAG = '_outboxPending'
+export const UNCONFIRMED_OUTBOX_TTL_MS = 10 * 60_000
+/** A write normally follows its staging within milliseconds: entries unconfirmed for longer are
+ * looked at again only every UNCONFIRMED_RECHECK_MS, so orphans never hold up the events behind them. */
+const UNCONFIRMED_GRACE_MS = 5_000
+const UNCONFIRMED_RECHECK_MS = 30_000
 
-/** Fields to merge into a document being inserted. */
-export function pendingEventsFields(events: CloudEvent[]): Document {
-  return events.length === 0 ? {} : { [PENDING_EVENTS]: events, [PENDING_FLAG]: true }
+/**
+ * A MongoDB outbox without multi-document transactions (FerretDB has none), in which the relay
+ * never writes a document that requests write. FerretDB applies an update by reading the
+ * document, changing it in Go and writing it back whole, so two concurrent updates of one
+ * document can lose one: a relay clearing events embedded in a conversation undid a participant
+ * leaving it. So events are staged in their own collection before the write that creates their
+ * subject, and the relay publishes an entry only once its subject exists: published if and only
+ * if the state change happened, as with a transaction.
+ */
+export class MongoOutbox {
+  private readonly entries
+
+  constructor(db: Db) {
+    this.entries = db.collection<OutboxEntry>(OUTBOX)
+  }
+
+  /** Stages events for a document about to be created; call before the insert. */
+  async stage(subject: OutboxSubject, events: readonly CloudEvent[]): Promise<void> {
+    if (events.length === 0) return
+    const stagedAt = new Date()
+    await this.entries.insertMany(
+      events.map((event) => ({ _id: event.id, event, subject, stagedAt, visibleAt: stagedAt })),
+    )
+  }
+
+  /** Drops staged events whose write did not happen (the relay would drop them after the TTL). */
+  async discard(events: readonly CloudEvent[]): Promise<void> {
+    await this.entries.deleteMany({ _id: { $in: events.map((event) => event.id) } })
+  }
 }
 
-/** Update operators adding events to a document being updated (merge into `$push`/`$set`). */
-export function pendingEventsUpdate(events: CloudEvent[]): { $push: Document; $set: Document } {
-  return { $push: { [PENDING_EVENTS]: { $each: events } }, $set: { [PENDING_FLAG]: true } }
-}
-
-/** Indexes the relay needs on each collection that carries pending events. */
-export async function ensureOutboxIndexes(db: Db, collections: readonly string[]): Promise<void> {
-  for (const name of collections)
-    await db.collection(name).createIndex({ [PENDING_FLAG]: 1 }, { sparse: true })
+/** Indexes the outbox relay needs. */
+export async function ensureOutboxIndexes(db: Db): Promise<void> {
+  await db.collection(OUTBOX).createIndex({ visibleAt: 1, _id: 1 })
 }
 
 /**
@@ -80,103 +113,100 @@ export async function consumeOnceMongo(
   return true
 }
 
-/** Relays pending events embedded in documents of the given collections. */
+/**
+ * Publishes staged events whose subject exists, oldest first, with publisher confirms, then
+ * deletes them; drops entries unconfirmed for longer than UNCONFIRMED_OUTBOX_TTL_MS. Replicas
+ * may publish an entry twice (consumers deduplicate by event id); nothing is lost.
+ */
 export class MongoOutboxRelay {
-  private running = false
-  private loop: Promise<void> | undefined
-  private wake: (() => void) | undefined
-  private readonly published
-  private readonly log: Logger
+  private readonly loop: RelayLoop
+  private readonly entries
+  private readonly dropped
 
   constructor(
     private readonly db: Db,
-    private readonly collections: readonly string[],
     private readonly bus: EventBus,
     logger: Logger,
     metrics: Metrics,
-    private readonly options: { batchSize?: number; pollIntervalMs?: number } = {},
+    private readonly options: RelayOptions = {},
   ) {
-    this.log = logger.child({ component: 'outbox' })
-    this.published = metrics.counter('outbox_published_total', 'Outbox events relayed to the broker')
-    metrics.gauge('outbox_backlog', 'Documents with events not yet published', [], async function () {
-      let total = 0
-      for (const name of collections)
-        total += await db
-          .collection(name)
-          .countDocuments({ [PENDING_FLAG]: true })
-          .catch(() => 0)
-      this.set(total)
-    })
+    this.entries = db.collection<OutboxEntry>(OUTBOX)
+    this.dropped = metrics.counter(
+      'outbox_unconfirmed_dropped_total',
+      'Staged events dropped because the write they were staged for never happened',
+    )
+    this.loop = new RelayLoop(
+      () => this.relayBatch(),
+      logger,
+      metrics,
+      () => this.entries.countDocuments({}),
+      { pollIntervalMs: 500, ...options },
+    )
   }
 
   start(): void {
-    if (this.running) return
-    this.running = true
-    this.loop = this.run()
+    this.loop.start()
   }
 
+  /** Wakes the relay now instead of at the next poll (after a local write). */
   kick(): void {
-    this.wake?.()
+    this.loop.kick()
   }
 
-  async stop(): Promise<void> {
-    this.running = false
-    this.kick()
-    await this.loop
+  stop(): Promise<void> {
+    return this.loop.stop()
   }
 
-  private async run(): Promise<void> {
-    let backoff = 0
-    while (this.running) {
-      let relayed = 0
-      try {
-        relayed = await this.relayBatch()
-        backoff = 0
-      } catch (error) {
-        backoff = Math.min(Math.max(backoff * 2, 200), 5000)
-        this.log.warn(
-          { err: error instanceof Error ? error.message : String(error), backoffMs: backoff },
-          'relay failed',
-        )
-      }
-      if (relayed > 0 && backoff === 0) continue
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, backoff || (this.options.pollIntervalMs ?? 500))
-        this.wake = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      this.wake = undefined
-    }
-  }
-
-  /** Publishes the pending events of up to one batch of documents; returns events relayed. */
+  /** Publishes one batch; returns how many events were relayed. */
   async relayBatch(): Promise<number> {
     if (!this.bus.isConnected) throw new Error('broker not connected')
-    let relayed = 0
-    for (const name of this.collections) {
-      const collection = this.db.collection(name)
-      const documents = await collection
-        .find({ [PENDING_FLAG]: true }, { projection: { [PENDING_EVENTS]: 1 } })
-        .limit(this.options.batchSize ?? 100)
-        .toArray()
-      for (const document of documents) {
-        const events = (document[PENDING_EVENTS] ?? []) as CloudEvent[]
-        await Promise.all(events.map((event) => this.bus.publishEvent(event)))
-        // $pullAll with the exact documents read: FerretDB ignores $pull with a condition.
-        await collection.updateOne({ _id: document._id }, {
-          $pullAll: { [PENDING_EVENTS]: events },
-        } as Document)
-        // Clear the flag only if no new event was pushed meanwhile.
-        await collection.updateOne(
-          { _id: document._id, [PENDING_EVENTS]: { $size: 0 } },
-          { $unset: { [PENDING_EVENTS]: '', [PENDING_FLAG]: '' } },
-        )
-        relayed += events.length
-      }
+    const now = Date.now()
+    const entries = await this.entries
+      .find({ visibleAt: { $lte: new Date(now) } })
+      .sort({ visibleAt: 1, _id: 1 })
+      .limit(this.options.batchSize ?? 100)
+      .toArray()
+    if (entries.length === 0) return 0
+    const existing = await this.existingSubjects(entries)
+    const confirmed: OutboxEntry[] = []
+    const expired: OutboxEntry[] = []
+    const late: OutboxEntry[] = []
+    for (const entry of entries) {
+      const age = now - entry.stagedAt.getTime()
+      if (existing.has(subjectKey(entry.subject))) confirmed.push(entry)
+      else if (age > UNCONFIRMED_OUTBOX_TTL_MS) expired.push(entry)
+      else if (age > UNCONFIRMED_GRACE_MS) late.push(entry)
     }
-    this.published.inc(relayed)
-    return relayed
+    await Promise.all(confirmed.map((entry) => this.bus.publishEvent(entry.event)))
+    const done = [...confirmed, ...expired].map((entry) => entry._id)
+    if (done.length > 0) await this.entries.deleteMany({ _id: { $in: done } })
+    if (late.length > 0)
+      await this.entries.updateMany(
+        { _id: { $in: late.map((entry) => entry._id) } },
+        { $set: { visibleAt: new Date(now + UNCONFIRMED_RECHECK_MS) } },
+      )
+    this.dropped.inc(expired.length)
+    return confirmed.length
+  }
+
+  /** Keys of the subjects of `entries` that exist: one query per collection. */
+  private async existingSubjects(entries: readonly OutboxEntry[]): Promise<Set<string>> {
+    const idsByCollection = new Map<string, string[]>()
+    for (const { subject } of entries)
+      idsByCollection.set(subject.collection, [
+        ...(idsByCollection.get(subject.collection) ?? []),
+        subject.id,
+      ])
+    const existing = new Set<string>()
+    for (const [collection, ids] of idsByCollection) {
+      const found = await this.db
+        .collection<{ _id: string }>(collection)
+        .find({ _id: { $in: ids } }, { projection: { _id: 1 } })
+        .toArray()
+      for (const doc of found) existing.add(subjectKey({ collection, id: doc._id }))
+    }
+    return existing
   }
 }
+
+const subjectKey = (subject: OutboxSubject) => `${subject.collection}/${subject.id}`

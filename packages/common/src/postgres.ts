@@ -8,6 +8,7 @@ import postgres, { type Sql } from 'postgres'
 import type { EventBus } from './events/bus'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
+import { RelayLoop, type RelayOptions } from './outbox'
 import type { Runtime } from './runtime'
 
 export type { Sql }
@@ -146,19 +147,15 @@ export async function consumeOnce<S extends Record<string, unknown>>(
   })
 }
 
-type RelayOptions = { batchSize?: number; pollIntervalMs?: number; maxBackoffMs?: number }
-
 /**
  * Publishes outbox rows with publisher confirms and deletes them once confirmed. Rows are
  * claimed with FOR UPDATE SKIP LOCKED so replicas share the work; a failed publish rolls
- * back and is retried with backoff, so nothing is lost while the broker is down.
+ * back and is retried with backoff, so nothing is lost while the broker is down. Commits
+ * wake it through LISTEN/NOTIFY; polling covers a lost notification.
  */
 export class PgOutboxRelay {
-  private running = false
-  private loop: Promise<void> | undefined
-  private wake: (() => void) | undefined
+  private readonly loop: RelayLoop
   private unlisten: (() => Promise<void>) | undefined
-  private readonly published
   private readonly log: Logger
 
   constructor(
@@ -169,64 +166,36 @@ export class PgOutboxRelay {
     private readonly options: RelayOptions = {},
   ) {
     this.log = logger.child({ component: 'outbox' })
-    this.published = metrics.counter('outbox_published_total', 'Outbox events relayed to the broker')
-    metrics.gauge('outbox_backlog', 'Events written but not yet published', [], async function () {
-      const [row] = await sql<{ count: number }[]>`select count(*)::int as count from outbox`.catch(() => [
-        { count: -1 },
-      ])
-      this.set(row?.count ?? -1)
-    })
+    this.loop = new RelayLoop(
+      () => this.relayBatch(),
+      logger,
+      metrics,
+      async () => {
+        const [row] = await sql<{ count: number }[]>`select count(*)::int as count from outbox`
+        return row?.count ?? 0
+      },
+      options,
+    )
   }
 
   async start(): Promise<void> {
-    if (this.running) return
-    this.running = true
     try {
       const listener = await this.sql.listen(OUTBOX_CHANNEL, () => this.kick())
       this.unlisten = listener.unlisten
     } catch (error) {
       this.log.warn({ err: String(error) }, 'LISTEN failed; relying on polling')
     }
-    this.loop = this.run()
+    this.loop.start()
   }
 
   /** Wakes the relay now instead of at the next poll. */
   kick(): void {
-    this.wake?.()
+    this.loop.kick()
   }
 
   async stop(): Promise<void> {
-    this.running = false
-    this.kick()
-    await this.loop
+    await this.loop.stop()
     await this.unlisten?.().catch(() => undefined)
-  }
-
-  private async run(): Promise<void> {
-    const poll = this.options.pollIntervalMs ?? 1000
-    let backoff = 0
-    while (this.running) {
-      let relayed = 0
-      try {
-        relayed = await this.relayBatch()
-        backoff = 0
-      } catch (error) {
-        backoff = Math.min(Math.max(backoff * 2, 200), this.options.maxBackoffMs ?? 5000)
-        this.log.warn(
-          { err: error instanceof Error ? error.message : String(error), backoffMs: backoff },
-          'relay failed',
-        )
-      }
-      if (relayed > 0 && backoff === 0) continue
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, backoff || poll)
-        this.wake = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      this.wake = undefined
-    }
   }
 
   /** Publishes one batch; returns how many rows were relayed. */
@@ -239,7 +208,6 @@ export class PgOutboxRelay {
       if (rows.length === 0) return 0
       await Promise.all(rows.map((row) => this.bus.publishEvent(row.event)))
       await tx`delete from outbox where id = any(${rows.map((row) => row.id)}::uuid[])`
-      this.published.inc(rows.length)
       return rows.length
     })
   }

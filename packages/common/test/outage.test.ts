@@ -8,14 +8,14 @@ import {
   type TestMongo,
   waitFor,
 } from '@parley/testkit'
-import { createRuntime } from '../src'
+import { createRuntime, newId } from '../src'
 import { buildEvent, type EventBus } from '../src/events'
 import {
   createMongo,
   ensureOutboxIndexes,
   type MongoHandle,
+  MongoOutbox,
   MongoOutboxRelay,
-  pendingEventsFields,
 } from '../src/mongo'
 import { createPostgres, enqueueEvents, outbox, PgOutboxRelay, type PostgresClient } from '../src/postgres'
 import { collector, newBus, userRegistered } from './support'
@@ -37,7 +37,7 @@ beforeAll(async () => {
   await pg.sql`create table outbox (id uuid primary key, type text not null, event jsonb not null, created_at timestamptz not null default now(), attempts integer not null default 0)`
   mongoTarget = createTestMongo()
   mongo = createMongo(mongoTarget.url, mongoTarget.dbName)
-  await ensureOutboxIndexes(mongo.db, ['documents'])
+  await ensureOutboxIndexes(mongo.db)
 }, 90_000)
 
 afterAll(async () => {
@@ -126,27 +126,26 @@ test('MongoDB outbox: events stored with the document while the broker is down a
   const events = Array.from({ length: 5 }, () =>
     buildEvent('parley/test', 'user.registered', userRegistered()),
   )
-  for (const event of events)
-    await mongo.db.collection('documents').insertOne({ kind: 'test', ...pendingEventsFields([event]) })
+  const outbox = new MongoOutbox(mongo.db)
+  for (const event of events) {
+    const id = newId()
+    await outbox.stage({ collection: 'documents', id }, [event])
+    await mongo.db.collection<{ _id: string; kind: string }>('documents').insertOne({ _id: id, kind: 'test' })
+  }
   // The process "dies" before publishing: a relay that starts only now must find the pending events.
-  const relay = new MongoOutboxRelay(mongo.db, ['documents'], bus, runtime.logger, runtime.metrics, {
-    pollIntervalMs: 100,
-  })
+  const relay = new MongoOutboxRelay(mongo.db, bus, runtime.logger, runtime.metrics, { pollIntervalMs: 100 })
   relay.start()
   await Bun.sleep(500)
-  expect(await mongo.db.collection('documents').countDocuments({ _outboxPending: true })).toBe(5)
+  expect(await mongo.db.collection('outbox').countDocuments({})).toBe(5)
 
   await rabbit.start()
   await waitFor(() => events.every((event) => received.ids().includes(event.id)), {
     timeoutMs: 60_000,
     what: 'outbox drain',
   })
-  await waitFor(
-    async () => (await mongo.db.collection('documents').countDocuments({ _outboxPending: true })) === 0,
-    {
-      what: 'pending flags cleared',
-    },
-  )
+  await waitFor(async () => (await mongo.db.collection('outbox').countDocuments({})) === 0, {
+    what: 'outbox emptied',
+  })
   expect(await mongo.db.collection('documents').countDocuments({ kind: 'test' })).toBe(5)
   await relay.stop()
   await bus.close()

@@ -42,8 +42,6 @@ export type MessageDoc = {
 /** The users projection fed by `user.registered` / `user.profile_updated`. */
 export type UserDoc = { _id: string; displayName: string; updatedAt: Date }
 
-export const OUTBOX_COLLECTIONS = ['conversations', 'messages'] as const
-
 export type ChatCollections = {
   conversations: Collection<ConversationDoc>
   messages: Collection<MessageDoc>
@@ -66,7 +64,7 @@ export async function ensureIndexes(db: Db): Promise<void> {
   // Message pages and unread counts: an index range per conversation, never skip/offset.
   await messages.createIndex({ conversationId: 1, _id: 1 })
   await messages.createIndex({ idempotencyKey: 1 }, { unique: true, sparse: true })
-  await ensureOutboxIndexes(db, OUTBOX_COLLECTIONS)
+  await ensureOutboxIndexes(db)
 }
 
 /** `<binary> migrate`: creates the indexes and exits. */

@@ -7,13 +7,13 @@ import {
   verifierFor,
 } from '@parley/common'
 import type { EventBus } from '@parley/common/events'
-import { createMongo, MongoOutboxRelay } from '@parley/common/mongo'
+import { createMongo, MongoOutbox, MongoOutboxRelay } from '@parley/common/mongo'
 import type { Redis } from '@parley/common/redis'
 import type { Db } from 'mongodb'
 import type { AppDeps } from './app'
 import { ChatCache } from './cache'
 import type { Config } from './config'
-import { chatCollections, ensureIndexes, OUTBOX_COLLECTIONS } from './db'
+import { chatCollections, ensureIndexes } from './db'
 import { ConversationService, EVENT_SOURCE, type RelayKick } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
 import { MessageService } from './modules/messages/service'
@@ -43,10 +43,11 @@ export function chatServices(db: Db, cache: ChatCache, relay: RelayKick, metrics
   const collections = chatCollections(db)
   const users = new UserDirectory(collections.users)
   const store = new ConversationStore(collections.conversations, collections.messages, cache)
+  const outbox = new MongoOutbox(db)
   return {
     users,
-    conversations: new ConversationService(collections.conversations, store, users, relay),
-    messages: new MessageService(collections.messages, store, cache, relay, metrics),
+    conversations: new ConversationService(collections.conversations, store, users, outbox, relay),
+    messages: new MessageService(collections.messages, store, cache, outbox, relay, metrics),
   }
 }
 
@@ -80,7 +81,7 @@ export async function connect(
 
   const bus = eventBusFor(config, runtime, EVENT_SOURCE)
 
-  const relay = new MongoOutboxRelay(mongo.db, OUTBOX_COLLECTIONS, bus, logger, metrics)
+  const relay = new MongoOutboxRelay(mongo.db, bus, logger, metrics)
   const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
   const { users, conversations, messages } = chatServices(mongo.db, cache, relay, metrics)
 

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createRuntime } from '@parley/common'
+import { createRuntime, newId } from '@parley/common'
 import { buildEvent, EventBus } from '@parley/common/events'
+import { MongoOutbox } from '@parley/common/mongo'
 import type { CloudEvent } from '@parley/contracts'
 import { testLogger, waitFor } from '@parley/testkit'
 import type { UserDoc } from '../src/db'
@@ -151,11 +152,78 @@ describe('outbox', () => {
     })
     // The outbox is drained and the retry published nothing.
     await waitFor(
-      async () => (await chat.deps.db.collection('messages').countDocuments({ _outboxPending: true })) === 0,
+      async () =>
+        (await chat.deps.db
+          .collection('outbox')
+          .countDocuments({ 'event.data.conversationId': conversationId })) === 0,
       { what: 'the drained outbox' },
     )
     await Bun.sleep(200)
     expect(eventsOf('message.sent', (e) => e.data.conversationId === conversationId)).toHaveLength(1)
+  })
+
+  test('the relay never writes conversations: writes right after a create all persist', async () => {
+    // FerretDB updates a document by reading and writing it back whole; a relay clearing an event
+    // inside the conversation while a participant left it used to put the participant back.
+    const [alice, bob] = await Promise.all([chat.newUser('A'), chat.newUser('B')])
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const created = await chat.call<Conversation>(alice, 'POST', '/conversations', {
+          title: `race ${i}`,
+          participantIds: [bob],
+        })
+        expect(created.status).toBe(201)
+        const left = await chat.call(bob, 'DELETE', `/conversations/${created.body.id}/participants/me`)
+        expect(left.status).toBe(204)
+        return created.body.id
+      }),
+    )
+    await waitFor(
+      () => eventsOf('conversation.created', (e) => ids.includes(e.data.conversationId)).length === 20,
+      {
+        what: 'the 20 conversation.created events',
+      },
+    )
+    const stored = await chat.deps.db
+      .collection('conversations')
+      .find({ _id: { $in: ids } } as never)
+      .toArray()
+    expect(stored).toHaveLength(20)
+    for (const doc of stored) {
+      expect(doc.participantIds).toEqual([alice])
+      // create (1) and leave (2): no other writer touched it
+      expect(doc.version).toBe(2)
+      expect(Object.keys(doc).filter((key) => key.startsWith('_') && key !== '_id')).toEqual([])
+    }
+    await waitFor(
+      async () =>
+        (await chat.deps.db.collection('outbox').countDocuments({ 'subject.id': { $in: ids } })) === 0,
+      { what: 'the drained outbox' },
+    )
+  })
+
+  test('an event staged for a write that never happened is not published', async () => {
+    const outbox = new MongoOutbox(chat.deps.db)
+    const orphanCreator = newId()
+    const orphan = buildEvent('parley/chat', 'conversation.created', {
+      conversationId: newId(),
+      title: null,
+      createdBy: orphanCreator,
+      participantIds: [orphanCreator],
+      createdAt: new Date().toISOString(),
+    })
+    await outbox.stage({ collection: 'conversations', id: orphan.data.conversationId }, [orphan])
+    const [alice, bob] = await Promise.all([chat.newUser('A'), chat.newUser('B')])
+    const later = await chat.call<Conversation>(alice, 'POST', '/conversations', { participantIds: [bob] })
+    // The orphan is older, yet the later event goes out and the orphan does not.
+    await waitFor(
+      () => eventsOf('conversation.created', (e) => e.data.conversationId === later.body.id).length > 0,
+    )
+    expect(
+      eventsOf('conversation.created', (e) => e.data.conversationId === orphan.data.conversationId),
+    ).toEqual([])
+    expect(await chat.deps.db.collection('outbox').countDocuments({ _id: orphan.id } as never)).toBe(1)
+    await outbox.discard([orphan])
   })
 
   test('nothing is lost when the broker is down and the process dies before publishing', async () => {

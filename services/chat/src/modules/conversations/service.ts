@@ -1,6 +1,6 @@
 import { newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
-import { pendingEventsFields } from '@parley/common/mongo'
+import type { MongoOutbox } from '@parley/common/mongo'
 import type { Collection } from 'mongodb'
 import { CONVERSATION_FIELDS, type ConversationDoc } from '../../db'
 import type { UserDirectory } from '../users/service'
@@ -55,6 +55,7 @@ export class ConversationService {
     private readonly conversations: Collection<ConversationDoc>,
     private readonly store: ConversationStore,
     private readonly users: UserDirectory,
+    private readonly outbox: MongoOutbox,
     private readonly relay: RelayKick,
   ) {}
 
@@ -95,7 +96,11 @@ export class ConversationService {
       },
       { correlationId },
     )
-    await this.conversations.insertOne({ ...doc, ...pendingEventsFields([event]) })
+    await this.outbox.stage({ collection: this.conversations.collectionName, id: doc._id }, [event])
+    await this.conversations.insertOne(doc).catch(async (error: unknown) => {
+      await this.outbox.discard([event]).catch(() => undefined)
+      throw error
+    })
     this.relay.kick()
     await this.store.remember(doc)
     return this.view(callerId, doc)

@@ -1,6 +1,6 @@
 import { type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
-import { isDuplicateKeyError, pendingEventsFields } from '@parley/common/mongo'
+import { isDuplicateKeyError, type MongoOutbox } from '@parley/common/mongo'
 import { MESSAGE_PREVIEW_LENGTH } from '@parley/contracts'
 import type { Collection } from 'mongodb'
 import { type ChatCache, LATEST_PAGE_SIZE, type LatestPage } from '../../cache'
@@ -47,6 +47,7 @@ export class MessageService {
     private readonly messages: Collection<MessageDoc>,
     private readonly store: ConversationStore,
     private readonly cache: ChatCache,
+    private readonly outbox: MongoOutbox,
     private readonly relay: RelayKick,
     metrics: Metrics,
   ) {
@@ -54,7 +55,7 @@ export class MessageService {
   }
 
   /**
-   * Inserts the message with its `message.sent` event in the same document. A repeated
+   * Stages the `message.sent` event for the message, then inserts it. A repeated
    * (sender, clientMessageId) collides on the unique idempotency key and returns the stored
    * message instead, also when the sends race.
    */
@@ -97,9 +98,12 @@ export class MessageService {
       },
       { correlationId },
     )
+    await this.outbox.stage({ collection: this.messages.collectionName, id: message._id }, [event])
     try {
-      await this.messages.insertOne({ ...message, ...pendingEventsFields([event]) })
+      await this.messages.insertOne(message)
     } catch (error) {
+      // The staged event's message will never exist.
+      await this.outbox.discard([event]).catch(() => undefined)
       if (idempotencyKey === undefined || !isDuplicateKeyError(error)) throw error
       const existing = await this.messages.findOne({ idempotencyKey }, { projection: MESSAGE_FIELDS })
       if (!existing) throw error

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# What every entry point needs before it can run anything else, installed when missing and quick
+# when present (idempotent): the few Debian tools the scripts use, the Bun version pinned in
+# package.json ("packageManager": "bun@x.y.z") and the workspace dependencies.
+#
+#   bash scripts/setup.sh        (scripts/dev.sh and scripts/test.sh run it first)
+#
+# Bun comes from its npm package (the binary ships inside it), through npm and its configured
+# registry; npm and Node.js come from Debian when absent.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+LOG_TAG=setup
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+need_tools curl:curl update-ca-certificates:ca-certificates
+
+pinned=$(sed -n 's/.*"packageManager": *"bun@\([^"]*\)".*/\1/p' package.json)
+[[ -n $pinned ]] || die "no bun@<version> packageManager in package.json"
+
+if [[ "$(bun --version 2>/dev/null || true)" != "$pinned" ]]; then
+  need_tools npm:npm
+  log "installing bun@$pinned (npm install --global)"
+  sudo_cmd=()
+  is_root || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" npm install --global --no-fund --no-audit --loglevel=error "bun@$pinned" </dev/null
+  hash -r
+  installed=$(bun --version 2>/dev/null || true)
+  [[ $installed == "$pinned" ]] ||
+    die "expected bun $pinned on PATH, found '${installed:-none}' ($(command -v bun || echo 'not on PATH'))"
+fi
+
+# A no-op when node_modules matches the lockfile.
+bun install --frozen-lockfile --silent </dev/null
