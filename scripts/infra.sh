@@ -12,7 +12,8 @@
 #      otherwise                              -> print the commands to run and exit non-zero
 #
 # Servers (data under .data/, logs in .data/logs, pidfiles in .data/pids):
-#   postgres  PostgreSQL 15 cluster in .data/postgres (fsync off: throwaway dev/test data),
+#   postgres  PostgreSQL 15 cluster in .data/postgres (as root with .data out of the postgres user's reach:
+#             /var/lib/parley/postgres-<hash>; fsync off: throwaway dev/test data),
 #             superuser role parley/parley, databases parley, parley_auth, parley_user, parley_notification
 #   redis     redis-server, no persistence
 #   rabbitmq  project-local node (RABBITMQ_NODENAME parley@localhost) with the management plugin
@@ -49,8 +50,6 @@ PG_PASSWORD=${PARLEY_PG_PASSWORD:-parley}
 PG_DATABASE=${PARLEY_PG_DATABASE:-parley}
 PG_EXTRA_DATABASES=${PARLEY_PG_EXTRA_DATABASES:-parley_auth parley_user parley_notification}
 PG_MAX_CONNECTIONS=${PARLEY_PG_MAX_CONNECTIONS:-400}
-PGDATA_DIR=$DATA/postgres
-PG_SOCK_DIR=$DATA/run
 REDIS_PORT=${PARLEY_REDIS_PORT:-6379}
 AMQP_PORT=${PARLEY_AMQP_PORT:-5672}
 RMQ_MGMT_PORT=${PARLEY_RABBITMQ_MGMT_PORT:-15672}
@@ -67,8 +66,6 @@ if [[ -z ${HOME:-} ]]; then
   mkdir -p "$HOME"
 fi
 
-# The Unix socket path must fit in sun_path (108 bytes).
-if ((${#PG_SOCK_DIR} > 90)); then PG_SOCK_DIR=/tmp/parley-pg-$(id -u); fi
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -76,6 +73,28 @@ LOG_TAG=infra
 APT_LOG=$LOGS/apt.log
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
+
+# world_traversable DIR : every directory from / down to DIR lets other users through
+world_traversable() {
+  local dir=$1
+  while [[ -n $dir && $dir != / ]]; do
+    [[ $(stat -L -c %A "$dir") == *[xt] ]] || return 1
+    dir=$(dirname "$dir")
+  done
+}
+
+# As root, PostgreSQL runs as the postgres OS user, which must reach its cluster, socket and log:
+# a clone in /root (mode 700) keeps them in /var/lib/parley instead, one folder per data folder.
+PG_HOME=$DATA
+if is_root && ! world_traversable "$DATA"; then
+  PG_HOME=/var/lib/parley/postgres-$(sha256sum <<<"$DATA" | cut -c 1-12)
+fi
+PGDATA_DIR=$PG_HOME/postgres
+PG_SOCK_DIR=$PG_HOME/run
+PG_LOG=$PG_HOME/postgres.log
+[[ $PG_HOME == "$DATA" ]] && PG_LOG=$LOGS/postgres.log
+# The Unix socket path must fit in sun_path (108 bytes).
+if ((${#PG_SOCK_DIR} > 90)); then PG_SOCK_DIR=/tmp/parley-pg-$(id -u); fi
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # log_tail FILE... : show the end of each existing log file (used when a server fails to come up)
@@ -253,7 +272,7 @@ pg_ensure_objects() {
 }
 
 pg_up() {
-  local bin logfile=$LOGS/postgres.log
+  local bin logfile=$PG_LOG
   if port_open "$PG_PORT"; then
     pg_ours_running && PG_NOTE='' || PG_NOTE='(reused)'
     pg_ensure_objects
@@ -273,6 +292,7 @@ pg_up() {
     id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user to run initdb as"
   fi
   mkdir -p "$PGDATA_DIR" "$PG_SOCK_DIR"
+  [[ $PG_HOME == "$DATA" ]] || log "PostgreSQL files in $PG_HOME (the postgres OS user cannot reach $DATA)"
   touch "$logfile"
   if is_root; then
     [[ $(stat -c %U "$PGDATA_DIR") == postgres ]] || chown -R postgres:postgres "$PGDATA_DIR"
