@@ -156,6 +156,8 @@ fresh=$1
 shift
 mount --make-rprivate /
 ip link set lo up
+# the root a mount point of its own, as / is on a real machine (podman remounts it)
+mount --bind "$fresh" "$fresh"
 mount -t proc proc "$fresh/proc"
 mount --rbind /sys "$fresh/sys"
 mount --rbind /dev "$fresh/dev"

@@ -13,7 +13,8 @@ LOG_TAG=setup
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-need_tools curl:curl update-ca-certificates:ca-certificates
+# git: the tests list the repository's files (a clone has it, an unpacked archive may not)
+need_tools curl:curl update-ca-certificates:ca-certificates git:git
 
 pinned=$(sed -n 's/.*"packageManager": *"bun@\([^"]*\)".*/\1/p' package.json)
 [[ -n $pinned ]] || die "no bun@<version> packageManager in package.json"

@@ -1,4 +1,5 @@
 import { expect, test } from 'bun:test'
+import { existsSync } from 'node:fs'
 import { BEGIN, END, renderEnvTable } from '../scripts/env-table'
 
 const root = `${import.meta.dir}/..`
@@ -18,9 +19,15 @@ async function quickStartCommands(): Promise<string[]> {
     .filter(Boolean)
 }
 
+/** The repository's files as they are in the working tree (tracked or new, not ignored). */
 function trackedFiles(): string[] {
-  const listed = Bun.spawnSync(['git', 'ls-files', '-z'], { cwd: root })
-  return listed.stdout.toString().split('\0').filter(Boolean)
+  const listed = Bun.spawnSync(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], {
+    cwd: root,
+  })
+  return listed.stdout
+    .toString()
+    .split('\0')
+    .filter((file) => file && existsSync(`${root}/${file}`))
 }
 
 test('the README environment table matches the services config schemas', async () => {
