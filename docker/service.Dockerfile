@@ -1,12 +1,12 @@
-# The one Dockerfile of every Parley service.
-#
-# services/<name>/Dockerfile are copies of this file, made by `bash scripts/images.sh generate`,
-# that differ from it only in the defaults of SERVICE and PORT below; `images.sh check` (run by
-# `images.sh build`) fails when a copy has drifted. Edit this file, never a copy.
+# The one Dockerfile of every Parley service: the service is a build argument. compose
+# (docker-compose.yml), skaffold (skaffold.yaml) and `bash scripts/images.sh` build it with the
+# SERVICE and PORT of each entry of packages/contracts/src/roster.ts; there are no per-service copies.
 #
 # Build context: the repository root (the services import packages/*).
-#   podman build -f services/chat/Dockerfile -t parley-chat .
-#   podman build -f docker/service.Dockerfile --build-arg SERVICE=chat --build-arg PORT=4002 .
+#   podman build -f docker/service.Dockerfile --build-arg SERVICE=chat --build-arg PORT=4002 -t parley-chat .
+#   podman build -f docker/service.Dockerfile --target dev --build-arg SERVICE=chat --build-arg PORT=4002 .
+# Without SERVICE (a folder of services/ with src/index.ts) and a numeric PORT, the dev and build
+# stages fail with a message saying so.
 #
 # Stages: deps (bun install) -> dev (sources + `bun --watch`, for `skaffold dev`), and
 # deps -> build (`bun build --compile`) -> runtime, the last stage and so the default target.
@@ -22,7 +22,7 @@
 ARG BUN_IMAGE=oven/bun:1.3.14-debian
 # The executable needs only glibc (ld-linux, libc, libm, libdl, libpthread: checked with ldd).
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-# Set by the generated copies; required when this template is built directly.
+# Required, no defaults (a default would let a build without them silently build some service).
 ARG SERVICE
 ARG PORT
 
@@ -32,7 +32,7 @@ WORKDIR /app
 
 # Dependencies first, so the install layer is reused until a manifest or the lockfile changes.
 # Every workspace's package.json is needed: the frozen lockfile names them all (a missing or
-# extra one fails the install, and `images.sh check` compares this list with the repository).
+# extra one fails the install, and scripts/validate-deploy.sh compares this list with the repository).
 COPY package.json bun.lock bunfig.toml tsconfig.json ./
 COPY packages/common/package.json packages/common/
 COPY packages/contracts/package.json packages/contracts/
@@ -44,7 +44,7 @@ COPY services/gateway/package.json services/gateway/
 COPY services/notification/package.json services/notification/
 COPY services/user/package.json services/user/
 # Production dependencies of all workspaces, and this stage never declares SERVICE: the layer is
-# the same for the five services, so it is built once and cached for all of them. The executable
+# the same for every service, so it is built once and cached for all of them. The executable
 # only contains what the service imports, so the extra packages never reach the runtime image.
 # Optional secret `ca-certificates`: a CA bundle to trust for the registry (a TLS-inspecting proxy),
 # used for this step only and never stored in a layer:  --secret id=ca-certificates,src=<bundle>
@@ -61,6 +61,9 @@ ARG SERVICE
 ARG PORT
 COPY --chown=65532:65532 packages/ packages/
 COPY --chown=65532:65532 services/${SERVICE}/ services/${SERVICE}/
+# (an empty SERVICE would have copied every service above and run from /app/services)
+RUN case "${PORT}" in '' | *[!0-9]*) false ;; esac && test -n "${SERVICE}" && test -f "services/${SERVICE}/src/index.ts" \
+      || { echo "build with --build-arg SERVICE=<folder in services/> --build-arg PORT=<port>" >&2; exit 1; }
 USER 65532:65532
 # the working directory names the service (ENTRYPOINT cannot use a build argument); drizzle/ is
 # found next to the sources; no transpiler cache (nowhere writable to keep it)
@@ -84,7 +87,7 @@ COPY services/${SERVICE}/ services/${SERVICE}/
 #                 file bun also writes beside it is not needed)
 # --bytecode      precompiled bytecode, faster start; needs --format=esm (index.ts uses top-level await)
 # --no-compile-autoload-*  a stray .env or bunfig.toml in the working directory changes nothing
-RUN test -f "services/${SERVICE}/src/index.ts" && test -n "${PORT}" \
+RUN case "${PORT}" in '' | *[!0-9]*) false ;; esac && test -n "${SERVICE}" && test -f "services/${SERVICE}/src/index.ts" \
       || { echo "build with --build-arg SERVICE=<folder in services/> --build-arg PORT=<port>" >&2; exit 1; } \
  && bun build --compile --minify --sourcemap --bytecode --format=esm --target=bun-linux-x64 \
       --no-compile-autoload-dotenv --no-compile-autoload-bunfig \

@@ -4,13 +4,13 @@
 import { generateKeyPairSync } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 
-const services = [
-  { name: 'auth', port: 4003, database: 'parley_auth', migrate: true },
-  { name: 'user', port: 4001, database: 'parley_user', migrate: true },
-  { name: 'chat', port: 4002, migrate: true },
-  { name: 'notification', port: 4004, database: 'parley_notification', migrate: true },
-  { name: 'gateway', port: 4000, migrate: false },
-] as const
+import { ROSTER, type ServiceEntry, serviceOf, UPSTREAMS } from '@parley/contracts'
+
+// The services behind the gateway first, so its upstreams are there when it starts.
+const services: readonly ServiceEntry[] = [...UPSTREAMS, serviceOf('gateway')]
+const mongoDatabase = ROSTER.flatMap((service) =>
+  service.store?.kind === 'mongodb' ? [service.store.database] : [],
+)
 
 const colours = ['\x1b[36m', '\x1b[33m', '\x1b[35m', '\x1b[32m', '\x1b[34m']
 const reset = '\x1b[0m'
@@ -32,24 +32,25 @@ const shared = {
   REDIS_URL: 'redis://127.0.0.1:6379',
   AMQP_URL: 'amqp://guest:guest@127.0.0.1:5672/%2F',
   MONGO_URL: 'mongodb://127.0.0.1:27017',
-  MONGO_DB: 'parley_chat',
-  JWKS_URL: 'http://127.0.0.1:4003/auth/.well-known/jwks.json',
+  MONGO_DB: mongoDatabase[0],
+  JWKS_URL: `http://127.0.0.1:${serviceOf('auth').port}/auth/.well-known/jwks.json`,
   JWT_PRIVATE_KEY: devSigningKey(),
   JWT_KEY_ID: 'dev-1',
   SMTP_URL: 'smtp://127.0.0.1:1025',
   MAIL_FROM: 'Parley <no-reply@parley.localhost>',
-  AUTH_URL: 'http://127.0.0.1:4003',
-  USER_URL: 'http://127.0.0.1:4001',
-  CHAT_URL: 'http://127.0.0.1:4002',
-  NOTIFICATION_URL: 'http://127.0.0.1:4004',
+  ...Object.fromEntries(
+    UPSTREAMS.map((upstream) => [`${upstream.name.toUpperCase()}_URL`, `http://127.0.0.1:${upstream.port}`]),
+  ),
   CORS_ORIGINS: 'http://localhost:3000,http://localhost:5173',
   // Production allows 5 registrations per IP per hour; locally everything comes from 127.0.0.1.
   RATE_LIMIT_POLICIES: JSON.stringify({ register: { limit: 100, windowSeconds: 3600 } }),
 }
 
-function envFor(service: (typeof services)[number]): Record<string, string | undefined> {
+function envFor(service: ServiceEntry): Record<string, string | undefined> {
   const database =
-    'database' in service ? `postgres://parley:parley@127.0.0.1:5432/${service.database}` : undefined
+    service.store?.kind === 'postgres'
+      ? `postgres://parley:parley@127.0.0.1:5432/${service.store.database}`
+      : undefined
   return { ...process.env, ...shared, DATABASE_URL: database, PORT: String(service.port) }
 }
 
@@ -65,7 +66,7 @@ async function pipeWithPrefix(stream: ReadableStream<Uint8Array>, prefix: string
   if (pending) out.write(`${prefix} ${pending}\n`)
 }
 
-for (const service of services.filter((candidate) => candidate.migrate)) {
+for (const service of services.filter((candidate) => candidate.store !== null)) {
   const migration = Bun.spawn(['bun', `services/${service.name}/src/index.ts`, 'migrate'], {
     env: envFor(service),
     stdout: 'inherit',
@@ -116,9 +117,9 @@ void (async () => {
   if (stopping) return
   console.log(`
 Parley is up:
-  API        http://127.0.0.1:4000/api/v1
-  Swagger    http://127.0.0.1:4000/docs
-  WebSocket  ws://127.0.0.1:4000/api/v1/ws
+  API        http://127.0.0.1:${serviceOf('gateway').port}/api/v1
+  Swagger    http://127.0.0.1:${serviceOf('gateway').port}/docs
+  WebSocket  ws://127.0.0.1:${serviceOf('gateway').port}/api/v1/ws
   services   ${services.map((service) => `${service.name} :${service.port}`).join(', ')}
   mail       http://127.0.0.1:8025/api/v1/messages   RabbitMQ http://127.0.0.1:15672 (guest/guest)
 Ctrl-C stops everything.`)

@@ -39,6 +39,10 @@ BASE=$WORK/base
 FRESH=$WORK/root
 
 is_root || die "run as root (debootstrap, chroot and namespaces need it)"
+mkdir -p "$WORK"
+# one run at a time: a second one would delete the root the first is running in
+exec 8>"$WORK.lock"
+flock -n 8 || die "another fresh-machine run holds $WORK.lock"
 need_tools debootstrap:debootstrap slirp4netns:slirp4netns unshare:util-linux git:git
 
 # The two commands of the README's quick start: the two lines of its first sh block.
@@ -56,7 +60,6 @@ log "test command: $TEST_COMMAND"
 
 # ------------------------------------------------------------------------------ the bare root
 
-mkdir -p "$WORK"
 if [[ ! -f $BASE.ok ]]; then
   mirror=$(debian_mirror "$SUITE")
   log "debootstrap --variant=minbase $SUITE from $mirror into $BASE (a few minutes, once)"
@@ -192,6 +195,8 @@ done
 [[ -n ${child:-} ]] || die "the namespace did not start"
 slirp4netns --configure --mtu=65520 --disable-host-loopback "$child" tap0 >"$WORK/slirp4netns.log" 2>&1 &
 slirp_pid=$!
+# Interrupted: end the namespace (SIGKILL to its PID 1 ends every process in it) and the network.
+trap 'kill -KILL "$child" "$slirp_pid" 2>/dev/null; exit 130' INT TERM
 sleep 1
 touch "$ready"
 status=0

@@ -3,11 +3,14 @@
 # /health and stops cleanly on SIGTERM.
 #
 #   bash scripts/images.sh            build + smoke (default)
-#   bash scripts/images.sh build      check the Dockerfiles, make the base images, build every service image
+#   bash scripts/images.sh build      make the base images, build every service image
 #   bash scripts/images.sh smoke      run every image: GET /health until 200, SIGTERM, exit 0 within the limit
-#   bash scripts/images.sh generate   write services/<name>/Dockerfile from docker/service.Dockerfile
-#   bash scripts/images.sh check      fail if a services/<name>/Dockerfile differs from what generate writes
 #   bash scripts/images.sh base       only make (or reuse) the two local base images
+#
+# Every image is docker/service.Dockerfile built with --build-arg SERVICE=<name> PORT=<port> of its
+# entry in packages/contracts/src/roster.ts (read with bun). `build` also proves that the
+# Dockerfile refuses to build, for the dev and the default target, when SERVICE is missing.
+# (scripts/validate-deploy.sh checks that the Dockerfile copies exactly the workspace manifests.)
 #
 # Nothing is pulled from a container registry: this machine reaches only the Debian, npm, Go and
 # PyPI package registries. So the base images are made here, once, and reused:
@@ -18,7 +21,7 @@
 # Dockerfile defaults (oven/bun, gcr.io/distroless/cc-debian12:nonroot) instead.
 #
 # Environment (defaults in brackets):
-#   PARLEY_SERVICES [all: gateway user chat auth notification]   PARLEY_IMAGE_TAG [dev]
+#   PARLEY_SERVICES [every service of the roster, in its order]   PARLEY_IMAGE_TAG [dev]
 #   PARLEY_BUN_IMAGE / PARLEY_RUNTIME_IMAGE [the local base images above; '-' = Dockerfile default]
 #   PARLEY_REBUILD_BASE [0] 1 = make the base images again (after a Debian security update, say)
 #   PARLEY_KEEP_OLD_IMAGES [0] 1 = keep the untagged images earlier builds leave (else pruned after a build)
@@ -38,12 +41,7 @@ ROOT=$(pwd -P)
 CACHE=$(mkdir -p "${PARLEY_CACHE_DIR:-$ROOT/.cache}" && cd "${PARLEY_CACHE_DIR:-$ROOT/.cache}" && pwd -P)
 IMG_CACHE=$CACHE/images
 
-# The services and the port each one listens on (the PORT default in services/<name>/src/config.ts).
-declare -A PORTS=([gateway]=4000 [user]=4001 [chat]=4002 [auth]=4003 [notification]=4004)
-ALL_SERVICES=(gateway user chat auth notification)
-read -r -a SERVICES <<<"${PARLEY_SERVICES:-${ALL_SERVICES[*]}}"
-
-TEMPLATE=docker/service.Dockerfile
+DOCKERFILE=docker/service.Dockerfile
 TAG=${PARLEY_IMAGE_TAG:-dev}
 SUITE=${PARLEY_DEBIAN_SUITE:-bookworm}
 BUILD_TIMEOUT=${PARLEY_BUILD_TIMEOUT:-1800}
@@ -94,63 +92,6 @@ setup_ulimits() {
   if [[ $nproc == unlimited ]] || ((nproc > pid_max)); then nproc=$pid_max; fi
   ULIMIT_ARGS=(--ulimit "nproc=$nproc:$nproc")
   [[ $nofile == unlimited ]] || ULIMIT_ARGS+=(--ulimit "nofile=$nofile:$nofile")
-}
-
-# ------------------------------------------------------------------------ Dockerfiles: one template
-
-# render_dockerfile SERVICE : the template with this service's defaults for SERVICE and PORT (only the
-# global ARG lines before the first FROM; the stages inherit them)
-render_dockerfile() {
-  local svc=$1
-  # shellcheck disable=SC2016 # the backquotes are literal text of the comment
-  printf '# GENERATED from %s by `bash scripts/images.sh generate`: edit the template, not this file.\n' "$TEMPLATE"
-  awk -v svc="$svc" -v port="${PORTS[$svc]}" '
-    /^FROM / { stages = 1 }
-    !stages && $0 == "ARG SERVICE" { print "ARG SERVICE=" svc; next }
-    !stages && $0 == "ARG PORT" { print "ARG PORT=" port; next }
-    { print }
-  ' "$TEMPLATE"
-}
-
-cmd_generate() {
-  local svc
-  for svc in "${ALL_SERVICES[@]}"; do
-    render_dockerfile "$svc" >"services/$svc/Dockerfile"
-    log "wrote services/$svc/Dockerfile"
-  done
-}
-
-# The copies must match the template, the template must copy exactly the workspace manifests that
-# exist (the frozen lockfile needs all of them), and every service folder needs a port here.
-cmd_check() {
-  local svc dir problems=0 listed actual port
-  for svc in "${ALL_SERVICES[@]}"; do
-    if ! cmp -s <(render_dockerfile "$svc") "services/$svc/Dockerfile"; then
-      log "services/$svc/Dockerfile differs from $TEMPLATE: run bash scripts/images.sh generate"
-      problems=1
-    fi
-    port=$(grep -A6 'PORT: t.Integer' "services/$svc/src/config.ts" 2>/dev/null | sed -n 's/.*default: *\([0-9]*\).*/\1/p' | head -n 1)
-    if [[ -n $port && $port != "${PORTS[$svc]}" ]]; then
-      log "services/$svc/src/config.ts defaults PORT to $port but images.sh exposes ${PORTS[$svc]}"
-      problems=1
-    fi
-  done
-  for dir in services/*/; do
-    svc=$(basename "$dir")
-    [[ -n ${PORTS[$svc]:-} ]] || {
-      log "services/$svc has no port in images.sh (PORTS) and so no Dockerfile"
-      problems=1
-    }
-  done
-  listed=$(sed -n 's|^COPY \(.*\)/package.json .*|\1|p' "$TEMPLATE" | sort)
-  actual=$(for f in packages/*/package.json services/*/package.json; do dirname "$f"; done | sort)
-  if [[ $listed != "$actual" ]]; then
-    log "$TEMPLATE copies the manifests of: $(tr '\n' ' ' <<<"$listed")"
-    log "but the workspaces are:            $(tr '\n' ' ' <<<"$actual")"
-    problems=1
-  fi
-  ((problems == 0)) || die "Dockerfiles are out of date (see above)"
-  log "Dockerfiles match $TEMPLATE"
 }
 
 # --------------------------------------------------------------------------------- local base images
@@ -346,7 +287,6 @@ cmd_base() {
 declare -A BUILD_MS
 BUILD_FAILED=()
 cmd_build() {
-  cmd_check
   cmd_base
   local svc args=() revision version t0 started build_start
   revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -365,15 +305,15 @@ cmd_build() {
   started=$(now_ms)
   build_start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   for svc in "${SERVICES[@]}"; do
-    [[ -f services/$svc/Dockerfile ]] || die "no services/$svc/Dockerfile"
     version=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "services/$svc/package.json" | head -n 1)
     log "building $(image_ref "$svc")"
     t0=$(now_ms)
     # --network host: `bun install` in the build needs the npm registry and the sandbox may have no
     # bridge networking; the build runs only bun install/build, nothing listens.
     if ! timeout "$BUILD_TIMEOUT" podman --runtime runc "${PODMAN_STORAGE_ARGS[@]}" build --layers --network host "${ULIMIT_ARGS[@]}" \
-      "${args[@]}" --build-arg "VERSION=${version:-0.0.0}" --build-arg "REVISION=$revision" \
-      -f "services/$svc/Dockerfile" -t "$(image_ref "$svc")" . >"$IMG_CACHE/logs/build-$svc.log" 2>&1; then
+      "${args[@]}" --build-arg "SERVICE=$svc" --build-arg "PORT=${PORTS[$svc]}" \
+      --build-arg "VERSION=${version:-0.0.0}" --build-arg "REVISION=$revision" \
+      -f "$DOCKERFILE" -t "$(image_ref "$svc")" . >"$IMG_CACHE/logs/build-$svc.log" 2>&1; then
       # one broken service must not hide the state of the others: note it, go on, fail at the end
       grep -v -e '^-->' -e '^\[[12]/2\] STEP' "$IMG_CACHE/logs/build-$svc.log" | tail -n 25 >&2
       log "build of $svc FAILED (log: $IMG_CACHE/logs/build-$svc.log)"
@@ -384,7 +324,30 @@ cmd_build() {
     log "built $(image_ref "$svc") in $(seconds "${BUILD_MS[$svc]}") s"
   done
   log "build finished in $(seconds $(($(now_ms) - started))) s; failed: ${BUILD_FAILED[*]:-none}"
+  refuses_without_service "${args[@]}"
   prune_old "$build_start"
+}
+
+# refuses_without_service BUILD_ARGS... : a build of the dev stage and of the default target
+# without SERVICE must fail with the Dockerfile's message (it would otherwise copy every service
+# and start none). The deps layer is cached by the builds above, so this takes seconds.
+REFUSE_FAILED=()
+refuses_without_service() {
+  local target logfile
+  for target in dev runtime; do
+    logfile=$IMG_CACHE/logs/build-no-service-$target.log
+    if timeout "$BUILD_TIMEOUT" podman --runtime runc "${PODMAN_STORAGE_ARGS[@]}" build --layers --force-rm --network host "${ULIMIT_ARGS[@]}" \
+      "$@" --build-arg "PORT=${PORTS[${ALL_SERVICES[0]}]}" --target "$target" -f "$DOCKERFILE" . >"$logfile" 2>&1; then
+      log "a build of target $target without SERVICE succeeded (log: $logfile)"
+      REFUSE_FAILED+=("$target")
+    elif ! grep -q 'build with --build-arg SERVICE=' "$logfile"; then
+      tail -n 15 "$logfile" >&2
+      log "a build of target $target without SERVICE failed, but not with the Dockerfile's message (log: $logfile)"
+      REFUSE_FAILED+=("$target")
+    else
+      log "$DOCKERFILE refuses target $target without SERVICE"
+    fi
+  done
 }
 
 # prune_old TIME : every rebuild leaves the previous image and its build-stage layers untagged
@@ -431,9 +394,9 @@ smoke_env() {
   echo "REDIS_URL=redis://127.0.0.1:$redis"
   echo "AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp/%2F"
   echo "JWKS_URL=http://127.0.0.1:$jwks/.well-known/jwks.json"
-  case $svc in
-  auth | user | notification) echo "DATABASE_URL=postgres://parley:parley@127.0.0.1:$pg/parley_$svc" ;;
-  chat) echo "MONGO_URL=mongodb://127.0.0.1:$mongo" ;;
+  case ${STORES[$svc]} in
+  postgres:*) echo "DATABASE_URL=postgres://parley:parley@127.0.0.1:$pg/${STORES[$svc]#postgres:}" ;;
+  mongodb:*) echo "MONGO_URL=mongodb://127.0.0.1:$mongo" && echo "MONGO_DB=${STORES[$svc]#mongodb:}" ;;
   esac
   [[ $svc == notification ]] && echo "SMTP_URL=smtp://127.0.0.1:$smtp"
   [[ $svc == auth ]] && echo "JWT_PRIVATE_KEY=$SMOKE_JWT_KEY"
@@ -551,6 +514,21 @@ cmd_smoke() {
 
 # ------------------------------------------------------------------------------------------- main
 
+# The services, their ports and stores: packages/contracts/src/roster.ts, one "name port store" line
+# each (store: postgres:<database>, mongodb:<database> or -).
+declare -A PORTS=() STORES=()
+ALL_SERVICES=()
+ROSTER_LINES=$("$(command -v bun || bun_binary)" -e "import { ROSTER } from '$ROOT/packages/contracts/src/roster.ts'
+for (const s of ROSTER) console.log(s.name, s.port, s.store ? s.store.kind + ':' + s.store.database : '-')") ||
+  die "could not read packages/contracts/src/roster.ts with bun"
+while read -r name port store; do
+  ALL_SERVICES+=("$name")
+  PORTS[$name]=$port
+  STORES[$name]=$store
+done <<<"$ROSTER_LINES"
+((${#ALL_SERVICES[@]} > 0)) || die "no services in packages/contracts/src/roster.ts"
+read -r -a SERVICES <<<"${PARLEY_SERVICES:-${ALL_SERVICES[*]}}"
+
 for svc in "${SERVICES[@]}"; do
   [[ -n ${PORTS[$svc]:-} ]] || die "unknown service '$svc' (known: ${ALL_SERVICES[*]})"
 done
@@ -559,17 +537,17 @@ case ${1:-all} in
 all)
   cmd_build
   cmd_smoke
+  ((${#REFUSE_FAILED[@]} == 0)) || die "$DOCKERFILE built target(s) ${REFUSE_FAILED[*]} without SERVICE (see above)"
   ;;
 build)
   cmd_build
   ((${#BUILD_FAILED[@]} == 0)) || die "build failed for: ${BUILD_FAILED[*]}"
+  ((${#REFUSE_FAILED[@]} == 0)) || die "$DOCKERFILE built target(s) ${REFUSE_FAILED[*]} without SERVICE (see above)"
   ;;
 smoke) cmd_smoke ;;
-generate) cmd_generate ;;
-check) cmd_check ;;
 base) cmd_base ;;
 *)
-  echo "usage: bash scripts/images.sh [all|build|smoke|generate|check|base]" >&2
+  echo "usage: bash scripts/images.sh [all|build|smoke|base]" >&2
   exit 2
   ;;
 esac

@@ -14,7 +14,7 @@
 # Servers (data under .data/, logs in .data/logs, pidfiles in .data/pids):
 #   postgres  PostgreSQL 15 cluster in .data/postgres (as root with .data out of the postgres user's reach:
 #             /var/lib/parley/postgres-<hash>; fsync off: throwaway dev/test data),
-#             superuser role parley/parley, databases parley, parley_auth, parley_user, parley_notification
+#             superuser role parley/parley, databases parley and each service's (the roster in packages/contracts)
 #   redis     redis-server, no persistence
 #   rabbitmq  project-local node (RABBITMQ_NODENAME parley@localhost) with the management plugin
 #   mongodb   mongod if installed, else FerretDB (SQLite backend), built once into .cache/bin/ferretdb
@@ -23,7 +23,7 @@
 # Environment overrides (defaults in brackets):
 #   PARLEY_DATA_DIR [.data]  PARLEY_CACHE_DIR [.cache]  PARLEY_WAIT_SECONDS [60]  PARLEY_RABBITMQ_WAIT_SECONDS [120]
 #   PARLEY_PG_PORT [5432]  PARLEY_PG_USER [parley]  PARLEY_PG_PASSWORD [parley]  PARLEY_PG_DATABASE [parley]
-#   PARLEY_PG_EXTRA_DATABASES [parley_auth parley_user parley_notification]
+#   PARLEY_PG_EXTRA_DATABASES [the PostgreSQL databases of the roster, packages/contracts/src/roster.ts]
 #   PARLEY_PG_BIN [/usr/lib/postgresql/15/bin, else newest installed]  PARLEY_PG_MAX_CONNECTIONS [400]
 #   PARLEY_REDIS_PORT [6379]
 #   PARLEY_AMQP_PORT [5672]  PARLEY_RABBITMQ_MGMT_PORT [15672]  PARLEY_RABBITMQ_NODENAME [parley@localhost]
@@ -48,7 +48,7 @@ PG_PORT=${PARLEY_PG_PORT:-5432}
 PG_USER=${PARLEY_PG_USER:-parley}
 PG_PASSWORD=${PARLEY_PG_PASSWORD:-parley}
 PG_DATABASE=${PARLEY_PG_DATABASE:-parley}
-PG_EXTRA_DATABASES=${PARLEY_PG_EXTRA_DATABASES:-parley_auth parley_user parley_notification}
+PG_EXTRA_DATABASES=${PARLEY_PG_EXTRA_DATABASES:-}
 PG_MAX_CONNECTIONS=${PARLEY_PG_MAX_CONNECTIONS:-400}
 REDIS_PORT=${PARLEY_REDIS_PORT:-6379}
 AMQP_PORT=${PARLEY_AMQP_PORT:-5672}
@@ -73,6 +73,15 @@ LOG_TAG=infra
 APT_LOG=$LOGS/apt.log
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
+
+# roster_databases : sets PG_EXTRA_DATABASES (unless given) to the services' PostgreSQL databases
+roster_databases() {
+  [[ -z $PG_EXTRA_DATABASES ]] || return 0
+  local bun
+  bun=$(command -v bun) || die "bun reads the roster of services: run bash scripts/setup.sh first"
+  PG_EXTRA_DATABASES=$("$bun" -e 'import { POSTGRES_DATABASES } from "./packages/contracts/src/roster"
+console.log(POSTGRES_DATABASES.join(" "))') || die "could not read the roster (packages/contracts/src/roster.ts)"
+}
 
 # world_traversable DIR : every directory from / down to DIR lets other users through
 world_traversable() {
@@ -273,6 +282,7 @@ pg_ensure_objects() {
 
 pg_up() {
   local bin logfile=$PG_LOG
+  roster_databases
   if port_open "$PG_PORT"; then
     pg_ours_running && PG_NOTE='' || PG_NOTE='(reused)'
     pg_ensure_objects
@@ -678,6 +688,7 @@ status_line() {
 
 cmd_status() {
   local down=0 up ours
+  roster_databases
   up=1 ours=1
   port_open "$PG_PORT" && up=0
   pg_ours_running && ours=0

@@ -1,9 +1,10 @@
 import { expect, test } from 'bun:test'
 
-// Builds the five images with podman on a locally assembled base (nothing can be pulled here),
-// runs each one with every dependency unreachable (liveness must not need them), checks
-// /health, sends SIGTERM and requires exit 0 within 2 s. The table with
-// each image's size is printed to the test output.
+// Builds the image of every roster service from docker/service.Dockerfile with podman on a locally
+// assembled base (nothing can be pulled here), proves the Dockerfile refuses a build without
+// SERVICE, runs each image with every dependency unreachable (liveness must not need them), checks
+// /health, sends SIGTERM and requires exit 0 within 2 s. The table with each image's size is
+// printed to the test output.
 test(
   'every service image builds, answers /health and exits 0 on SIGTERM within 2 s',
   async () => {

@@ -21,7 +21,7 @@ import { MongoClient } from '../../services/chat/node_modules/mongodb'
 import { buildApp } from '../../services/chat/src/app.ts'
 import { ChatCache } from '../../services/chat/src/cache.ts'
 import { Env } from '../../services/chat/src/config.ts'
-import { ensureIndexes, type MessageDoc } from '../../services/chat/src/db.ts'
+import { ensureIndexes, type MessageDoc } from '../../services/chat/src/db/index.ts'
 import { chatServices } from '../../services/chat/src/deps.ts'
 
 const depth = Number(process.env.BENCH_CHAT_DEPTH ?? 100_000)

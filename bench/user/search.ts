@@ -11,7 +11,7 @@
 import { loadavg } from 'node:os'
 import { createPostgres } from '../../packages/common/src/postgres.ts'
 import { createTestDatabase } from '../../packages/testkit/src/index.ts'
-import { MIGRATIONS } from '../../services/user/src/db/client.ts'
+import { MIGRATIONS } from '../../services/user/src/db/index.ts'
 import * as schema from '../../services/user/src/db/schema.ts'
 import {
   decodeCursor,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mailsTo, waitFor } from '@parley/testkit'
 import { base64url, generateKeyPair, SignJWT } from 'jose'
-import { openSocket } from '../../services/gateway/test/support'
+import { openSocket } from '../../services/gateway/test/harness'
 import { type Stack, startStack } from './stack'
 
 type Json = Record<string, unknown>

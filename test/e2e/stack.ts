@@ -2,6 +2,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { type ServiceName, UPSTREAMS, type UpstreamName } from '@parley/contracts'
 import {
   createTestDatabase,
   createTestMongo,
@@ -15,8 +16,6 @@ import {
 } from '@parley/testkit'
 
 const ROOT = join(import.meta.dir, '..', '..')
-
-type ServiceName = 'auth' | 'user' | 'chat' | 'notification' | 'gateway'
 
 export type RunningService = {
   name: string
@@ -71,25 +70,24 @@ export async function startPrivateRedis() {
 }
 
 /**
- * All five services as real processes (from source, as `bun run dev` runs them) on free
+ * Every service of the roster as a real process (from source, as `bun run dev` runs them) on free
  * loopback ports, against per-stack databases, vhost and Redis, plus a second gateway.
  */
 export async function startStack(options: { gatewayEnv?: Record<string, string> } = {}) {
-  const [authDb, userDb, notificationDb] = await Promise.all([
-    createTestDatabase(join(ROOT, 'services/auth/drizzle')),
-    createTestDatabase(join(ROOT, 'services/user/drizzle')),
-    createTestDatabase(join(ROOT, 'services/notification/drizzle')),
-  ])
-  const databases: TestDatabase[] = [authDb, userDb, notificationDb]
+  // Every service of the roster with its own store: a database each, one MongoDB database.
+  const databases = new Map<string, TestDatabase>()
+  await Promise.all(
+    UPSTREAMS.map(async (service) => {
+      if (service.store?.kind === 'postgres')
+        databases.set(service.name, await createTestDatabase(join(ROOT, `services/${service.name}/drizzle`)))
+    }),
+  )
   const vhost: TestVhost = await createTestVhost()
   const mongo: TestMongo = createTestMongo()
   const redis = await startPrivateRedis()
-  const ports = {
-    auth: await freePort(),
-    user: await freePort(),
-    chat: await freePort(),
-    notification: await freePort(),
-  }
+  const ports = Object.fromEntries(
+    await Promise.all(UPSTREAMS.map(async (service) => [service.name, await freePort()] as const)),
+  ) as Record<UpstreamName, number>
   const { privateKey } = generateKeyPairSync('ed25519')
 
   const common = {
@@ -102,36 +100,45 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
     JWKS_URL: `http://127.0.0.1:${ports.auth}/auth/.well-known/jwks.json`,
     SHUTDOWN_GRACE_MS: '5000',
   }
-  const env: Record<ServiceName, Record<string, string>> = {
+  const storeEnv = (name: UpstreamName): Record<string, string> => {
+    const service = UPSTREAMS.find((candidate) => candidate.name === name)
+    if (service?.store?.kind === 'mongodb') return { MONGO_URL: mongo.url, MONGO_DB: mongo.dbName }
+    const database = databases.get(name)
+    return database ? { DATABASE_URL: database.url } : {}
+  }
+  // What the services need beyond their store and the common settings.
+  const extraEnv: Partial<Record<ServiceName, Record<string, string>>> = {
     auth: {
-      DATABASE_URL: authDb.url,
       JWT_PRIVATE_KEY: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
       JWT_KEY_ID: 'e2e-1',
       // The journey is about wiring, not password cost: a cheap argon2id keeps it quick.
       ARGON2_MEMORY_KIB: '1024',
       ARGON2_TIME_COST: '1',
     },
-    user: { DATABASE_URL: userDb.url },
-    chat: { MONGO_URL: mongo.url, MONGO_DB: mongo.dbName },
     notification: {
-      DATABASE_URL: notificationDb.url,
       SMTP_URL: 'smtp://127.0.0.1:1025',
       NOTIFICATION_RETRY_DELAYS_MS: '500,1000',
     },
     gateway: {
-      AUTH_URL: `http://127.0.0.1:${ports.auth}`,
-      USER_URL: `http://127.0.0.1:${ports.user}`,
-      CHAT_URL: `http://127.0.0.1:${ports.chat}`,
-      NOTIFICATION_URL: `http://127.0.0.1:${ports.notification}`,
+      ...Object.fromEntries(
+        UPSTREAMS.map((service) => [
+          `${service.name.toUpperCase()}_URL`,
+          `http://127.0.0.1:${ports[service.name]}`,
+        ]),
+      ),
       BODY_LIMIT_BYTES: '65536',
       ...options.gatewayEnv,
     },
   }
+  const envOf = (name: ServiceName) => ({
+    ...(name === 'gateway' ? {} : storeEnv(name)),
+    ...extraEnv[name],
+  })
 
   const running: RunningService[] = []
   async function start(name: ServiceName, port: number, label = name): Promise<RunningService> {
     const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
-      env: { ...common, ...env[name], PORT: String(port) },
+      env: { ...common, ...envOf(name), PORT: String(port) },
       stdout: process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
       stderr: 'inherit',
     })
@@ -155,20 +162,21 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
     return service
   }
 
+  // auth first: the others fetch its JWKS
   const auth = await start('auth', ports.auth)
-  const [user, chat, notification] = await Promise.all([
-    start('user', ports.user),
-    start('chat', ports.chat),
-    start('notification', ports.notification),
-  ])
+  const upstreams = Object.fromEntries([
+    ['auth', auth] as const,
+    ...(await Promise.all(
+      UPSTREAMS.filter((service) => service.name !== 'auth').map(
+        async (service) => [service.name, await start(service.name, ports[service.name])] as const,
+      ),
+    )),
+  ]) as Record<UpstreamName, RunningService>
   const gateway = await start('gateway', await freePort(), 'gateway-1')
   const gateway2 = await start('gateway', await freePort(), 'gateway-2')
 
   return {
-    auth,
-    user,
-    chat,
-    notification,
+    ...upstreams,
     gateway,
     gateway2,
     redis,
@@ -181,7 +189,11 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
         }),
       )
       await redis.destroy()
-      await Promise.all([...databases.map((database) => database.drop()), vhost.drop(), mongo.drop()])
+      await Promise.all([
+        ...[...databases.values()].map((database) => database.drop()),
+        vhost.drop(),
+        mongo.drop(),
+      ])
       return codes
     },
   }

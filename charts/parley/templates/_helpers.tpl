@@ -127,8 +127,11 @@ and is left out (the services treat an empty variable as unset).
 {{- $_ := set $env "JWKS_URL" $jwks }}
 {{- end }}
 {{- if eq .name "gateway" }}
-{{- range $upstream := list "auth" "user" "chat" "notification" }}
+{{- /* every other service is an upstream of the gateway */}}
+{{- range $upstream := keys $root.Values.services | sortAlpha }}
+{{- if ne $upstream "gateway" }}
 {{- $_ := set $env (printf "%s_URL" (upper $upstream)) (include "parley.serviceUrl" (dict "root" $root "name" $upstream)) }}
+{{- end }}
 {{- end }}
 {{- if $root.Values.ingress.enabled }}
 {{- $_ := set $env "TRUST_PROXY_HOPS" 1 }}

@@ -1,3 +1,4 @@
+import { type ServiceName, serviceOf } from '@parley/contracts'
 import { type Static, type TObject, type TProperties, Type as t } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
@@ -92,6 +93,18 @@ export const JwtVerifyEnv = {
 }
 
 /** A service's environment schema: the shared blocks plus its own variables. */
+/** PORT of a service, defaulting to its port in the roster. */
+export function portEnv(service: ServiceName) {
+  return {
+    PORT: t.Integer({
+      minimum: 1,
+      maximum: 65535,
+      default: serviceOf(service).port,
+      description: `HTTP port of the ${service} service`,
+    }),
+  }
+}
+
 export function envSchema<P extends TProperties>(properties: P): TObject<P> {
   return t.Object(properties, { additionalProperties: true })
 }

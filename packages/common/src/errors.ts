@@ -1,4 +1,4 @@
-import type { Problem } from '@parley/contracts'
+import { Problem } from '@parley/contracts'
 
 export type ProblemFieldError = { field: string; message: string }
 
@@ -87,4 +87,16 @@ export function problemResponse(
     status: problem.status,
     headers: { 'content-type': PROBLEM_CONTENT_TYPE, ...problem.headers, ...extraHeaders },
   })
+}
+
+/**
+ * The `response` entries of the statuses a route answers with a problem, all the shared Problem
+ * schema: `response: { 200: Thing, ...problemResponses(401, 404, 422) }`.
+ */
+export function problemResponses<const Status extends readonly number[]>(
+  ...statuses: Status
+): { [S in Status[number]]: typeof Problem } {
+  return Object.fromEntries(statuses.map((status) => [status, Problem])) as {
+    [S in Status[number]]: typeof Problem
+  }
 }

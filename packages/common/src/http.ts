@@ -10,6 +10,7 @@ import {
 import { exitOnSignals, type Lifecycle } from './lifecycle'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
+import { RequestState, recordRequest, requestStateOf } from './request-context'
 
 export type ReadinessCheck = {
   name: string
@@ -29,8 +30,6 @@ export type HttpKitOptions = {
   readiness?: ReadinessCheck[]
   bodyLimitBytes: number
 }
-
-type RequestMeta = { start: number; requestId: string; traceparent: string }
 
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/
 const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
@@ -117,25 +116,15 @@ function malformedJson(): HttpProblem {
   ])
 }
 
-/**
- * The request id httpKit assigned (it is on the response headers from the first hook on), for
- * feature plugins that do not see httpKit's derived context in their types. Events caused by
- * the request carry it as their `correlationid`.
- */
-export function requestIdOf(set: { headers: Record<string, unknown> }): string | undefined {
-  const requestId = set.headers['x-request-id']
-  return typeof requestId === 'string' ? requestId : undefined
-}
-
 let pluginInstances = 0
 
 /**
  * Everything every service needs at its edge: request id and traceparent, access log,
  * metrics, problem+json errors, body limit, /health, /ready, /metrics and /docs/json.
+ * Route modules see the request's ids and logger through `requestContext`.
  */
 export function httpKit(options: HttpKitOptions) {
   const { service, logger, metrics, lifecycle, readiness = [], bodyLimitBytes } = options
-  const requests = new WeakMap<Request, RequestMeta>()
   const duration = metrics.histogram('http_request_duration_seconds', 'HTTP request latency', [
     'method',
     'route',
@@ -167,7 +156,7 @@ export function httpKit(options: HttpKitOptions) {
       const incomingId = request.headers.get('x-request-id')
       const requestId = incomingId && REQUEST_ID_PATTERN.test(incomingId) ? incomingId : crypto.randomUUID()
       const traceparent = nextTraceparent(request.headers.get('traceparent'))
-      requests.set(request, { start: performance.now(), requestId, traceparent })
+      recordRequest(request, new RequestState(logger, requestId, traceparent))
       set.headers['x-request-id'] = requestId
       const length = Number(request.headers.get('content-length') ?? 0)
       if (length > bodyLimitBytes)
@@ -185,21 +174,14 @@ export function httpKit(options: HttpKitOptions) {
       if (typeof body !== 'object' || body === null || Array.isArray(body))
         throw problems.validation([{ field: 'body', message: 'Expected a JSON object' }])
     })
-    .derive({ as: 'global' }, ({ request }) => {
-      const meta = requests.get(request)
-      return {
-        requestId: meta?.requestId ?? crypto.randomUUID(),
-        traceparent: meta?.traceparent ?? nextTraceparent(null),
-      }
-    })
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
       const url = new URL(request.url)
       const problem = toProblem(code, error, url)
       const path = url.pathname
       if (problem.status >= 500) {
-        const meta = requests.get(request)
+        const state = requestStateOf(request)
         logger.error(
-          { err: error, path, requestId: meta?.requestId, traceparent: meta?.traceparent },
+          { err: error, path, requestId: state?.requestId, traceparent: state?.traceparent },
           'request failed',
         )
       }
@@ -208,10 +190,10 @@ export function httpKit(options: HttpKitOptions) {
       return problemResponse(problem, path, requestId ? { 'x-request-id': requestId } : {})
     })
     .onAfterResponse({ as: 'global' }, ({ request, route, set, responseValue }) => {
-      const meta = requests.get(request)
-      if (!meta) return
+      const state = requestStateOf(request)
+      if (!state) return
       const status = responseValue instanceof Response ? responseValue.status : Number(set.status ?? 200)
-      const seconds = (performance.now() - meta.start) / 1000
+      const seconds = (performance.now() - state.startedAt) / 1000
       const template = route || 'unmatched'
       if (!INFRA_PATHS.includes(template)) {
         duration.observe({ method: request.method, route: template, status: String(status) }, seconds)
@@ -219,8 +201,8 @@ export function httpKit(options: HttpKitOptions) {
         if (!accessLog) return
         logger.info(
           {
-            requestId: meta.requestId,
-            traceparent: meta.traceparent,
+            requestId: state.requestId,
+            traceparent: state.traceparent,
             method: request.method,
             path: new URL(request.url).pathname,
             route: template,

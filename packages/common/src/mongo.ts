@@ -4,6 +4,7 @@ import type { EventBus } from './events/bus'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
 import { RelayLoop, type RelayOptions } from './outbox'
+import type { Runtime } from './runtime'
 
 export type MongoHandle = {
   client: MongoClient
@@ -29,6 +30,34 @@ export function createMongo(url: string, dbName: string): MongoHandle {
     },
     close: () => client.close(),
   }
+}
+
+/**
+ * A MongoDB client for a service, closed at shutdown. `ensureIndexes` (idempotent) runs in the
+ * background and is retried: the process comes up, and is live, while MongoDB is not.
+ */
+export function mongoFor(
+  config: { MONGO_URL: string; MONGO_DB: string },
+  runtime: Runtime,
+  ensureIndexes: (db: Db) => Promise<void>,
+): MongoHandle {
+  const mongo = createMongo(config.MONGO_URL, config.MONGO_DB)
+  const { lifecycle, logger } = runtime
+  lifecycle.onClose('mongodb', () => mongo.close())
+  void (async () => {
+    for (let attempt = 1; !lifecycle.shuttingDown; attempt++) {
+      try {
+        return await ensureIndexes(mongo.db)
+      } catch (error) {
+        logger.warn(
+          { err: error instanceof Error ? error.message : String(error), attempt },
+          'index creation failed, retrying',
+        )
+        await Bun.sleep(Math.min(attempt * 1000, 10_000))
+      }
+    }
+  })()
+  return mongo
 }
 
 export function isDuplicateKeyError(error: unknown): boolean {
@@ -207,6 +236,14 @@ export class MongoOutboxRelay {
     }
     return existing
   }
+}
+
+/** Starts the MongoDB outbox relay of a service; it stops (finishing its batch) when the process drains. */
+export function startMongoOutboxRelay(db: Db, bus: EventBus, runtime: Runtime): MongoOutboxRelay {
+  const relay = new MongoOutboxRelay(db, bus, runtime.logger, runtime.metrics)
+  relay.start()
+  runtime.lifecycle.onDrain('outbox relay', () => relay.stop())
+  return relay
 }
 
 const subjectKey = (subject: OutboxSubject) => `${subject.collection}/${subject.id}`

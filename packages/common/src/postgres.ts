@@ -40,6 +40,10 @@ export const processedEvents = pgTable(
 const OUTBOX_CHANNEL = 'parley_outbox'
 
 export type Database<S extends Record<string, unknown>> = PostgresJsDatabase<S> & { $client: Sql }
+/** The transaction `db.transaction(tx => …)` hands its callback. */
+export type Transaction<S extends Record<string, unknown>> = Parameters<
+  Parameters<Database<S>['transaction']>[0]
+>[0]
 /** A transaction or the database itself: anything that can run a query. */
 export type Queryable = Pick<PostgresJsDatabase<Record<string, unknown>>, 'insert' | 'execute'>
 
@@ -133,7 +137,7 @@ export async function consumeOnce<S extends Record<string, unknown>>(
   db: Database<S>,
   consumer: string,
   eventId: string,
-  apply: (tx: Parameters<Parameters<Database<S>['transaction']>[0]>[0]) => Promise<void>,
+  apply: (tx: Transaction<S>) => Promise<void>,
 ): Promise<boolean> {
   return db.transaction(async (tx) => {
     const inserted = await tx

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import type { CloudEvent } from '@parley/contracts'
 import {
   createTestDatabase,
   createTestVhost,
@@ -9,18 +10,20 @@ import {
 import amqp from 'amqplib'
 import { eq, sql } from 'drizzle-orm'
 import { integer, pgTable, text } from 'drizzle-orm/pg-core'
+import { createRuntime } from '../src'
 import { buildEvent, type EventBus, EventContractError } from '../src/events'
 import { consumeOnce, createPostgres, processedEvents } from '../src/postgres'
-import { collector, newBus, userRegistered } from './support'
+import { collector, consumedCount, emailVerified, newBus, queuesNamed, userRegistered } from './support'
 
 let vhost: TestVhost
 let database: TestDatabase
 let bus: EventBus
+const runtime = createRuntime('events-test', process.env.TEST_LOG_LEVEL ?? 'silent')
 
 beforeAll(async () => {
   vhost = await createTestVhost()
   database = await createTestDatabase()
-  bus = newBus(vhost.url)
+  bus = newBus(vhost.url, runtime)
   await bus.start()
   await bus.connected()
 })
@@ -34,7 +37,7 @@ afterAll(async () => {
 describe('publish', () => {
   test('is confirmed and delivered to a bound queue', async () => {
     const received = collector<'user.registered'>()
-    await bus.subscribe({ queue: 'test.publish', types: ['user.registered'], handler: received.handler })
+    await bus.subscribe({ queue: 'test.publish', handlers: { 'user.registered': received.handler } })
     const event = await bus.publish('user.registered', userRegistered(), { correlationId: 'corr-1' })
     expect(event).toMatchObject({
       specversion: '1.0',
@@ -55,9 +58,129 @@ describe('publish', () => {
 })
 
 describe('consume', () => {
+  test('each event goes to the handler of its type, typed by it', async () => {
+    const handled: string[] = []
+    await bus.subscribe({
+      queue: 'test.dispatch',
+      handlers: {
+        'user.registered': async (event) => {
+          handled.push(`registered ${event.data.displayName}`)
+        },
+        'user.email_verified': async (event) => {
+          handled.push(`verified ${event.data.verifiedAt}`)
+        },
+      },
+    })
+    const verified = emailVerified()
+    await bus.publish('user.registered', userRegistered({ displayName: 'Ada' }))
+    await bus.publish('user.email_verified', verified)
+    await waitFor(() => handled.length === 2, { what: 'both events' })
+    expect(handled.sort()).toEqual(['registered Ada', `verified ${verified.verifiedAt}`])
+  })
+
+  test('an event of a type the queue is bound to but has no handler for is dead-lettered, not acked', async () => {
+    const queue = 'test.unhandled'
+    const received = collector<'user.registered'>()
+    await bus.subscribe({ queue, handlers: { 'user.registered': received.handler } })
+    // A binding an earlier version left behind.
+    const connection = await amqp.connect(vhost.url)
+    const channel = await connection.createChannel()
+    await channel.bindQueue(queue, 'parley.events', 'user.email_verified')
+    await connection.close()
+
+    const orphan = await bus.publish('user.email_verified', emailVerified())
+    const dead = await waitFor(
+      async () => {
+        const messages = await vhost.getMessages(`${queue}.dead`, 10)
+        return messages.length === 1 ? messages : undefined
+      },
+      { what: 'the dead letter' },
+    )
+    expect(String(dead[0]!.properties.headers?.['x-parley-reason'])).toBe(
+      'unhandled: no handler for user.email_verified',
+    )
+    expect((JSON.parse(dead[0]!.payload) as CloudEvent).id).toBe(orphan.id)
+    const labels = { queue, type: 'user.email_verified' }
+    expect(await consumedCount(runtime.metrics, { ...labels, outcome: 'unhandled' })).toBe(1)
+    expect(await consumedCount(runtime.metrics, { ...labels, outcome: 'ok' })).toBe(0)
+    expect(received.seen).toEqual([])
+
+    // The consumer keeps going, and the orphan is settled, not waiting for a redelivery.
+    const valid = await bus.publish('user.registered', userRegistered())
+    await waitFor(() => received.ids().includes(valid.id), { what: 'the handled event after it' })
+    const check = await amqp.connect(vhost.url)
+    const { messageCount } = await (await check.createChannel()).checkQueue(queue)
+    await check.close()
+    expect(messageCount).toBe(0)
+  })
+
+  test('on a transient queue an event without a handler is dropped and counted', async () => {
+    const received = collector<'message.sent'>()
+    await bus.subscribe({
+      queue: 'test.transient-unhandled',
+      transient: true,
+      handlers: { 'message.sent': received.handler },
+    })
+    const [queue] = await waitFor(
+      async () => {
+        const names = await queuesNamed(vhost.name, 'test.transient-unhandled.')
+        return names.length === 1 ? names : undefined
+      },
+      { what: 'the transient queue' },
+    )
+    // Exclusive: no other connection may bind it, but anyone may publish to it.
+    const connection = await amqp.connect(vhost.url)
+    const channel = await connection.createConfirmChannel()
+    const orphan = buildEvent('parley/test', 'user.email_verified', emailVerified())
+    channel.sendToQueue(queue!, Buffer.from(JSON.stringify(orphan)), { type: orphan.type })
+    await channel.waitForConfirms()
+    await connection.close()
+
+    const labels = { queue: 'test.transient-unhandled', type: 'user.email_verified' }
+    await waitFor(
+      async () => (await consumedCount(runtime.metrics, { ...labels, outcome: 'unhandled' })) === 1,
+      {
+        what: 'the unhandled count',
+      },
+    )
+    expect(await consumedCount(runtime.metrics, { ...labels, outcome: 'ok' })).toBe(0)
+    expect(received.seen).toEqual([])
+  })
+
+  test('a handler map is typed by its keys: a wrong key or payload does not compile', async () => {
+    // Never started: subscribe only records the map, so these lines are for tsc.
+    const unstarted = newBus(vhost.url, runtime)
+    await unstarted.subscribe({
+      queue: 'test.types',
+      handlers: {
+        'user.registered': async (event) => {
+          // @ts-expect-error user.registered carries no verifiedAt
+          event.data.verifiedAt
+        },
+      },
+    })
+    await unstarted.subscribe({
+      queue: 'test.types',
+      handlers: {
+        // @ts-expect-error not an event type of the contracts
+        'user.deleted': async () => {},
+      },
+    })
+    const onVerified = async (_event: CloudEvent<'user.email_verified'>) => {}
+    await unstarted.subscribe({
+      queue: 'test.types',
+      handlers: {
+        // @ts-expect-error a user.email_verified handler under the user.registered key
+        'user.registered': onVerified,
+      },
+    })
+    await expect(unstarted.subscribe({ queue: 'test.types', handlers: {} })).rejects.toThrow('no handlers')
+    await unstarted.close()
+  })
+
   test('an invalid message is dead-lettered and the consumer keeps going', async () => {
     const received = collector<'user.registered'>()
-    await bus.subscribe({ queue: 'test.invalid', types: ['user.registered'], handler: received.handler })
+    await bus.subscribe({ queue: 'test.invalid', handlers: { 'user.registered': received.handler } })
     const connection = await amqp.connect(vhost.url)
     const channel = await connection.createConfirmChannel()
     channel.publish('parley.events', 'user.registered', Buffer.from('{"not":"a cloud event"}'), {
@@ -91,11 +214,12 @@ describe('consume', () => {
     const attempts: { attempt: number; at: number }[] = []
     await bus.subscribe({
       queue: 'test.retry',
-      types: ['user.registered'],
       retryDelaysMs: [200, 400],
-      handler: async (_event, { attempt }) => {
-        attempts.push({ attempt, at: Date.now() })
-        throw new Error('downstream unavailable')
+      handlers: {
+        'user.registered': async (_event, { attempt }) => {
+          attempts.push({ attempt, at: Date.now() })
+          throw new Error('downstream unavailable')
+        },
       },
     })
     await bus.publish('user.registered', userRegistered())
@@ -120,12 +244,13 @@ describe('consume', () => {
     const done: string[] = []
     await bus.subscribe({
       queue: 'test.recover',
-      types: ['user.registered'],
       retryDelaysMs: [100],
-      handler: async (event) => {
-        calls++
-        if (calls === 1) throw new Error('transient')
-        done.push(event.id)
+      handlers: {
+        'user.registered': async (event) => {
+          calls++
+          if (calls === 1) throw new Error('transient')
+          done.push(event.id)
+        },
       },
     })
     const event = await bus.publish('user.registered', userRegistered())
@@ -144,16 +269,20 @@ describe('consume', () => {
     const outcomes: boolean[] = []
     await bus.subscribe({
       queue: 'test.dedup',
-      types: ['user.registered'],
-      handler: async (event) => {
-        outcomes.push(
-          await consumeOnce(pg.db, 'test.dedup', event.id, async (tx) => {
-            await tx
-              .insert(counters)
-              .values({ userId: event.data.userId, applied: 1 })
-              .onConflictDoUpdate({ target: counters.userId, set: { applied: sql`${counters.applied} + 1` } })
-          }),
-        )
+      handlers: {
+        'user.registered': async (event) => {
+          outcomes.push(
+            await consumeOnce(pg.db, 'test.dedup', event.id, async (tx) => {
+              await tx
+                .insert(counters)
+                .values({ userId: event.data.userId, applied: 1 })
+                .onConflictDoUpdate({
+                  target: counters.userId,
+                  set: { applied: sql`${counters.applied} + 1` },
+                })
+            }),
+          )
+        },
       },
     })
     const event = buildEvent('parley/test', 'user.registered', userRegistered())
@@ -175,14 +304,12 @@ describe('consume', () => {
     await bus.subscribe({
       queue: 'test.fanout',
       transient: true,
-      types: ['message.sent'],
-      handler: first.handler,
+      handlers: { 'message.sent': first.handler },
     })
     await other.subscribe({
       queue: 'test.fanout',
       transient: true,
-      types: ['message.sent'],
-      handler: second.handler,
+      handlers: { 'message.sent': second.handler },
     })
     const event = await bus.publish('message.sent', {
       messageId: 'm-1',

@@ -58,7 +58,7 @@ async function connectedBus(): Promise<EventBus> {
 test('broker stopped and restarted mid-stream: every outbox event is delivered', async () => {
   const bus = await connectedBus()
   const received = collector<'user.registered'>()
-  await bus.subscribe({ queue: 'test.outage', types: ['user.registered'], handler: received.handler })
+  await bus.subscribe({ queue: 'test.outage', handlers: { 'user.registered': received.handler } })
   const relay = new PgOutboxRelay(pg.sql, bus, runtime.logger, runtime.metrics, { pollIntervalMs: 100 })
   await relay.start()
 
@@ -93,7 +93,7 @@ test('broker stopped and restarted mid-stream: every outbox event is delivered',
 test('PostgreSQL outbox: events written while the broker is down arrive after it returns', async () => {
   const bus = await connectedBus()
   const received = collector<'user.registered'>()
-  await bus.subscribe({ queue: 'test.pg-outbox', types: ['user.registered'], handler: received.handler })
+  await bus.subscribe({ queue: 'test.pg-outbox', handlers: { 'user.registered': received.handler } })
   const relay = new PgOutboxRelay(pg.sql, bus, runtime.logger, runtime.metrics, { pollIntervalMs: 100 })
   await relay.start()
   await rabbit.stop()
@@ -120,7 +120,7 @@ test('PostgreSQL outbox: events written while the broker is down arrive after it
 test('MongoDB outbox: events stored with the document while the broker is down arrive after it returns', async () => {
   const bus = await connectedBus()
   const received = collector<'user.registered'>()
-  await bus.subscribe({ queue: 'test.mongo-outbox', types: ['user.registered'], handler: received.handler })
+  await bus.subscribe({ queue: 'test.mongo-outbox', handlers: { 'user.registered': received.handler } })
   await rabbit.stop()
 
   const events = Array.from({ length: 5 }, () =>

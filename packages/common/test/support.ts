@@ -1,5 +1,6 @@
 import type { EventType } from '@parley/contracts'
-import { createRuntime, type Runtime } from '../src'
+import { testInfra } from '@parley/testkit'
+import { createRuntime, type Metrics, type Runtime } from '../src'
 import { EventBus } from '../src/events'
 
 export function userRegistered(
@@ -12,6 +13,14 @@ export function userRegistered(
     emailVerified: false,
     roles: ['user'],
     createdAt: new Date().toISOString(),
+  }
+}
+
+export function emailVerified() {
+  return {
+    userId: Bun.randomUUIDv7(),
+    email: `v${crypto.randomUUID().slice(0, 8)}@example.com`,
+    verifiedAt: new Date().toISOString(),
   }
 }
 
@@ -39,4 +48,24 @@ export function collector<T extends EventType>() {
       seen.push({ id: event.id, type: event.type, attempt: context.attempt, at: Date.now() })
     },
   }
+}
+
+/** Sum of `events_consumed_total` over the series whose labels include `labels`. */
+export async function consumedCount(metrics: Metrics, labels: Record<string, string>): Promise<number> {
+  const metric = metrics.registry.getSingleMetric('events_consumed_total')
+  if (!metric) return 0
+  const { values } = await metric.get()
+  return values
+    .filter((value) => Object.entries(labels).every(([key, expected]) => value.labels[key] === expected))
+    .reduce((sum, value) => sum + value.value, 0)
+}
+
+/** Names of this vhost's queues starting with `prefix` (management API), e.g. a transient queue's. */
+export async function queuesNamed(vhost: string, prefix: string): Promise<string[]> {
+  const response = await fetch(`${testInfra.rabbitManagementUrl}/api/queues/${encodeURIComponent(vhost)}`, {
+    headers: { authorization: `Basic ${btoa(`${testInfra.rabbitUser}:${testInfra.rabbitPassword}`)}` },
+  })
+  if (!response.ok) throw new Error(`RabbitMQ GET /queues: ${response.status}`)
+  const queues = (await response.json()) as { name: string }[]
+  return queues.map((queue) => queue.name).filter((name) => name.startsWith(prefix))
 }

@@ -58,8 +58,6 @@ export const EventSchemas = {
 export type EventType = keyof typeof EventSchemas
 export type EventData<T extends EventType> = Static<(typeof EventSchemas)[T]>
 
-export const eventTypes = Object.keys(EventSchemas) as EventType[]
-
 export function isEventType(value: string): value is EventType {
   return Object.hasOwn(EventSchemas, value)
 }

@@ -1,4 +1,4 @@
-import { AmqpEnv, BaseEnv, envSchema, PostgresEnv, RedisEnv } from '@parley/common'
+import { AmqpEnv, BaseEnv, envSchema, PostgresEnv, portEnv, RedisEnv } from '@parley/common'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 export const Env = envSchema({
@@ -6,12 +6,7 @@ export const Env = envSchema({
   ...PostgresEnv,
   ...RedisEnv,
   ...AmqpEnv,
-  PORT: t.Integer({
-    minimum: 1,
-    maximum: 65535,
-    default: 4003,
-    description: 'HTTP port of the auth service',
-  }),
+  ...portEnv('auth'),
   PARLEY_ENV: t.Union([t.Literal('development'), t.Literal('production')], {
     default: 'production',
     description: 'Deployment kind; only development may run without JWT_PRIVATE_KEY (a key is generated)',

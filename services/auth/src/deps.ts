@@ -6,7 +6,7 @@ import type { Config } from './config'
 import * as schema from './db/schema'
 import { EVENT_SOURCE } from './events'
 import { loadSigningKeys, type SigningKeys } from './keys'
-import { profileUpdates } from './modules/accounts/consumer'
+import { subscribeProfileUpdates } from './modules/accounts/consumers'
 import { PasswordHasher } from './modules/accounts/password'
 import { AccountService } from './modules/accounts/service'
 import { SessionService } from './modules/sessions/service'
@@ -37,7 +37,7 @@ export async function connect(config: Config, runtime: Runtime): Promise<AuthDep
   const postgres = postgresFor(config, runtime, schema)
   const redis = redisFor(config, runtime, config.REDIS_KEY_PREFIX)
   const bus = eventBusFor(config, runtime, EVENT_SOURCE)
-  await bus.subscribe(profileUpdates(postgres.db))
+  await subscribeProfileUpdates(bus, postgres.db)
   await bus.start()
   await startOutboxRelay(postgres.sql, bus, runtime)
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { buildEvent } from '@parley/common/events'
 import { waitFor } from '@parley/testkit'
 import { decodeJwt } from 'jose'
-import { createHarness, type Harness, metricValue, problemOf } from './support'
+import { createHarness, type Harness, metricValue, problemOf } from './harness'
 
 let h: Harness
 beforeAll(async () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { EventBus } from '@parley/common/events'
 import { createPrivateRabbit, type PrivateRabbit, waitFor } from '@parley/testkit'
-import { createHarness, type Harness, metricValue } from './support'
+import { createHarness, type Harness, metricValue } from './harness'
 
 // A broker of this file's own (testkit): stopping it disturbs no one else's tests. The auth
 // app publishes to it; the harness's observer stays on the shared broker and is not used here.
@@ -31,9 +31,10 @@ test('registration succeeds while RabbitMQ is stopped; user.registered arrives a
   })
   await consumer.subscribe({
     queue: 'test.registered',
-    types: ['user.registered'],
-    handler: async (event) => {
-      received.push(event.data.userId)
+    handlers: {
+      'user.registered': async (event) => {
+        received.push(event.data.userId)
+      },
     },
   })
   await consumer.start()

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { fileURLToPath } from 'node:url'
+import { Problem } from '@parley/contracts'
 import { createTestDatabase } from '@parley/testkit'
 import postgres from 'postgres'
-import { createHarness, type Harness } from './support'
+import { createHarness, type Harness } from './harness'
 
 const SERVICE_DIR = fileURLToPath(new URL('..', import.meta.url))
 
@@ -83,7 +84,7 @@ describe('infrastructure endpoints', () => {
       summary?: string
       security?: unknown[]
       requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown> } }> }
-      responses: Record<string, unknown>
+      responses: Record<string, { content?: Record<string, { schema?: { $id?: string } }> }>
     }
     const spec = (await h.call<{ paths: Record<string, Record<string, Operation>> }>('GET', '/docs/json'))
       .body
@@ -114,7 +115,7 @@ describe('infrastructure endpoints', () => {
     expect(bodyFields('POST /auth/register')).toEqual(['email', 'displayName', 'password'])
     expect(bodyFields('POST /auth/refresh')).toEqual(['refreshToken'])
     expect(bodyFields('POST /auth/verify-email/confirm')).toEqual(['code'])
-    expect(Object.keys(byRoute['POST /auth/register']?.responses ?? {})).toEqual(['201', '409', '422'])
+    expect(Object.keys(byRoute['POST /auth/register']?.responses ?? {})).toEqual(['201', '400', '409', '422'])
     expect(Object.keys(byRoute['POST /auth/verify-email/request']?.responses ?? {})).toEqual([
       '202',
       '401',
@@ -123,5 +124,15 @@ describe('infrastructure endpoints', () => {
       '503',
     ])
     expect(byRoute['GET /auth/me']?.security).toEqual([{ bearer: [] }])
+    const secured = operations.filter(({ operation }) => operation.security)
+    expect(secured.map((entry) => entry.route).sort()).toEqual([
+      'GET /auth/me',
+      'POST /auth/logout',
+      'POST /auth/revoke',
+      'POST /auth/verify-email/confirm',
+      'POST /auth/verify-email/request',
+    ])
+    for (const { operation } of secured)
+      expect(operation.responses['401']?.content?.['application/json']?.schema?.$id).toBe(Problem.$id)
   })
 })

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { decodeJwt } from 'jose'
-import { createHarness, type Harness, metricValue, problemOf, type SignedInUser } from './support'
+import { createHarness, type Harness, metricValue, problemOf, type SignedInUser } from './harness'
 
 let h: Harness
 beforeAll(async () => {

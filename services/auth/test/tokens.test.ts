@@ -15,7 +15,7 @@ import {
 } from 'jose'
 import { Env } from '../src/config'
 import { loadSigningKeys } from '../src/keys'
-import { type AuthInstance, createHarness, type Harness } from './support'
+import { type AuthInstance, createHarness, type Harness } from './harness'
 
 let h: Harness
 beforeAll(async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createHarness, type Harness, problemOf, type SignedInUser } from './support'
+import { createHarness, type Harness, problemOf, type SignedInUser } from './harness'
 
 // Bad input anywhere: a 4xx problem naming the field, no row written, no event published.
 let h: Harness

@@ -4,7 +4,7 @@ import { testInfra, waitFor } from '@parley/testkit'
 import Redis from 'ioredis'
 import { decodeJwt } from 'jose'
 import { newVerificationCode } from '../src/modules/verification/service'
-import { createHarness, type Harness, metricValue, problemOf, type SignedInUser } from './support'
+import { createHarness, type Harness, metricValue, problemOf, type SignedInUser } from './harness'
 
 let h: Harness
 let redis: Redis

@@ -1,4 +1,4 @@
-import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, MongoEnv, RedisEnv } from '@parley/common'
+import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, MongoEnv, portEnv, RedisEnv } from '@parley/common'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 export const Env = envSchema({
@@ -7,12 +7,7 @@ export const Env = envSchema({
   ...RedisEnv,
   ...AmqpEnv,
   ...JwtVerifyEnv,
-  PORT: t.Integer({
-    minimum: 1,
-    maximum: 65535,
-    default: 4002,
-    description: 'HTTP port of the chat service',
-  }),
+  ...portEnv('chat'),
   CHAT_CACHE_TTL_SECONDS: t.Integer({
     minimum: 1,
     maximum: 86_400,

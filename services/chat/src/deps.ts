@@ -7,7 +7,7 @@ import {
   verifierFor,
 } from '@parley/common'
 import type { EventBus } from '@parley/common/events'
-import { createMongo, MongoOutbox, MongoOutboxRelay } from '@parley/common/mongo'
+import { MongoOutbox, MongoOutboxRelay, mongoFor, startMongoOutboxRelay } from '@parley/common/mongo'
 import type { Redis } from '@parley/common/redis'
 import type { Db } from 'mongodb'
 import type { AppDeps } from './app'
@@ -17,7 +17,7 @@ import { chatCollections, ensureIndexes } from './db'
 import { ConversationService, EVENT_SOURCE, type RelayKick } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
 import { MessageService } from './modules/messages/service'
-import { subscribeUserProjection } from './modules/users/consumer'
+import { subscribeUserProjection } from './modules/users/consumers'
 import { UserDirectory } from './modules/users/service'
 
 export type ConnectOptions = {
@@ -57,40 +57,24 @@ export async function connect(
   runtime: Runtime,
   options: ConnectOptions = {},
 ): Promise<ChatDeps> {
-  const { logger, metrics, lifecycle } = runtime
+  const { logger, metrics } = runtime
 
-  const mongo = createMongo(config.MONGO_URL, config.MONGO_DB)
-  lifecycle.onClose('mongodb', () => mongo.close())
-  // Also `migrate`'s job; repeated here (idempotent) so a dev process needs no separate step.
-  // In the background, retried: the process must come up (and be live) while MongoDB is not.
-  void (async () => {
-    for (let attempt = 1; !lifecycle.shuttingDown; attempt++) {
-      try {
-        return await ensureIndexes(mongo.db)
-      } catch (error) {
-        logger.warn(
-          { err: error instanceof Error ? error.message : String(error), attempt },
-          'index creation failed, retrying',
-        )
-        await Bun.sleep(Math.min(attempt * 1000, 10_000))
-      }
-    }
-  })()
-
+  // Indexes are also `migrate`'s job; ensured here too (idempotent) so a dev process needs no separate step.
+  const mongo = mongoFor(config, runtime, ensureIndexes)
   const redis = redisFor(config, runtime, options.redisKeyPrefix)
 
   const bus = eventBusFor(config, runtime, EVENT_SOURCE)
 
-  const relay = new MongoOutboxRelay(mongo.db, bus, logger, metrics)
+  // Recovery tests write with no relay running; the services still need something to kick.
+  const relay =
+    options.relay === false
+      ? new MongoOutboxRelay(mongo.db, bus, logger, metrics)
+      : startMongoOutboxRelay(mongo.db, bus, runtime)
   const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
   const { users, conversations, messages } = chatServices(mongo.db, cache, relay, metrics)
 
   await subscribeUserProjection(bus, mongo.db, users)
   await bus.start()
-  if (options.relay !== false) {
-    relay.start()
-    lifecycle.onDrain('outbox relay', () => relay.stop())
-  }
 
   return {
     runtime,

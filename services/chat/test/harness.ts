@@ -147,7 +147,7 @@ export async function createHarness(options: HarnessOptions = {}) {
 export type Harness = Awaited<ReturnType<typeof createHarness>>
 
 /** Collects events of `types` from a vhost through its own queue (create it before the writes). */
-export async function createEventSink(url: string, types: EventType[]) {
+export async function createEventSink<T extends EventType>(url: string, types: T[]) {
   const runtime = createRuntime('sink', 'silent', testLogger('sink'))
   const bus = new EventBus({
     url,
@@ -158,12 +158,12 @@ export async function createEventSink(url: string, types: EventType[]) {
     metrics: runtime.metrics,
   })
   const events: CloudEvent[] = []
+  const record = async (event: CloudEvent<T>) => {
+    events.push(event)
+  }
   await bus.subscribe({
     queue: `test.sink.${crypto.randomUUID().slice(0, 8)}`,
-    types,
-    handler: async (event) => {
-      events.push(event)
-    },
+    handlers: Object.fromEntries(types.map((type) => [type, record])) as Record<T, typeof record>,
   })
   await bus.start()
   await bus.connected()

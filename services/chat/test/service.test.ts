@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { ConfigError, parseConfig } from '@parley/common'
+import { Problem } from '@parley/contracts'
 import { createTestMongo, testInfra } from '@parley/testkit'
 import { MongoClient } from 'mongodb'
 import { Env } from '../src/config'
@@ -36,6 +37,27 @@ test('health, metrics and an OpenAPI document with every chat route', async () =
       'POST /conversations/{id}/read',
     ].sort(),
   )
+})
+
+test('every chat route documents its problem answers with the shared Problem schema', async () => {
+  type Operation = {
+    security?: unknown[]
+    responses: Record<string, { content?: Record<string, { schema?: { $id?: string } }> }>
+  }
+  const doc = (await (await chat.app.handle(new Request('http://localhost/docs/json'))).json()) as {
+    paths: Record<string, Record<string, Operation>>
+  }
+  const problemSchema = (operation: Operation | undefined, status: string) =>
+    operation?.responses[status]?.content?.['application/json']?.schema?.$id
+  const operations = Object.values(doc.paths).flatMap((methods) => Object.values(methods))
+  expect(operations).toHaveLength(9)
+  for (const operation of operations) {
+    expect(operation.security).toEqual([{ bearer: [] }])
+    expect(problemSchema(operation, '401')).toBe(Problem.$id)
+  }
+  const messages = doc.paths['/conversations/{id}/messages']
+  for (const operation of [messages?.post, messages?.get, doc.paths['/conversations/{id}/read']?.post])
+    for (const status of ['404', '422']) expect(problemSchema(operation, status)).toBe(Problem.$id)
 })
 
 test('migrate creates the indexes on an empty database, idempotently', async () => {

@@ -1,41 +1,41 @@
-import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, RedisEnv } from '@parley/common'
-import { PRESENCE_HEARTBEAT_MS } from '@parley/contracts'
-import { type Static, Type as t } from '@sinclair/typebox'
+import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, portEnv, RedisEnv } from '@parley/common'
+import { PRESENCE_HEARTBEAT_MS, UPSTREAMS, type UpstreamName } from '@parley/contracts'
+import { type Static, type TInteger, type TString, Type as t } from '@sinclair/typebox'
 
-const upstreamUrl = (service: string, port: number) =>
-  t.String({
-    pattern: '^https?://',
-    default: `http://127.0.0.1:${port}`,
-    description: `Base URL of the ${service} service`,
-  })
+/** `<NAME>_URL` and `<NAME>_TIMEOUT_MS` of every upstream in the roster. */
+type UpstreamEnv = { [N in UpstreamName as `${Uppercase<N>}_URL`]: TString } & {
+  [N in UpstreamName as `${Uppercase<N>}_TIMEOUT_MS`]: TInteger
+}
 
-const upstreamTimeout = (service: string, defaultMs: number) =>
-  t.Integer({
-    minimum: 100,
-    default: defaultMs,
-    description: `Time the ${service} service has to answer with headers before the gateway answers 504`,
-  })
+export const upstreamUrlKey = <N extends UpstreamName>(name: N) =>
+  `${name.toUpperCase()}_URL` as `${Uppercase<N>}_URL`
+export const upstreamTimeoutKey = <N extends UpstreamName>(name: N) =>
+  `${name.toUpperCase()}_TIMEOUT_MS` as `${Uppercase<N>}_TIMEOUT_MS`
+
+function upstreamEnv(): UpstreamEnv {
+  const properties: Record<string, TString | TInteger> = {}
+  for (const upstream of UPSTREAMS) {
+    properties[upstreamUrlKey(upstream.name)] = t.String({
+      pattern: '^https?://',
+      default: `http://127.0.0.1:${upstream.port}`,
+      description: `Base URL of the ${upstream.name} service`,
+    })
+    properties[upstreamTimeoutKey(upstream.name)] = t.Integer({
+      minimum: 100,
+      default: upstream.upstreamTimeoutMs,
+      description: `Time the ${upstream.name} service has to answer with headers before the gateway answers 504`,
+    })
+  }
+  return properties as UpstreamEnv
+}
 
 export const Env = envSchema({
   ...BaseEnv,
   ...RedisEnv,
   ...AmqpEnv,
   ...JwtVerifyEnv,
-  PORT: t.Integer({
-    minimum: 1,
-    maximum: 65535,
-    default: 4000,
-    description: 'HTTP port of the gateway service',
-  }),
-  AUTH_URL: upstreamUrl('auth', 4003),
-  USER_URL: upstreamUrl('user', 4001),
-  CHAT_URL: upstreamUrl('chat', 4002),
-  NOTIFICATION_URL: upstreamUrl('notification', 4004),
-  // Login and register hash passwords with argon2id, hence the longer default.
-  AUTH_TIMEOUT_MS: upstreamTimeout('auth', 15_000),
-  USER_TIMEOUT_MS: upstreamTimeout('user', 10_000),
-  CHAT_TIMEOUT_MS: upstreamTimeout('chat', 10_000),
-  NOTIFICATION_TIMEOUT_MS: upstreamTimeout('notification', 10_000),
+  ...portEnv('gateway'),
+  ...upstreamEnv(),
   CORS_ORIGINS: t.String({
     default: '',
     description: 'Comma-separated origins allowed by CORS (e.g. https://app.example.com); empty allows none',

@@ -1,34 +1,25 @@
 import { ConfigError, eventBusFor, type Runtime, redisFor, verifierFor } from '@parley/common'
-import { type CloudEvent, PRESENCE_TTL_MS } from '@parley/contracts'
+import { PRESENCE_TTL_MS, UPSTREAMS } from '@parley/contracts'
 import type { AppDeps } from './app'
-import type { Config } from './config'
+import { type Config, upstreamTimeoutKey, upstreamUrlKey } from './config'
 import { GATEWAY_DOCUMENT } from './modules/docs/model'
 import { DocsAggregator } from './modules/docs/service'
+import { subscribeRevocations } from './modules/edge-auth/consumers'
 import { EdgeAuth, RevocationStore } from './modules/edge-auth/service'
 import { API_PREFIX, type Upstream } from './modules/proxy/service'
 import { parsePolicies, type RateLimitPolicies } from './modules/rate-limit/model'
 import { RateLimiter } from './modules/rate-limit/service'
-import { REALTIME_SUBSCRIBED_TYPES, type RealtimeEventType } from './modules/realtime/model'
+import { subscribeRealtime } from './modules/realtime/consumers'
 import { RealtimeHub } from './modules/realtime/service'
 
+/** The services behind the gateway, in roster order, with their configured URL and timeout. */
 export function upstreamsOf(config: Config): Upstream[] {
-  const upstream = (
-    name: Upstream['name'],
-    prefix: string,
-    baseUrl: string,
-    timeoutMs: number,
-  ): Upstream => ({
-    name,
-    prefix,
-    baseUrl: baseUrl.replace(/\/$/, ''),
-    timeoutMs,
-  })
-  return [
-    upstream('auth', '/auth', config.AUTH_URL, config.AUTH_TIMEOUT_MS),
-    upstream('user', '/users', config.USER_URL, config.USER_TIMEOUT_MS),
-    upstream('chat', '/conversations', config.CHAT_URL, config.CHAT_TIMEOUT_MS),
-    upstream('notification', '/notifications', config.NOTIFICATION_URL, config.NOTIFICATION_TIMEOUT_MS),
-  ]
+  return UPSTREAMS.map((upstream) => ({
+    name: upstream.name,
+    prefix: upstream.prefix,
+    baseUrl: config[upstreamUrlKey(upstream.name)].replace(/\/$/, ''),
+    timeoutMs: config[upstreamTimeoutKey(upstream.name)],
+  }))
 }
 
 /** RATE_LIMIT_POLICIES is JSON inside a string: a bad value stops start-up with one line, like loadConfig. */
@@ -106,24 +97,8 @@ export async function connect(
   )
 
   await bus.start()
-  // Shared state written once: a durable queue, so a revocation is not lost while every replica is down.
-  await bus.subscribe({
-    queue: 'gateway.revocations',
-    types: ['user.sessions_revoked'],
-    handler: (event) => revocations.revoke(event.data.userId, new Date(event.data.revokedBefore)),
-  })
-  // Every replica pushes to (and ends) its own sockets: an exclusive per-process queue.
-  await bus.subscribe({
-    queue: 'gateway.realtime',
-    types: REALTIME_SUBSCRIBED_TYPES,
-    transient: true,
-    handler: async (event) => {
-      if (event.type === 'user.sessions_revoked') {
-        const { data } = event as CloudEvent<'user.sessions_revoked'>
-        hub.revokeSessions(data.userId, new Date(data.revokedBefore))
-      } else hub.deliver(event as CloudEvent<RealtimeEventType>)
-    },
-  })
+  await subscribeRevocations(bus, revocations)
+  await subscribeRealtime(bus, hub)
   hub.start()
 
   lifecycle.onDrain('websockets', () => hub.close())

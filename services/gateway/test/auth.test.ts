@@ -20,7 +20,7 @@ import {
   startUpstream,
   type TestGateway,
   type TestUpstream,
-} from './support'
+} from './harness'
 
 let vhost: TestVhost
 let signer: Awaited<ReturnType<typeof createTestSigner>>

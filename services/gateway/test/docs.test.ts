@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createRuntime, httpKit } from '@parley/common'
+import { Problem } from '@parley/contracts'
 import {
   createTestSigner,
   createTestVhost,
@@ -9,7 +10,7 @@ import {
 } from '@parley/testkit'
 import { Elysia, t } from 'elysia'
 import type { OpenApiDocument } from '../src/modules/docs/service'
-import { startGateway, startJwksServer, startUpstream, type TestGateway, type TestUpstream } from './support'
+import { startGateway, startJwksServer, startUpstream, type TestGateway, type TestUpstream } from './harness'
 
 /** A service built like the real ones (httpKit's OpenAPI document), listening on a free port. */
 function startUserService() {
@@ -135,6 +136,11 @@ describe('merged OpenAPI document', () => {
     expect(tagsOf('/api/v1/conversations')).toEqual(['chat'])
     const responses = spec.paths?.['/api/v1/users/{id}']?.get as { responses: Record<string, unknown> }
     expect(Object.keys(responses.responses)).toEqual(expect.arrayContaining(['200', '429']))
+    const ws = spec.paths?.['/api/v1/ws']?.get as {
+      responses: Record<string, { content?: Record<string, { schema?: { $id?: string } }> }>
+    }
+    for (const status of ['401', '429'])
+      expect(ws.responses[status]?.content?.['application/json']?.schema?.$id).toBe(Problem.$id)
     expect(spec.info?.title).toBe('Parley API')
     expect(spec.components?.securitySchemes?.bearer).toBeDefined()
   })

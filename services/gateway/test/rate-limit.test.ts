@@ -21,7 +21,7 @@ import {
   startUpstream,
   type TestGateway,
   type TestUpstream,
-} from './support'
+} from './harness'
 
 const POLICIES = JSON.stringify({
   login: { limit: 3, windowSeconds: 60 },

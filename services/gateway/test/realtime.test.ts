@@ -20,7 +20,7 @@ import {
   startJwksServer,
   type TestGateway,
   type TestSocket,
-} from './support'
+} from './harness'
 
 let vhost: TestVhost
 let signer: Awaited<ReturnType<typeof createTestSigner>>

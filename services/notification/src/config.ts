@@ -1,4 +1,4 @@
-import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, PostgresEnv, RedisEnv } from '@parley/common'
+import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, PostgresEnv, portEnv, RedisEnv } from '@parley/common'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 /** A comma-separated list of non-negative integers, e.g. `5000,30000,120000`. */
@@ -10,12 +10,7 @@ export const Env = envSchema({
   ...RedisEnv,
   ...AmqpEnv,
   ...JwtVerifyEnv,
-  PORT: t.Integer({
-    minimum: 1,
-    maximum: 65535,
-    default: 4004,
-    description: 'HTTP port of the notification service',
-  }),
+  ...portEnv('notification'),
   // No default: the URL may carry SMTP credentials, and a silently defaulted relay would only
   // surface as dead-lettered mail long after start-up.
   SMTP_URL: t.String({

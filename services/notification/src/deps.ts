@@ -3,14 +3,16 @@ import type { EventBus } from '@parley/common/events'
 import { postgresFor } from '@parley/common/postgres'
 import type { AppDeps } from './app'
 import { type Config, retryDelays } from './config'
-import { subscribeConsumers } from './consumers'
 import { schema } from './db/schema'
+import { subscribeMail } from './modules/mail/consumers'
 import { EmailDeliveries } from './modules/mail/deliveries'
 import { Mailer } from './modules/mail/mailer'
 import { PresenceReader } from './modules/mail/presence'
 import { MailService } from './modules/mail/service'
 import { MessageEmailThrottle } from './modules/mail/throttle'
+import { subscribeInbox } from './modules/notifications/consumers'
 import { NotificationService } from './modules/notifications/service'
+import { subscribeUserDirectory } from './modules/users/consumers'
 import { UserDirectory } from './modules/users/service'
 
 export type ConnectOptions = {
@@ -55,11 +57,12 @@ export async function connect(
   })
 
   const bus = eventBusFor(config, runtime, 'parley/notification')
-  await subscribeConsumers(
-    bus,
-    { db: postgres.db, directory, inbox: notifications, mail },
-    retryDelays(config),
-  )
+  // Three queues, so one slow or failing dependency holds back nothing else: an SMTP outage
+  // delays emails only, never in-app notifications or the users projection.
+  const retryDelaysMs = retryDelays(config)
+  await subscribeUserDirectory(bus, { db: postgres.db, directory }, retryDelaysMs)
+  await subscribeInbox(bus, notifications, retryDelaysMs)
+  await subscribeMail(bus, mail, retryDelaysMs)
   await bus.start()
 
   const verifier = verifierFor(config, options.jwks ? { jwks: options.jwks } : {})

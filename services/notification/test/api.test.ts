@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { buildEvent } from '@parley/common/events'
+import { Problem } from '@parley/contracts'
 import { jsonRequest } from '@parley/testkit'
 import type { Notification, NotificationPage } from '../src/modules/notifications/model'
-import { type Harness, newUserId, startHarness } from './support'
+import { type Harness, newUserId, startHarness } from './harness'
 
 // Real servers on a shared 2-core machine: give the pipelines time under load (Bun's default is 5 s).
 setDefaultTimeout(30_000)
@@ -197,6 +198,27 @@ test('the OpenAPI document lists the notification routes', async () => {
       '/notifications/read-all',
     ]),
   )
+})
+
+test('every notification route documents 401 with the shared Problem schema', async () => {
+  const { body } = await call('GET', '/docs/json')
+  const operations = Object.values(
+    body.paths as Record<
+      string,
+      Record<
+        string,
+        {
+          security?: unknown[]
+          responses: Record<string, { content?: Record<string, { schema?: { $id?: string } }> }>
+        }
+      >
+    >,
+  ).flatMap((methods) => Object.values(methods))
+  expect(operations).toHaveLength(4)
+  for (const operation of operations) {
+    expect(operation.security).toEqual([{ bearer: [] }])
+    expect(operation.responses['401']?.content?.['application/json']?.schema?.$id).toBe(Problem.$id)
+  }
 })
 
 test('/ready reports the database, Redis and the broker', async () => {

@@ -3,7 +3,7 @@ import { buildEvent } from '@parley/common/events'
 import { type EventData, presenceKey } from '@parley/contracts'
 import { mailsTo, type ReceivedMail } from '@parley/testkit'
 import { EMAIL_QUEUE } from '../src/modules/mail/service'
-import { type Harness, newUserId, registered, startHarness, uniqueAddress } from './support'
+import { type Harness, newUserId, registered, startHarness, uniqueAddress } from './harness'
 
 // Real servers on a shared 2-core machine: give the pipelines time under load (Bun's default is 5 s).
 setDefaultTimeout(30_000)

@@ -4,7 +4,7 @@ import { waitFor } from '@parley/testkit'
 import { type ParsedMail, simpleParser } from 'mailparser'
 import { SMTPServer } from 'smtp-server'
 import { EMAIL_QUEUE } from '../src/modules/mail/service'
-import { type Harness, newUserId, registered, startHarness, uniqueAddress } from './support'
+import { type Harness, newUserId, registered, startHarness, uniqueAddress } from './harness'
 
 // Real servers on a shared 2-core machine: give the pipelines time under load (Bun's default is 5 s).
 setDefaultTimeout(30_000)

@@ -4,7 +4,7 @@ import { createTestDatabase, type TestDatabase } from '@parley/testkit'
 import { MIGRATIONS } from '../src/db'
 import { type Schema, schema } from '../src/db/schema'
 import { UserDirectory } from '../src/modules/users/service'
-import { newUserId, registered } from './support'
+import { newUserId, registered } from './harness'
 
 // Real servers on a shared 2-core machine: give the pipelines time under load (Bun's default is 5 s).
 setDefaultTimeout(30_000)

@@ -1,4 +1,4 @@
-import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, PostgresEnv, RedisEnv } from '@parley/common'
+import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, PostgresEnv, portEnv, RedisEnv } from '@parley/common'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 export const Env = envSchema({
@@ -7,12 +7,7 @@ export const Env = envSchema({
   ...RedisEnv,
   ...AmqpEnv,
   ...JwtVerifyEnv,
-  PORT: t.Integer({
-    minimum: 1,
-    maximum: 65535,
-    default: 4001,
-    description: 'HTTP port of the user service',
-  }),
+  ...portEnv('user'),
   PROFILE_CACHE_TTL_SECONDS: t.Integer({
     minimum: 1,
     default: 300,

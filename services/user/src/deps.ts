@@ -6,7 +6,7 @@ import * as schema from './db/schema'
 import { ProfileArrivals } from './modules/profiles/arrivals'
 import { ProfileCache } from './modules/profiles/cache'
 import { EVENT_SOURCE, ProfileService } from './modules/profiles/service'
-import { subscribeProjection } from './modules/projection'
+import { subscribeProjection } from './modules/projection/consumers'
 import { ProfileProjection } from './modules/projection/service'
 
 export type ConnectOptions = {

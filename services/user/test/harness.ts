@@ -15,7 +15,7 @@ import {
 } from '@parley/testkit'
 import { buildApp } from '../src/app'
 import { Env } from '../src/config'
-import { MIGRATIONS } from '../src/db/client'
+import { MIGRATIONS } from '../src/db'
 import * as schema from '../src/db/schema'
 import { profiles } from '../src/db/schema'
 import { connect } from '../src/deps'
@@ -109,13 +109,13 @@ export async function startUserService(options: { redisUrl?: string } = {}) {
     /** Collects the events of `types` published on this vhost from now on. */
     async capture<T extends EventType>(types: T[]): Promise<CloudEvent<T>[]> {
       const events: CloudEvent<T>[] = []
+      const record = async (event: CloudEvent<T>) => {
+        events.push(event)
+      }
       await auth.subscribe({
         queue: 'test.capture',
-        types,
         transient: true,
-        handler: async (event) => {
-          events.push(event)
-        },
+        handlers: Object.fromEntries(types.map((type) => [type, record])) as Record<T, typeof record>,
       })
       return events
     },

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Metrics, newId } from '@parley/common'
+import { Problem } from '@parley/contracts'
 import { testLogger, waitFor } from '@parley/testkit'
 import { eq, sql } from 'drizzle-orm'
 import { outbox, profiles } from '../src/db/schema'
@@ -258,4 +259,19 @@ test('the routes are documented in /docs/json', async () => {
   const response = await user.app.handle(new Request('http://localhost/docs/json'))
   const paths = Object.keys(((await response.json()) as { paths: Record<string, unknown> }).paths)
   expect(paths).toEqual(expect.arrayContaining(['/users/me', '/users/{id}', '/users']))
+})
+
+test('every route documents 401 with the shared Problem schema', async () => {
+  type Operation = {
+    security?: unknown[]
+    responses: Record<string, { content?: Record<string, { schema?: { $id?: string } }> }>
+  }
+  const response = await user.app.handle(new Request('http://localhost/docs/json'))
+  const { paths } = (await response.json()) as { paths: Record<string, Record<string, Operation>> }
+  const operations = Object.values(paths).flatMap((methods) => Object.values(methods))
+  expect(operations).toHaveLength(4)
+  for (const operation of operations) {
+    expect(operation.security).toEqual([{ bearer: [] }])
+    expect(operation.responses['401']?.content?.['application/json']?.schema?.$id).toBe(Problem.$id)
+  }
 })

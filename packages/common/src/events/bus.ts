@@ -14,21 +14,28 @@ export class BrokerUnavailableError extends Error {
   override name = 'BrokerUnavailableError'
 }
 
-export type EventHandler<T extends EventType> = (
-  event: CloudEvent<T>,
-  context: { attempt: number; log: Logger },
-) => Promise<void>
+/** What a handler gets besides the event: its retry attempt (0 first) and a logger naming the event. */
+export type EventContext = { attempt: number; log: Logger }
+
+/** Handles one event type; on a durable queue a rejection is retried after each delay, then dead-lettered. */
+export type EventHandler<T extends EventType> = (event: CloudEvent<T>, context: EventContext) => Promise<void>
+
+/**
+ * One handler per event type the queue takes, keyed by type: the keys are the queue's
+ * bindings (routing key = type), and each handler is typed by its key's contract.
+ */
+export type EventHandlers<T extends EventType> = { readonly [K in T]: EventHandler<K> }
 
 export type Subscription<T extends EventType> = {
   /** Durable quorum queue name, e.g. `user.projection`. */
   queue: string
-  types: readonly T[]
-  handler: EventHandler<T>
+  handlers: EventHandlers<T>
   /** Delays before each retry of a failing handler; after the last one the message is dead-lettered. */
   retryDelaysMs?: readonly number[]
   /**
    * A per-process, exclusive, auto-deleted queue (fan-out to every replica, e.g. gateway
-   * WebSocket push). No retries: a failed handler is logged and the message dropped.
+   * WebSocket push). No retries and no `.dead` queue: an event whose handler failed, or
+   * that has no handler, is logged and dropped.
    */
   transient?: boolean
 }
@@ -50,6 +57,14 @@ const DELIVERY_LIMIT = 20
 
 type ActiveConsumer = { channel: Channel; consumerTag: string }
 
+/** A subscription as the bus keeps it: handlers looked up by the delivery's type. */
+type RegisteredSubscription = {
+  queue: string
+  handlers: ReadonlyMap<EventType, EventHandler<EventType>>
+  retryDelaysMs: readonly number[]
+  transient: boolean
+}
+
 /**
  * Publishes and consumes CloudEvents on one durable topic exchange. Reconnects with
  * backoff and re-declares the whole topology (exchange, queues, bindings, consumers)
@@ -58,7 +73,7 @@ type ActiveConsumer = { channel: Channel; consumerTag: string }
 export class EventBus {
   private connection: RecoveringChannelModel | undefined
   private publisher: ConfirmChannel | undefined
-  private readonly subscriptions: Subscription<EventType>[] = []
+  private readonly subscriptions: RegisteredSubscription[] = []
   private consumers: ActiveConsumer[] = []
   private consuming = true
   private inFlight = 0
@@ -127,10 +142,14 @@ export class EventBus {
 
   /** Registers a consumer; it starts now if connected and again after every reconnect. */
   async subscribe<T extends EventType>(subscription: Subscription<T>): Promise<void> {
-    this.subscriptions.push(subscription as unknown as Subscription<EventType>)
+    const { queue, handlers, retryDelaysMs = DEFAULT_RETRY_DELAYS_MS, transient = false } = subscription
+    // Widened for the lookup; sound because deliver calls a handler only with an event of its key's type.
+    const byType = new Map(Object.entries(handlers) as [EventType, EventHandler<EventType>][])
+    if (byType.size === 0) throw new Error(`subscription ${queue} has no handlers`)
+    const registered: RegisteredSubscription = { queue, handlers: byType, retryDelaysMs, transient }
+    this.subscriptions.push(registered)
     const model = this.currentModel
-    if (model && this.consuming)
-      await this.startConsumer(model, subscription as unknown as Subscription<EventType>)
+    if (model && this.consuming) await this.startConsumer(model, registered)
   }
 
   private currentModel: ChannelModel | undefined
@@ -148,7 +167,7 @@ export class EventBus {
     this.log.info({ exchange: this.options.exchange }, 'broker connected')
   }
 
-  private async startConsumer(model: ChannelModel, subscription: Subscription<EventType>): Promise<void> {
+  private async startConsumer(model: ChannelModel, subscription: RegisteredSubscription): Promise<void> {
     const channel = await model.createConfirmChannel()
     channel.on('error', (error: Error) =>
       this.log.warn({ err: error.message, queue: subscription.queue }, 'consumer channel error'),
@@ -166,14 +185,15 @@ export class EventBus {
     } else {
       await this.declareDurableQueues(channel, subscription)
     }
-    for (const type of subscription.types) await channel.bindQueue(queue, this.options.exchange, type)
+    for (const type of subscription.handlers.keys())
+      await channel.bindQueue(queue, this.options.exchange, type)
     const { consumerTag } = await channel.consume(queue, (message) => {
       if (message) void this.deliver(channel, subscription, message)
     })
     this.consumers.push({ channel, consumerTag })
   }
 
-  private async declareDurableQueues(channel: Channel, subscription: Subscription<EventType>): Promise<void> {
+  private async declareDurableQueues(channel: Channel, subscription: RegisteredSubscription): Promise<void> {
     const { queue } = subscription
     const quorum = { 'x-queue-type': 'quorum' }
     await channel.assertQueue(`${queue}.dead`, { durable: true, arguments: quorum })
@@ -187,7 +207,7 @@ export class EventBus {
         'x-dead-letter-routing-key': `${queue}.dead`,
       },
     })
-    for (const [index, delay] of this.retryDelays(subscription).entries()) {
+    for (const [index, delay] of subscription.retryDelaysMs.entries()) {
       await channel.assertQueue(`${queue}.retry.${index + 1}`, {
         durable: true,
         arguments: {
@@ -200,13 +220,9 @@ export class EventBus {
     }
   }
 
-  private retryDelays(subscription: Subscription<EventType>): readonly number[] {
-    return subscription.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS
-  }
-
   private async deliver(
     channel: ConfirmChannel,
-    subscription: Subscription<EventType>,
+    subscription: RegisteredSubscription,
     message: ConsumeMessage,
   ) {
     this.inFlight++
@@ -229,8 +245,13 @@ export class EventBus {
         type,
         correlationId: event.correlationid,
       })
+      const handler = subscription.handlers.get(event.type)
+      if (!handler) {
+        await this.rejectUnhandled(channel, subscription, message, event.type, log)
+        return
+      }
       try {
-        await subscription.handler(event, { attempt, log })
+        await handler(event, { attempt, log })
         channel.ack(message)
         this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'ok' })
       } catch (error) {
@@ -250,7 +271,7 @@ export class EventBus {
 
   private async rejectInvalid(
     channel: ConfirmChannel,
-    subscription: Subscription<EventType>,
+    subscription: RegisteredSubscription,
     message: ConsumeMessage,
     error: unknown,
   ) {
@@ -268,9 +289,33 @@ export class EventBus {
     channel.ack(message)
   }
 
+  /**
+   * A valid event of a type this queue has no handler for (a binding left by an earlier
+   * version, or added by hand): dead-lettered like an invalid one, never acked unseen.
+   */
+  private async rejectUnhandled(
+    channel: ConfirmChannel,
+    subscription: RegisteredSubscription,
+    message: ConsumeMessage,
+    type: EventType,
+    log: Logger,
+  ) {
+    const reason = `no handler for ${type}`
+    if (subscription.transient) {
+      log.error({ reason }, 'unhandled event dropped')
+    } else {
+      log.error({ reason }, 'unhandled event dead-lettered')
+      await this.forward(channel, `${subscription.queue}.dead`, message, {
+        'x-parley-reason': `unhandled: ${reason}`,
+      })
+    }
+    this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'unhandled' })
+    channel.ack(message)
+  }
+
   private async retryOrDeadLetter(
     channel: ConfirmChannel,
-    subscription: Subscription<EventType>,
+    subscription: RegisteredSubscription,
     message: ConsumeMessage,
     attempt: number,
     error: unknown,
@@ -278,7 +323,7 @@ export class EventBus {
   ) {
     const type = String(message.properties.type ?? 'unknown')
     const reason = error instanceof Error ? error.message : String(error)
-    const delays = this.retryDelays(subscription)
+    const delays = subscription.retryDelaysMs
     if (subscription.transient) {
       log.warn({ err: reason }, 'transient handler failed, dropped')
       this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'dropped' })

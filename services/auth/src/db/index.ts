@@ -1,8 +1,8 @@
-import { type Database, migrateService } from '@parley/common/postgres'
+import { type Database, migrateService, type Transaction as TransactionOf } from '@parley/common/postgres'
 import type * as schema from './schema'
 
 export type Db = Database<typeof schema>
-export type Transaction = Parameters<Parameters<Db['transaction']>[0]>[0]
+export type Transaction = TransactionOf<typeof schema>
 /** The database or a transaction on it. */
 export type Queryable = Db | Transaction
 

@@ -1,8 +1,8 @@
-import { type Database, migrateService } from '@parley/common/postgres'
+import { type Database, migrateService, type Transaction as TransactionOf } from '@parley/common/postgres'
 import type { Schema } from './schema'
 
 export type Db = Database<Schema>
-export type Transaction = Parameters<Parameters<Db['transaction']>[0]>[0]
+export type Transaction = TransactionOf<Schema>
 /** The database or a transaction on it. */
 export type Queryable = Db | Transaction
 

@@ -1,8 +1,9 @@
-import { outbox, processedEvents } from '@parley/common/postgres'
+import { processedEvents } from '@parley/common/postgres'
 import { sql } from 'drizzle-orm'
 import { index, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core'
 
-export { outbox, processedEvents }
+// notification publishes no events, so it has no outbox (only consumer deduplication)
+export { processedEvents }
 
 /**
  * In-app notifications. Every read is per user, so the primary key is (user_id, id): it is
@@ -63,5 +64,5 @@ export const emailDeliveries = pgTable(
   (table) => [primaryKey({ columns: [table.eventId, table.recipientId] })],
 )
 
-export const schema = { notifications, users, emailDeliveries, outbox, processedEvents }
+export const schema = { notifications, users, emailDeliveries, processedEvents }
 export type Schema = typeof schema

@@ -1,5 +1,4 @@
-import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
-import { Problem } from '@parley/contracts'
+import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
 import { type accessTokenSigner, tokenPair } from '../tokens'
 import { LoginBody, Me, RegisterBody, SessionWithUser } from './model'
@@ -21,12 +20,13 @@ export function accountRoutes(
   accessTtlSeconds: number,
 ) {
   return new Elysia({ name: 'auth.accounts', prefix: '/auth' })
+    .use(requestContext)
     .use(signer)
     .use(authPlugin(verifier))
     .post(
       '/register',
-      async ({ body, accessTokens, set, status }) => {
-        const { user, session } = await accounts.register(body, requestIdOf(set))
+      async ({ body, accessTokens, requestId, status }) => {
+        const { user, session } = await accounts.register(body, requestId)
         return status(201, { ...(await tokenPair(accessTokens, session, accessTtlSeconds)), user })
       },
       {
@@ -34,7 +34,7 @@ export function accountRoutes(
         // JSON only, declared so the OpenAPI document lists the body under application/json.
         parse: 'json',
         body: RegisterBody,
-        response: { 201: SessionWithUser, 409: Problem, 422: Problem },
+        response: { 201: SessionWithUser, ...problemResponses(400, 409, 422) },
         detail: {
           tags: ['auth'],
           summary: 'Create an account and sign in',
@@ -53,7 +53,7 @@ export function accountRoutes(
         transform: normaliseBody,
         parse: 'json',
         body: LoginBody,
-        response: { 200: SessionWithUser, 401: Problem, 422: Problem },
+        response: { 200: SessionWithUser, ...problemResponses(400, 401, 422) },
         detail: {
           tags: ['auth'],
           summary: 'Sign in with email and password',
@@ -64,7 +64,7 @@ export function accountRoutes(
     )
     .get('/me', ({ identity }) => accounts.me(identity.userId, identity.sessionId), {
       auth: true,
-      response: { 200: Me, 401: Problem },
+      response: { 200: Me, ...problemResponses(401) },
       detail: { tags: ['auth'], summary: 'The caller’s identity, roles and verification state' },
     })
 }

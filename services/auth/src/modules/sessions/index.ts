@@ -1,5 +1,4 @@
-import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
-import { Problem } from '@parley/contracts'
+import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
 import { Elysia, t } from 'elysia'
 import { type accessTokenSigner, TokenPair, tokenPair } from '../tokens'
 import { LogoutBody, RefreshBody, RevokeBody } from './model'
@@ -13,6 +12,7 @@ export function sessionRoutes(
   accessTtlSeconds: number,
 ) {
   return new Elysia({ name: 'auth.sessions', prefix: '/auth' })
+    .use(requestContext)
     .use(signer)
     .use(authPlugin(verifier))
     .post(
@@ -23,7 +23,7 @@ export function sessionRoutes(
         // JSON only, declared so the OpenAPI document lists the body under application/json.
         parse: 'json',
         body: RefreshBody,
-        response: { 200: TokenPair, 401: Problem, 422: Problem },
+        response: { 200: TokenPair, ...problemResponses(400, 401, 422) },
         detail: {
           tags: ['auth'],
           summary: 'Exchange a refresh token for a new pair (rotation)',
@@ -42,7 +42,7 @@ export function sessionRoutes(
         auth: true,
         parse: 'json',
         body: LogoutBody,
-        response: { 204: t.Void(), 401: Problem, 404: Problem, 422: Problem },
+        response: { 204: t.Void(), ...problemResponses(400, 401, 404, 422) },
         detail: {
           tags: ['auth'],
           summary: 'End one session',
@@ -53,15 +53,15 @@ export function sessionRoutes(
     )
     .post(
       '/revoke',
-      async ({ body, identity, set }) => {
-        await sessions.revokeAll(identity, body?.userId, requestIdOf(set))
+      async ({ body, identity, requestId, set }) => {
+        await sessions.revokeAll(identity, body?.userId, requestId)
         set.status = 204
       },
       {
         auth: true,
         parse: 'json',
         body: RevokeBody,
-        response: { 204: t.Void(), 401: Problem, 403: Problem, 404: Problem, 422: Problem },
+        response: { 204: t.Void(), ...problemResponses(400, 401, 403, 404, 422) },
         detail: {
           tags: ['auth'],
           summary: 'Revoke every session of a user',

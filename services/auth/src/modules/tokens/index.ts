@@ -1,4 +1,5 @@
 import { jwt } from '@elysiajs/jwt'
+import { requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
 import { ACCESS_TOKEN_ALGORITHM, type SigningKeys } from '../../keys'
 import { Jwks, TokenPair } from './model'
@@ -37,7 +38,7 @@ export async function tokenPair(signer: AccessTokenSigner, issued: IssuedSession
 
 /** The public keys: the current one and, during a rotation, the previous one. */
 export function jwksRoutes(keys: SigningKeys) {
-  return new Elysia({ name: 'auth.jwks' }).get(
+  return new Elysia({ name: 'auth.jwks' }).use(requestContext).get(
     '/auth/.well-known/jwks.json',
     ({ set }) => {
       // Short: after a rotation verifiers also refetch on an unknown `kid`, which a long cache would defeat.

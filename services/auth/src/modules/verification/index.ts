@@ -1,5 +1,4 @@
-import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
-import { Problem } from '@parley/contracts'
+import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
 import { ConfirmBody, VerificationRequested, Verified } from './model'
 import type { VerificationService } from './service'
@@ -7,14 +6,15 @@ import type { VerificationService } from './service'
 /** Email verification by a mailed one-time code. */
 export function verificationRoutes(verification: VerificationService, verifier: AccessTokenVerifier) {
   return new Elysia({ name: 'auth.verification', prefix: '/auth/verify-email' })
+    .use(requestContext)
     .use(authPlugin(verifier))
     .post(
       '/request',
-      async ({ identity, set, status }) =>
-        status(202, await verification.request(identity.userId, requestIdOf(set))),
+      async ({ identity, requestId, status }) =>
+        status(202, await verification.request(identity.userId, requestId)),
       {
         auth: true,
-        response: { 202: VerificationRequested, 401: Problem, 409: Problem, 429: Problem, 503: Problem },
+        response: { 202: VerificationRequested, ...problemResponses(401, 409, 429, 503) },
         detail: {
           tags: ['auth'],
           summary: 'Mail a verification code to the caller’s email address',
@@ -25,8 +25,8 @@ export function verificationRoutes(verification: VerificationService, verifier: 
     )
     .post(
       '/confirm',
-      async ({ identity, body, set }) => {
-        await verification.confirm(identity.userId, body.code, requestIdOf(set))
+      async ({ identity, body, requestId }) => {
+        await verification.confirm(identity.userId, body.code, requestId)
         return { emailVerified: true as const }
       },
       {
@@ -34,7 +34,7 @@ export function verificationRoutes(verification: VerificationService, verifier: 
         // JSON only, declared so the OpenAPI document lists the body under application/json.
         parse: 'json',
         body: ConfirmBody,
-        response: { 200: Verified, 400: Problem, 401: Problem, 409: Problem, 422: Problem, 503: Problem },
+        response: { 200: Verified, ...problemResponses(400, 401, 409, 422, 503) },
         detail: {
           tags: ['auth'],
           summary: 'Confirm the caller’s email address with the mailed code',

@@ -1,5 +1,5 @@
-import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
-import { Elysia } from 'elysia'
+import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
+import { Elysia, t } from 'elysia'
 import {
   AddParticipantsBody,
   Conversation,
@@ -13,15 +13,16 @@ import type { ConversationService } from './service'
 
 export function conversationRoutes(verifier: AccessTokenVerifier, conversations: ConversationService) {
   return new Elysia({ name: 'chat.conversations', detail: { tags: ['conversations'] } })
+    .use(requestContext)
     .use(authPlugin(verifier))
     .post(
       '/conversations',
-      async ({ identity, body, set, status }) =>
-        status(201, await conversations.create(identity.userId, body, requestIdOf(set))),
+      async ({ identity, body, requestId, status }) =>
+        status(201, await conversations.create(identity.userId, body, requestId)),
       {
         auth: true,
         body: CreateConversationBody,
-        response: { 201: Conversation },
+        response: { 201: Conversation, ...problemResponses(400, 401, 422) },
         detail: {
           summary: 'Create a conversation',
           description:
@@ -32,7 +33,7 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
     .get('/conversations', ({ identity, query }) => conversations.list(identity.userId, query), {
       auth: true,
       query: ConversationListQuery,
-      response: { 200: ConversationPage },
+      response: { 200: ConversationPage, ...problemResponses(401, 422) },
       detail: {
         summary: "The caller's conversations, most recent activity first",
         description: 'With the last message and the unread count of each.',
@@ -41,7 +42,7 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
     .get('/conversations/:id', ({ identity, params }) => conversations.get(identity.userId, params.id), {
       auth: true,
       params: ConversationParams,
-      response: { 200: Conversation },
+      response: { 200: Conversation, ...problemResponses(401, 404, 422) },
       detail: { summary: 'A conversation of the caller (404 for anyone else)' },
     })
     .patch(
@@ -51,7 +52,7 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
         auth: true,
         params: ConversationParams,
         body: RenameConversationBody,
-        response: { 200: Conversation },
+        response: { 200: Conversation, ...problemResponses(400, 401, 404, 422) },
         detail: { summary: 'Rename a conversation (null clears the title)' },
       },
     )
@@ -62,7 +63,7 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
         auth: true,
         params: ConversationParams,
         body: AddParticipantsBody,
-        response: { 200: Conversation },
+        response: { 200: Conversation, ...problemResponses(400, 401, 404, 422) },
         detail: { summary: 'Add known users to a conversation' },
       },
     )
@@ -75,6 +76,7 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
       {
         auth: true,
         params: ConversationParams,
+        response: { 204: t.Void(), ...problemResponses(401, 404, 422) },
         detail: { summary: 'Leave a conversation' },
       },
     )

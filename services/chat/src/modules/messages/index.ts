@@ -1,4 +1,4 @@
-import { type AccessTokenVerifier, authPlugin, requestIdOf } from '@parley/common'
+import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
 import { ConversationParams } from '../conversations/model'
 import { Message, MessagePage, MessagePageQuery, ReadBody, ReadReceipt, SendMessageBody } from './model'
@@ -6,18 +6,19 @@ import type { MessageService } from './service'
 
 export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageService) {
   return new Elysia({ name: 'chat.messages', detail: { tags: ['messages'] } })
+    .use(requestContext)
     .use(authPlugin(verifier))
     .post(
       '/conversations/:id/messages',
-      async ({ identity, params, body, set, status }) => {
-        const { created, message } = await messages.send(identity.userId, params.id, body, requestIdOf(set))
+      async ({ identity, params, body, requestId, status }) => {
+        const { created, message } = await messages.send(identity.userId, params.id, body, requestId)
         return created ? status(201, message) : status(200, message)
       },
       {
         auth: true,
         params: ConversationParams,
         body: SendMessageBody,
-        response: { 200: Message, 201: Message },
+        response: { 200: Message, 201: Message, ...problemResponses(400, 401, 404, 422) },
         detail: {
           summary: 'Send a message',
           description:
@@ -32,7 +33,7 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
         auth: true,
         params: ConversationParams,
         query: MessagePageQuery,
-        response: { 200: MessagePage },
+        response: { 200: MessagePage, ...problemResponses(401, 404, 422) },
         detail: {
           summary: 'Page through messages',
           description:
@@ -47,7 +48,7 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
         auth: true,
         params: ConversationParams,
         body: ReadBody,
-        response: { 200: ReadReceipt },
+        response: { 200: ReadReceipt, ...problemResponses(400, 401, 404, 422) },
         detail: { summary: 'Mark messages read up to a message (read receipt)' },
       },
     )

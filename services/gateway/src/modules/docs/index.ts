@@ -1,4 +1,5 @@
-import { gatewayPlugin } from '../../plugin'
+import { requestContext } from '@parley/common'
+import { Elysia } from 'elysia'
 import type { DocsAggregator } from './service'
 
 const SWAGGER_UI = {
@@ -44,7 +45,8 @@ export const DOCS_CSP = [
 /** `/docs`: one Swagger UI over `/docs/json`, the merged document of every service. */
 export function docsRoutes(docs: DocsAggregator) {
   return (
-    gatewayPlugin('gateway.docs')
+    new Elysia({ name: 'gateway.docs' })
+      .use(requestContext)
       .get(
         '/docs',
         () =>

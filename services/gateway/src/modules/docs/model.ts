@@ -1,4 +1,8 @@
+import { Problem } from '@parley/contracts'
 import type { OpenApiDocument } from './service'
+
+/** The shared Problem schema, as the services' own routes document their problem answers. */
+const problemContent = { 'application/json': { schema: Problem } }
 
 /** The gateway's own part of the public API document; the services' paths are merged into it. */
 export const GATEWAY_DOCUMENT: OpenApiDocument = {
@@ -32,8 +36,11 @@ export const GATEWAY_DOCUMENT: OpenApiDocument = {
         security: [{ bearer: [] }],
         responses: {
           '101': { description: 'Switching Protocols' },
-          '401': { description: 'Missing, invalid, expired or revoked access token' },
-          '429': { description: 'Rate limit exceeded' },
+          '401': {
+            description: 'Missing, invalid, expired or revoked access token',
+            content: problemContent,
+          },
+          '429': { description: 'Rate limit exceeded', content: problemContent },
         },
       },
     },

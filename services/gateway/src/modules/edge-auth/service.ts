@@ -1,5 +1,6 @@
 import { type AccessTokenVerifier, type Identity, type Logger, problems } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
+import { type PublicRoute, ROSTER } from '@parley/contracts'
 import type { PolicyName } from '../rate-limit/model'
 
 /** How the edge treats a proxied route: who may call it and which rate-limit policy counts it. */
@@ -7,18 +8,18 @@ export type RouteAccess =
   | { anonymous: true; policy: PolicyName; keyedByEmail: boolean }
   | { anonymous: false; policy: PolicyName }
 
-const PUBLIC_ROUTES: Record<string, { policy: PolicyName; keyedByEmail?: boolean }> = {
-  'POST /auth/register': { policy: 'register' },
-  'POST /auth/login': { policy: 'login', keyedByEmail: true },
-  'POST /auth/refresh': { policy: 'refresh' },
-  'GET /auth/.well-known/jwks.json': { policy: 'anonymous' },
-  'HEAD /auth/.well-known/jwks.json': { policy: 'anonymous' },
-}
+/** `METHOD path` → policy of every route that needs no token, from the roster. */
+const PUBLIC_ROUTES: ReadonlyMap<string, { policy: PolicyName; keyedByEmail: boolean }> = new Map(
+  ROSTER.flatMap((service): readonly PublicRoute[] => service.publicRoutes).map((route) => [
+    `${route.method} ${route.path}`,
+    { policy: route.policy, keyedByEmail: route.keyedByEmail ?? false },
+  ]),
+)
 
 /** `path` is the service path (public path minus /api/v1). Anything not on the allow-list needs a token. */
 export function routeAccess(method: string, path: string): RouteAccess {
-  const entry = PUBLIC_ROUTES[`${method} ${path}`]
-  if (entry) return { anonymous: true, policy: entry.policy, keyedByEmail: entry.keyedByEmail ?? false }
+  const entry = PUBLIC_ROUTES.get(`${method} ${path}`)
+  if (entry) return { anonymous: true, ...entry }
   return {
     anonymous: false,
     policy: path.startsWith('/auth/verify-email/') ? 'verification' : 'authenticated',

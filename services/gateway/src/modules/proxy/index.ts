@@ -1,5 +1,5 @@
-import { bearerToken, type Metrics, problems } from '@parley/common'
-import { gatewayPlugin } from '../../plugin'
+import { bearerToken, type Metrics, problems, requestContext } from '@parley/common'
+import { Elysia } from 'elysia'
 import { type EdgeAuth, routeAccess } from '../edge-auth/service'
 import { type RateLimitDecision, type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
 import {
@@ -55,7 +55,7 @@ export function proxyRoutes(options: ProxyOptions) {
     ['upstream', 'status'],
   )
 
-  const plugin = gatewayPlugin('gateway.proxy')
+  const plugin = new Elysia({ name: 'gateway.proxy' }).use(requestContext)
   for (const method of PROXIED_METHODS) {
     plugin.route(
       method,

@@ -1,8 +1,7 @@
 import { HttpProblem, problems } from '@parley/common'
+import type { UpstreamName } from '@parley/contracts'
 
 export const API_PREFIX = '/api/v1'
-
-export type UpstreamName = 'auth' | 'user' | 'chat' | 'notification'
 
 export type Upstream = {
   name: UpstreamName

@@ -1,6 +1,6 @@
-import { type Identity, problems } from '@parley/common'
+import { type Identity, problems, requestContext } from '@parley/common'
 import type { ServerWebSocket } from 'bun'
-import { gatewayPlugin } from '../../plugin'
+import { Elysia } from 'elysia'
 import type { EdgeAuth } from '../edge-auth/service'
 import { type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
 import { SUBPROTOCOL, tokenFromSubprotocols } from './model'
@@ -17,7 +17,7 @@ export function realtimeRoutes({ hub, edgeAuth, limiter }: RealtimeRouteOptions)
   const handshakes = new WeakMap<Request, Identity>()
   const connectionIds = new WeakMap<object, string>()
 
-  return gatewayPlugin('gateway.realtime').ws('/api/v1/ws', {
+  return new Elysia({ name: 'gateway.realtime' }).use(requestContext).ws('/api/v1/ws', {
     detail: { hide: true },
     upgrade: { 'sec-websocket-protocol': SUBPROTOCOL },
     async beforeHandle({ request }) {

@@ -4,9 +4,6 @@ import type { EventData } from '@parley/contracts'
 export const REALTIME_EVENT_TYPES = ['message.sent', 'conversation.created'] as const
 export type RealtimeEventType = (typeof REALTIME_EVENT_TYPES)[number]
 
-/** What each replica consumes on its own queue: the pushes, and revocations that end sockets. */
-export const REALTIME_SUBSCRIBED_TYPES = [...REALTIME_EVENT_TYPES, 'user.sessions_revoked'] as const
-
 /** A server → client frame: the event type, its id (for client-side dedup) and its data. */
 export type RealtimePush = {
   [T in RealtimeEventType]: { type: T; id: string; data: EventData<T> }

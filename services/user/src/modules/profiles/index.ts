@@ -1,5 +1,10 @@
-import { type AccessTokenVerifier, authPlugin, problems } from '@parley/common'
-import { Problem } from '@parley/contracts'
+import {
+  type AccessTokenVerifier,
+  authPlugin,
+  problemResponses,
+  problems,
+  requestContext,
+} from '@parley/common'
 import { Elysia } from 'elysia'
 import {
   OwnProfile,
@@ -15,18 +20,14 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null
 }
 
-const problemResponses = {
-  401: Problem,
-  422: Problem,
-}
-
 /** /users routes: every one needs a verified access token; the caller is `identity.userId`. */
 export function profileRoutes(service: ProfileService, verifier: AccessTokenVerifier) {
   return new Elysia({ name: 'user.profiles' })
+    .use(requestContext)
     .use(authPlugin(verifier))
     .get('/users/me', ({ identity }) => service.own(identity.userId), {
       auth: true,
-      response: { 200: OwnProfile, 401: Problem, 503: Problem },
+      response: { 200: OwnProfile, ...problemResponses(401, 503) },
       detail: {
         summary: 'Your profile, with your email',
         description:
@@ -34,39 +35,32 @@ export function profileRoutes(service: ProfileService, verifier: AccessTokenVeri
         tags: ['users'],
       },
     })
-    .patch(
-      '/users/me',
-      ({ identity, body, set }) => {
-        const requestId = set.headers['x-request-id']
-        return service.update(identity.userId, body, typeof requestId === 'string' ? requestId : undefined)
+    .patch('/users/me', ({ identity, body, requestId }) => service.update(identity.userId, body, requestId), {
+      auth: true,
+      transform({ body }) {
+        if (!isRecord(body)) return
+        // Elysia would silently drop unknown fields: a client sending `email` must learn it cannot change it here.
+        const unknown = Object.keys(body).filter((field) => !(field in ProfileUpdate.properties))
+        if (unknown.length > 0)
+          throw problems.validation(
+            unknown.map((field) => ({ field: `body.${field}`, message: 'Unknown field' })),
+          )
+        // Trim before validation, so " Ann " is stored as "Ann" and "   " is rejected as empty.
+        if (typeof body.displayName === 'string') body.displayName = body.displayName.trim()
       },
-      {
-        auth: true,
-        transform({ body }) {
-          if (!isRecord(body)) return
-          // Elysia would silently drop unknown fields: a client sending `email` must learn it cannot change it here.
-          const unknown = Object.keys(body).filter((field) => !(field in ProfileUpdate.properties))
-          if (unknown.length > 0)
-            throw problems.validation(
-              unknown.map((field) => ({ field: `body.${field}`, message: 'Unknown field' })),
-            )
-          // Trim before validation, so " Ann " is stored as "Ann" and "   " is rejected as empty.
-          if (typeof body.displayName === 'string') body.displayName = body.displayName.trim()
-        },
-        body: ProfileUpdate,
-        response: { 200: OwnProfile, ...problemResponses, 503: Problem },
-        detail: {
-          summary: 'Change your display name, bio or avatar',
-          description:
-            'Only the caller’s own profile can be changed. Publishes `user.profile_updated` when something changed. An empty object is a 422.',
-          tags: ['users'],
-        },
+      body: ProfileUpdate,
+      response: { 200: OwnProfile, ...problemResponses(400, 401, 422, 503) },
+      detail: {
+        summary: 'Change your display name, bio or avatar',
+        description:
+          'Only the caller’s own profile can be changed. Publishes `user.profile_updated` when something changed. An empty object is a 422.',
+        tags: ['users'],
       },
-    )
+    })
     .get('/users/:id', ({ params }) => service.publicProfile(params.id), {
       auth: true,
       params: ProfileParams,
-      response: { 200: PublicProfile, ...problemResponses, 404: Problem },
+      response: { 200: PublicProfile, ...problemResponses(401, 404, 422) },
       detail: { summary: 'A public profile (never the email)', tags: ['users'] },
     })
     .get('/users', ({ query }) => service.list(query), {
@@ -75,7 +69,7 @@ export function profileRoutes(service: ProfileService, verifier: AccessTokenVeri
         if (typeof query.q === 'string') query.q = query.q.trim()
       },
       query: UserListQuery,
-      response: { 200: PublicProfilePage, ...problemResponses },
+      response: { 200: PublicProfilePage, ...problemResponses(401, 422) },
       detail: {
         summary: 'Search users, or look several up by id',
         description:

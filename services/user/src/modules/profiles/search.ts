@@ -1,5 +1,5 @@
 import { inArray, type SQL, sql } from 'drizzle-orm'
-import type { UserDatabase } from '../../db/client'
+import type { UserDatabase } from '../../db'
 import { type ProfileRow, profiles } from '../../db/schema'
 
 /**

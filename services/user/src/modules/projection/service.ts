@@ -1,15 +1,13 @@
 import { consumeOnce } from '@parley/common/postgres'
 import type { CloudEvent } from '@parley/contracts'
 import { and, eq, sql } from 'drizzle-orm'
-import type { UserDatabase } from '../../db/client'
+import type { Transaction, UserDatabase } from '../../db'
 import { type ProfileRow, pendingEmailVerifications, profiles } from '../../db/schema'
 import { PROFILE_CREATED_CHANNEL } from '../profiles/arrivals'
 import type { ProfileCache } from '../profiles/cache'
 
 /** Queue and inbox name of the projection consumer. */
 export const PROJECTION_QUEUE = 'user.projection'
-
-type Transaction = Parameters<Parameters<UserDatabase['transaction']>[0]>[0]
 
 /**
  * Serialises the handlers of one user's events: without it, `user.registered` and an early

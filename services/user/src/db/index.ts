@@ -1,7 +1,8 @@
-import { type Database, migrateService } from '@parley/common/postgres'
+import { type Database, migrateService, type Transaction as TransactionOf } from '@parley/common/postgres'
 import type * as schema from './schema'
 
 export type UserDatabase = Database<typeof schema>
+export type Transaction = TransactionOf<typeof schema>
 
 /** The committed drizzle-kit migrations of this service. */
 export const MIGRATIONS = new URL('../../drizzle', import.meta.url)

@@ -17,13 +17,13 @@ import {
 import postgres from 'postgres'
 import { buildApp } from '../src/app'
 import { type Config, Env } from '../src/config'
-import { USERS_QUEUE } from '../src/consumers'
 import { MIGRATIONS } from '../src/db'
 import { connect, type NotificationDeps } from '../src/deps'
 import { EMAIL_QUEUE } from '../src/modules/mail/service'
 import { INBOX_QUEUE } from '../src/modules/notifications/service'
+import { USERS_QUEUE } from '../src/modules/users/consumers'
 
-/** Which queue receives which event type (as bound in src/consumers.ts). */
+/** Which queue receives which event type (as bound in the consumers.ts of each module). */
 const QUEUES_BY_TYPE: Partial<Record<EventType, string[]>> = {
   'user.registered': [USERS_QUEUE, EMAIL_QUEUE],
   'user.profile_updated': [USERS_QUEUE],

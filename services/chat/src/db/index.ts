@@ -1,6 +1,6 @@
 import { createMongo, ensureOutboxIndexes } from '@parley/common/mongo'
 import type { Collection, Db } from 'mongodb'
-import type { Config } from './config'
+import type { Config } from '../config'
 
 /** Newest message of a conversation, denormalised for the conversation list. */
 export type LastMessageDoc = { id: string; senderId: string; preview: string; createdAt: Date }

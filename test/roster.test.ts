@@ -1,0 +1,84 @@
+import { expect, test } from 'bun:test'
+import { cp, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { ROSTER, type ServiceEntry } from '@parley/contracts'
+import { checkDeployFiles, checkRoster, RULES, writeDeployFiles } from '../scripts/roster'
+
+const root = join(import.meta.dir, '..')
+
+const sixth: ServiceEntry = {
+  name: 'media',
+  summary: 'attachments',
+  port: 4005,
+  prefix: '/attachments',
+  store: { kind: 'postgres', database: 'parley_media' },
+  upstreamTimeoutMs: 10_000,
+  publicRoutes: [],
+}
+
+/** A copy of the files the rules read, to change without touching the repository. */
+async function copyOfDeployFiles(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'parley-roster-'))
+  const manifests = await Array.fromAsync(new Bun.Glob('packages/*/package.json').scan({ cwd: root }))
+  for (const file of [...RULES.map((rule) => rule.file), ...manifests]) {
+    await Bun.write(join(dir, dirname(file), '.keep'), '')
+    await cp(join(root, file), join(dir, file))
+  }
+  return dir
+}
+
+test('every deploy file agrees with the roster', async () => {
+  expect(await checkDeployFiles(ROSTER, root)).toEqual([])
+})
+
+test('the roster refuses duplicate names and ports, odd database names and a missing gateway', () => {
+  expect(checkRoster(ROSTER)).toEqual([])
+  const auth = ROSTER.find((service) => service.name === 'auth') as ServiceEntry
+  expect(checkRoster([...ROSTER, { ...sixth, port: auth.port }])).toEqual([
+    `media: port ${auth.port} taken by another service`,
+  ])
+  expect(checkRoster([...ROSTER, { ...sixth, store: { kind: 'postgres', database: 'media' } }])).toEqual([
+    'media: its database must be called parley_media',
+  ])
+  expect(checkRoster(ROSTER.filter((service) => service.name !== 'gateway'))).toContain(
+    'the gateway is missing',
+  )
+})
+
+test('a sixth service in the roster: each file lacking it is named, and --write adds it', async () => {
+  const dir = await copyOfDeployFiles()
+  try {
+    const roster = [...ROSTER, sixth]
+    const before = await checkDeployFiles(roster, dir)
+    const named = new Set(before.map((problem) => problem.slice(0, problem.indexOf(':'))))
+    // Every file that enumerates services names the missing one (override files need not list it).
+    for (const { file } of RULES.filter(
+      (rule) => !rule.file.startsWith('charts/parley/ci/') && rule.file !== 'k8s/dev/values.yaml',
+    ))
+      expect({ file, named: named.has(file) }).toEqual({ file, named: true })
+
+    expect((await writeDeployFiles(roster, dir)).sort()).toEqual(
+      RULES.filter((rule) => rule.write)
+        .map((rule) => rule.file)
+        .sort(),
+    )
+    // Only what is written by hand is left: the README's table row.
+    expect(await checkDeployFiles(roster, dir)).toEqual([
+      expect.stringContaining('README.md: the services table') as unknown as string,
+    ])
+    const values = Bun.YAML.parse(await Bun.file(join(dir, 'charts/parley/values.yaml')).text()) as {
+      services: Record<string, { port: number; migrate: boolean }>
+      infra: { postgresql: { databases: string[] } }
+    }
+    expect(values.services.media).toMatchObject({ port: 4005, migrate: true })
+    expect(values.infra.postgresql.databases).toContain('parley_media')
+    expect(await Bun.file(join(dir, 'deploy/postgres/init-databases.sql')).text()).toContain(
+      'CREATE DATABASE parley_media;',
+    )
+    // The generated files agree with the roster of five again once the sixth is gone.
+    expect(await writeDeployFiles(ROSTER, join(dir))).not.toContain('README.md')
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
