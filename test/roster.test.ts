@@ -7,12 +7,14 @@ import { checkDeployFiles, checkRoster, RULES, writeDeployFiles } from '../scrip
 
 const root = join(import.meta.dir, '..')
 
+/** A service the roster does not have yet, on the next free port. */
+const sixthPort = Math.max(...ROSTER.map((service) => service.port)) + 1
 const sixth: ServiceEntry = {
-  name: 'media',
-  summary: 'attachments',
-  port: 4005,
-  prefix: '/attachments',
-  store: { kind: 'postgres', database: 'parley_media' },
+  name: 'extra',
+  summary: 'a service added by the test',
+  port: sixthPort,
+  prefix: '/extra',
+  store: { kind: 'postgres', database: 'parley_extra' },
   upstreamTimeoutMs: 10_000,
   publicRoutes: [],
 }
@@ -36,10 +38,10 @@ test('the roster refuses duplicate names and ports, odd database names and a mis
   expect(checkRoster(ROSTER)).toEqual([])
   const auth = ROSTER.find((service) => service.name === 'auth') as ServiceEntry
   expect(checkRoster([...ROSTER, { ...sixth, port: auth.port }])).toEqual([
-    `media: port ${auth.port} taken by another service`,
+    `extra: port ${auth.port} taken by another service`,
   ])
-  expect(checkRoster([...ROSTER, { ...sixth, store: { kind: 'postgres', database: 'media' } }])).toEqual([
-    'media: its database must be called parley_media',
+  expect(checkRoster([...ROSTER, { ...sixth, store: { kind: 'postgres', database: 'extra' } }])).toEqual([
+    'extra: its database must be called parley_extra',
   ])
   expect(checkRoster(ROSTER.filter((service) => service.name !== 'gateway'))).toContain(
     'the gateway is missing',
@@ -71,10 +73,10 @@ test('a sixth service in the roster: each file lacking it is named, and --write 
       services: Record<string, { port: number; migrate: boolean }>
       infra: { postgresql: { databases: string[] } }
     }
-    expect(values.services.media).toMatchObject({ port: 4005, migrate: true })
-    expect(values.infra.postgresql.databases).toContain('parley_media')
+    expect(values.services.extra).toMatchObject({ port: sixthPort, migrate: true })
+    expect(values.infra.postgresql.databases).toContain('parley_extra')
     expect(await Bun.file(join(dir, 'deploy/postgres/init-databases.sql')).text()).toContain(
-      'CREATE DATABASE parley_media;',
+      'CREATE DATABASE parley_extra;',
     )
     // The generated files agree with the roster of five again once the sixth is gone.
     expect(await writeDeployFiles(ROSTER, join(dir))).not.toContain('README.md')
