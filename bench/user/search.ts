@@ -15,6 +15,7 @@ import { MIGRATIONS } from '../../services/user/src/db/index.ts'
 import * as schema from '../../services/user/src/db/schema.ts'
 import {
   decodeCursor,
+  MIN_SUBSTRING_LENGTH,
   type SearchKey,
   searchProfiles,
 } from '../../services/user/src/modules/profiles/search.ts'
@@ -34,10 +35,8 @@ const QUERIES: { q: string; kind: string; page2?: boolean }[] = [
   { q: 'smith', kind: 'common last name, page 2', page2: true },
   { q: 'kowalski', kind: 'last name (substring)' },
   { q: 'lex', kind: 'fragment (substring)' },
-  { q: 'james.t', kind: 'email prefix' },
-  { q: 'rsmith', kind: 'email prefix' },
-  { q: 'j', kind: 'one letter' },
-  { q: 'ma', kind: 'two letters' },
+  { q: 'j', kind: 'one letter (prefix only)' },
+  { q: 'ma', kind: 'two letters (prefix only)' },
   { q: 'dorro', kind: 'rare fragment' },
   { q: 'velri mar', kind: 'rare full-name fragment' },
   { q: 'zzqx', kind: 'no match' },
@@ -79,16 +78,20 @@ select gen_random_uuid(),
 from people;
 `
 
-/** The same ranking without the search indexes: ILIKE over an index-less copy of the table. */
+/**
+ * The same ranking without the search indexes: ILIKE over an index-less copy of the table
+ * (substrings only from MIN_SUBSTRING_LENGTH characters, as the service matches them). The
+ * queries hold no LIKE wildcards, so they need no escaping here.
+ */
 function baselineQuery(q: string, offset: number) {
+  const pattern = [...q].length >= MIN_SUBSTRING_LENGTH ? `%${q}%` : `${q}%`
   return postgres.sql<{ id: string }[]>`
     select id from profiles_baseline
-    where display_name ilike '%' || ${q} || '%' or email ilike ${q} || '%'
+    where display_name ilike ${pattern}
     order by
-      case when lower(display_name) = lower(${q}) or email = lower(${q}) then 0
+      case when lower(display_name) = lower(${q}) then 0
            when lower(display_name) like lower(${q}) || '%' then 1
-           when email like lower(${q}) || '%' then 2
-           else 3 end,
+           else 2 end,
       lower(display_name) collate "C", id
     limit ${PAGE} offset ${offset}`
 }
@@ -110,7 +113,9 @@ async function time(runs: number, fn: () => Promise<unknown>): Promise<number[]>
 const ms = (value: number) => value.toFixed(value < 10 ? 2 : 1).padStart(8)
 
 const database = await createTestDatabase(MIGRATIONS)
-const postgres = createPostgres(database.url, { schema, max: 2 })
+// No statement timeout: seeding 10^6 rows, building the indexes and the unindexed baseline
+// each take longer than a request ever may.
+const postgres = createPostgres(database.url, { schema, max: 2, statementTimeoutMs: 0 })
 const { db } = postgres
 try {
   console.log(

@@ -114,6 +114,8 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
       // The journey is about wiring, not password cost: a cheap argon2id keeps it quick.
       ARGON2_MEMORY_KIB: '1024',
       ARGON2_TIME_COST: '1',
+      // The journey replays a just-rotated refresh token and expects reuse detection at once.
+      REFRESH_REUSE_GRACE_SECONDS: '0',
     },
     notification: {
       SMTP_URL: 'smtp://127.0.0.1:1025',

@@ -1,15 +1,17 @@
 import { Elysia } from 'elysia'
 import {
   createLocalJWKSet,
-  createRemoteJWKSet,
-  customFetch,
   type FetchImplementation,
+  type FlattenedJWSInput,
   type JSONWebKeySet,
+  type JWSHeaderParameters,
   type JWTPayload,
   errors as joseErrors,
   jwtVerify,
 } from 'jose'
-import { problems } from './errors'
+import { HttpProblem, problems } from './errors'
+import type { Logger } from './logger'
+import type { Metrics } from './metrics'
 
 /** The caller, as proven by a verified access token. */
 export type Identity = {
@@ -26,6 +28,8 @@ export type Identity = {
 
 export const ACCESS_TOKEN_ALGORITHMS = ['EdDSA', 'ES256']
 
+export const DEFAULT_JWKS_CACHE_MAX_AGE_MS = 10 * 60_000
+
 export type VerifierOptions = {
   /** A JWKS URL (fetched, cached, refetched on an unknown `kid` at most every cooldown) or a key set. */
   jwks: URL | JSONWebKeySet
@@ -34,27 +38,142 @@ export type VerifierOptions = {
   /** Extra rejection, e.g. the gateway's session-revocation check. */
   isRevoked?: (identity: Identity) => Promise<boolean> | boolean
   cooldownMs?: number
+  /** Age after which the remote JWKS is refreshed in the background (the old keys stay in use meanwhile). */
+  cacheMaxAgeMs?: number
   /** Fetches the remote JWKS (default: global fetch), e.g. to count fetches. */
   jwksFetch?: FetchImplementation
+  /** Where failed JWKS refreshes are logged. */
+  logger?: Logger
+  /** Where failed JWKS refreshes are counted (`jwks_refresh_failures_total`). */
+  metrics?: Metrics
+}
+
+/** The remote JWKS could not be fetched and the cached keys do not hold the token's key. */
+class JwksUnavailableError extends Error {
+  override name = 'JwksUnavailableError'
+  constructor(readonly retryAfterSeconds: number) {
+    super('the JWKS cannot be fetched')
+  }
+}
+
+type KeyLookup = ReturnType<typeof createLocalJWKSet>
+
+type RemoteKeySetOptions = {
+  cooldownMs: number
+  cacheMaxAgeMs: number
+  timeoutMs: number
+  fetch: FetchImplementation
+  onFailure: (error: unknown) => void
+}
+
+/**
+ * The auth service's JWKS, cached. Unlike jose's createRemoteJWKSet, a failed refetch never
+ * drops the keys it already has: an auth outage must not log every user out. Stale keys are
+ * refreshed in the background; only a `kid` the cache lacks waits for a fetch, and if that
+ * fetch fails the caller gets JwksUnavailableError (a 503, not a 401: the token may be fine).
+ */
+class RemoteKeySet {
+  private keys: KeyLookup | undefined
+  private fetchedAt = 0
+  private attemptedAt = Number.NEGATIVE_INFINITY
+  private failing = false
+  private pending: Promise<void> | undefined
+
+  constructor(
+    private readonly url: URL,
+    private readonly options: RemoteKeySetOptions,
+  ) {}
+
+  readonly getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
+    if (!this.keys) await this.refresh()
+    else if (Date.now() - this.fetchedAt >= this.options.cacheMaxAgeMs && this.mayFetch()) {
+      // Keep answering with the cached keys; the refresh's failure is logged and counted.
+      void this.refresh()
+    }
+    const keys = this.keys
+    if (!keys) throw this.unavailable()
+    try {
+      return await keys(header, token)
+    } catch (error) {
+      if (!(error instanceof joseErrors.JWKSNoMatchingKey)) throw error
+      // A new signing key (rotation) is published before tokens signed with it arrive.
+      if (this.mayFetch()) await this.refresh()
+      if (this.failing) throw this.unavailable()
+      const refreshed = this.keys
+      if (!refreshed || refreshed === keys) throw error
+      return refreshed(header, token)
+    }
+  }
+
+  private mayFetch(): boolean {
+    return Date.now() - this.attemptedAt >= this.options.cooldownMs
+  }
+
+  private unavailable(): JwksUnavailableError {
+    const waitMs = this.options.cooldownMs - (Date.now() - this.attemptedAt)
+    return new JwksUnavailableError(Math.max(1, Math.ceil(waitMs / 1000)))
+  }
+
+  /** One fetch at a time; never rejects (the outcome is in `failing`). */
+  private refresh(): Promise<void> {
+    this.pending ??= this.load().finally(() => {
+      this.pending = undefined
+    })
+    return this.pending
+  }
+
+  private async load(): Promise<void> {
+    this.attemptedAt = Date.now()
+    try {
+      const response = await this.options.fetch(this.url.href, {
+        method: 'GET',
+        headers: new Headers({ accept: 'application/json' }),
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      })
+      if (response.status !== 200) throw new Error(`JWKS answered HTTP ${response.status}`)
+      // createLocalJWKSet validates the shape, so a malformed answer keeps the old keys too.
+      this.keys = createLocalJWKSet((await response.json()) as JSONWebKeySet)
+      this.fetchedAt = Date.now()
+      this.failing = false
+    } catch (error) {
+      this.failing = true
+      this.options.onFailure(error)
+    }
+  }
 }
 
 /** Verifies access tokens locally against the auth service's public keys; no shared secret. */
 export class AccessTokenVerifier {
-  private readonly keys
+  private readonly keys: KeyLookup | RemoteKeySet['getKey']
 
   constructor(private readonly options: VerifierOptions) {
-    this.keys =
-      options.jwks instanceof URL
-        ? createRemoteJWKSet(options.jwks, {
-            cooldownDuration: options.cooldownMs ?? 30_000,
-            cacheMaxAge: 10 * 60_000,
-            timeoutDuration: 2_000,
-            ...(options.jwksFetch ? { [customFetch]: options.jwksFetch } : {}),
-          })
-        : createLocalJWKSet(options.jwks)
+    if (options.jwks instanceof URL) {
+      const url = options.jwks
+      const failures = options.metrics?.counter(
+        'jwks_refresh_failures_total',
+        'Failed fetches of the auth JWKS (the last good keys stay in use)',
+      )
+      const log = options.logger?.child({ component: 'jwks' })
+      this.keys = new RemoteKeySet(url, {
+        cooldownMs: options.cooldownMs ?? 30_000,
+        cacheMaxAgeMs: options.cacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS,
+        timeoutMs: 2_000,
+        fetch: options.jwksFetch ?? ((input, init) => fetch(input, init)),
+        onFailure: (error) => {
+          failures?.inc()
+          log?.warn({ err: error, jwks: url.href }, 'JWKS refresh failed, keeping the last keys')
+        },
+      }).getKey
+    } else {
+      this.keys = createLocalJWKSet(options.jwks)
+    }
   }
 
-  /** Returns the identity or throws a 401 problem (never says which check failed beyond a short reason). */
+  /**
+   * Returns the identity or throws a 401 problem (never says which check failed beyond a short
+   * reason); a 503 problem with Retry-After when the token's key cannot be fetched right now.
+   */
   async verify(token: string): Promise<Identity> {
     let payload: JWTPayload
     try {
@@ -65,6 +184,16 @@ export class AccessTokenVerifier {
         requiredClaims: ['sub', 'iat', 'exp', 'jti', 'sid'],
       }))
     } catch (error) {
+      if (error instanceof JwksUnavailableError) {
+        throw new HttpProblem(
+          503,
+          'Service Unavailable',
+          'The keys to verify the access token cannot be fetched; retry later',
+          'service-unavailable',
+          undefined,
+          { 'retry-after': String(error.retryAfterSeconds) },
+        )
+      }
       throw problems.unauthorized(
         error instanceof joseErrors.JWTExpired
           ? 'The access token has expired'

@@ -12,8 +12,22 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * A schema option: the value a variable takes when unset and PARLEY_ENV=development. Outside
+ * development such a variable has no default, so a production install that lost it stops at
+ * start-up (requiredSetting, where its client is built) instead of quietly talking to 127.0.0.1.
+ * The schema marks it optional only so that a process that never builds the client (`migrate`,
+ * tests of other settings) does not need it.
+ */
+export const DEVELOPMENT_DEFAULT = 'developmentDefault'
+
 /** Environment variables every service reads. */
 export const BaseEnv = {
+  PARLEY_ENV: t.Union([t.Literal('development'), t.Literal('production')], {
+    default: 'production',
+    description:
+      'Deployment kind; only development lets REDIS_URL and AMQP_URL default to local servers and auth run without JWT_PRIVATE_KEY (a key is generated)',
+  }),
   HOST: t.String({ default: '127.0.0.1', description: 'Interface to listen on (0.0.0.0 in containers)' }),
   LOG_LEVEL: t.Union(
     ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map((level) => t.Literal(level)),
@@ -39,6 +53,11 @@ export const BaseEnv = {
 export const PostgresEnv = {
   DATABASE_URL: t.String({ pattern: '^postgres(ql)?://', description: 'PostgreSQL connection URL' }),
   DATABASE_POOL_MAX: t.Integer({ minimum: 1, default: 10, description: 'PostgreSQL pool size' }),
+  DATABASE_STATEMENT_TIMEOUT_MS: t.Integer({
+    minimum: 0,
+    default: 10_000,
+    description: 'statement_timeout of every pooled connection (0: none); migrations run without it',
+  }),
   MIGRATIONS_DIR: t.Optional(
     t.String({
       minLength: 1,
@@ -48,19 +67,24 @@ export const PostgresEnv = {
 }
 
 export const RedisEnv = {
-  REDIS_URL: t.String({
-    pattern: '^rediss?://',
-    default: 'redis://127.0.0.1:6379',
-    description: 'Redis URL',
-  }),
+  REDIS_URL: t.Optional(
+    t.String({
+      pattern: '^rediss?://',
+      [DEVELOPMENT_DEFAULT]: 'redis://127.0.0.1:6379',
+      description: 'Redis URL; required unless PARLEY_ENV=development (then redis://127.0.0.1:6379)',
+    }),
+  ),
 }
 
 export const AmqpEnv = {
-  AMQP_URL: t.String({
-    pattern: '^amqps?://',
-    default: 'amqp://guest:guest@127.0.0.1:5672/%2F',
-    description: 'RabbitMQ URL',
-  }),
+  AMQP_URL: t.Optional(
+    t.String({
+      pattern: '^amqps?://',
+      [DEVELOPMENT_DEFAULT]: 'amqp://guest:guest@127.0.0.1:5672/%2F',
+      description:
+        'RabbitMQ URL; required unless PARLEY_ENV=development (then amqp://guest:guest@127.0.0.1:5672/%2F)',
+    }),
+  ),
   AMQP_EXCHANGE: t.String({
     minLength: 1,
     default: 'parley.events',
@@ -90,6 +114,12 @@ export const JwtVerifyEnv = {
     description: 'Expected `iss` of access tokens',
   }),
   JWT_AUDIENCE: t.String({ minLength: 1, default: 'parley', description: 'Expected `aud` of access tokens' }),
+  JWKS_CACHE_MAX_AGE_MS: t.Integer({
+    minimum: 1_000,
+    default: 600_000,
+    description:
+      'Age after which the cached JWKS is refreshed in the background; the last good keys stay in use while auth is unreachable',
+  }),
 }
 
 /** A service's environment schema: the shared blocks plus its own variables. */
@@ -135,9 +165,14 @@ export function parseConfig<S extends TObject>(
   env: Record<string, string | undefined>,
 ): Static<S> {
   const input: Record<string, unknown> = {}
-  for (const key of Object.keys(schema.properties)) {
+  const development = env.PARLEY_ENV === 'development'
+  for (const [key, property] of Object.entries(schema.properties)) {
     const raw = env[key]
     if (raw !== undefined && raw !== '') input[key] = raw
+    else if (development) {
+      const fallback = (property as Record<string, unknown>)[DEVELOPMENT_DEFAULT]
+      if (fallback !== undefined) input[key] = fallback
+    }
   }
   const candidate = Value.Convert(schema, Value.Default(schema, input))
   const error = Value.Errors(schema, candidate).First()
@@ -150,6 +185,23 @@ export function parseConfig<S extends TObject>(
     missing
       ? `is required (${describeExpected(propertySchema)})`
       : `must be ${describeExpected(propertySchema)}`,
+  )
+}
+
+/**
+ * The value of a variable that only development may leave unset (see DEVELOPMENT_DEFAULT);
+ * throws a ConfigError naming it otherwise. Called where the client that needs it is built.
+ */
+export function requiredSetting<K extends string>(
+  config: { readonly [P in K]?: string },
+  variable: K,
+): string {
+  const value = config[variable]
+  if (value !== undefined) return value
+  const schema = { ...RedisEnv, ...AmqpEnv }[variable as string]
+  throw new ConfigError(
+    variable,
+    `is required unless PARLEY_ENV=development (${schema ? describeExpected(schema) : 'a valid value'})`,
   )
 }
 

@@ -1,6 +1,6 @@
 import type { Static, TObject } from '@sinclair/typebox'
 import type { AnyElysia } from 'elysia'
-import { loadConfig } from './config'
+import { ConfigError, loadConfig } from './config'
 import { serve } from './http'
 import { createRuntime, type Runtime } from './runtime'
 
@@ -36,6 +36,24 @@ async function healthcheck(port: number): Promise<number> {
   }
 }
 
+/**
+ * A setting checked only where its client is built (e.g. REDIS_URL outside development) stops
+ * start-up like loadConfig does: one line naming the variable, exit 78, nothing reported ready.
+ */
+async function connectOrExit<S extends TObject, D>(
+  definition: ServiceDefinition<S, D>,
+  config: Static<S>,
+  runtime: Runtime,
+): Promise<D> {
+  try {
+    return await definition.connect(config, runtime)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    process.stderr.write(`${error.message}\n`)
+    process.exit(78)
+  }
+}
+
 /** The whole of a service's index.ts: config, then `migrate` or connect + listen. */
 export async function runService<S extends TObject, D>(definition: ServiceDefinition<S, D>): Promise<void> {
   const config = loadConfig(definition.env) as Static<S> & BaseConfig
@@ -56,7 +74,7 @@ export async function runService<S extends TObject, D>(definition: ServiceDefini
       process.exit(1)
     }
   }
-  const deps = await definition.connect(config, runtime)
+  const deps = await connectOrExit(definition, config, runtime)
   serve(definition.buildApp(deps), {
     port: config.PORT,
     host: config.HOST,

@@ -49,10 +49,7 @@ export function mongoFor(
       try {
         return await ensureIndexes(mongo.db)
       } catch (error) {
-        logger.warn(
-          { err: error instanceof Error ? error.message : String(error), attempt },
-          'index creation failed, retrying',
-        )
+        logger.warn({ err: error, attempt }, 'index creation failed, retrying')
         await Bun.sleep(Math.min(attempt * 1000, 10_000))
       }
     }

@@ -37,7 +37,7 @@ export class RelayLoop {
       try {
         this.set(await countBacklog())
       } catch (error) {
-        log.debug({ err: error instanceof Error ? error.message : String(error) }, 'backlog count failed')
+        log.debug({ err: error }, 'backlog count failed')
       }
     })
   }
@@ -71,10 +71,7 @@ export class RelayLoop {
         backoff = 0
       } catch (error) {
         backoff = Math.min(Math.max(backoff * 2, 200), this.options.maxBackoffMs ?? 5000)
-        this.log.warn(
-          { err: error instanceof Error ? error.message : String(error), backoffMs: backoff },
-          'relay failed',
-        )
+        this.log.warn({ err: error, backoffMs: backoff }, 'relay failed')
       }
       if (relayed > 0 && backoff === 0) continue
       await new Promise<void>((resolve) => {

@@ -54,16 +54,34 @@ export type PostgresClient<S extends Record<string, unknown>> = {
   close: () => Promise<void>
 }
 
+/**
+ * How long one statement of a service's pool may run. Requests are answered within the
+ * gateway's upstream timeouts anyway: a statement still running after this is a runaway plan
+ * or a lock pile-up, and cancelling it gives the connection back instead of holding it.
+ */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
+
 export function createPostgres<S extends Record<string, unknown>>(
   url: string,
-  options: { schema: S; max?: number; applicationName?: string },
+  options: {
+    schema: S
+    max?: number
+    applicationName?: string
+    /** PostgreSQL's `statement_timeout` for every connection of the pool; 0 turns it off. */
+    statementTimeoutMs?: number
+  },
 ): PostgresClient<S> {
   const sql = postgres(url, {
     max: options.max ?? 10,
     idle_timeout: 30,
     connect_timeout: 5,
     onnotice: () => undefined,
-    connection: { application_name: options.applicationName ?? 'parley' },
+    // Startup parameters: set by the server on each new connection, so no connection of the
+    // pool ever runs without it (a `SET` per connection could be skipped or reset).
+    connection: {
+      application_name: options.applicationName ?? 'parley',
+      statement_timeout: options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+    },
   })
   const db = drizzle(sql, { schema: options.schema }) as Database<S>
   return {
@@ -90,7 +108,7 @@ export function migrateService(
 
 /** A PostgreSQL client for a service, closed at shutdown. */
 export function postgresFor<S extends Record<string, unknown>>(
-  config: { DATABASE_URL: string; DATABASE_POOL_MAX: number },
+  config: { DATABASE_URL: string; DATABASE_POOL_MAX: number; DATABASE_STATEMENT_TIMEOUT_MS: number },
   runtime: Runtime,
   schema: S,
 ): PostgresClient<S> {
@@ -98,6 +116,7 @@ export function postgresFor<S extends Record<string, unknown>>(
     schema,
     max: config.DATABASE_POOL_MAX,
     applicationName: `parley-${runtime.service}`,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
   })
   runtime.lifecycle.onClose('postgres', client.close)
   return client
@@ -111,7 +130,11 @@ export async function startOutboxRelay(sql: Sql, bus: EventBus, runtime: Runtime
   return relay
 }
 
-/** Applies committed drizzle-kit migrations over one dedicated connection. */
+/**
+ * Applies committed drizzle-kit migrations over one dedicated connection. Deliberately not a
+ * createPostgres pool: a migration (an index build, a backfill) may run far longer than any
+ * request, so this connection has no statement timeout.
+ */
 export async function runMigrations(url: string, migrationsFolder: string): Promise<void> {
   const sql = postgres(url, { max: 1, onnotice: () => undefined })
   try {
@@ -187,7 +210,7 @@ export class PgOutboxRelay {
       const listener = await this.sql.listen(OUTBOX_CHANNEL, () => this.kick())
       this.unlisten = listener.unlisten
     } catch (error) {
-      this.log.warn({ err: String(error) }, 'LISTEN failed; relying on polling')
+      this.log.warn({ err: error }, 'LISTEN failed; relying on polling')
     }
     this.loop.start()
   }

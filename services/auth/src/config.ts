@@ -7,10 +7,6 @@ export const Env = envSchema({
   ...RedisEnv,
   ...AmqpEnv,
   ...portEnv('auth'),
-  PARLEY_ENV: t.Union([t.Literal('development'), t.Literal('production')], {
-    default: 'production',
-    description: 'Deployment kind; only development may run without JWT_PRIVATE_KEY (a key is generated)',
-  }),
   REDIS_KEY_PREFIX: t.String({
     default: 'auth:',
     description: 'Prefix of every Redis key the auth service writes (verification codes, cooldowns)',
@@ -59,6 +55,13 @@ export const Env = envSchema({
     minimum: 60,
     default: 2_592_000,
     description: 'Lifetime of a refresh token (each rotation issues a new one with a fresh lifetime)',
+  }),
+  REFRESH_REUSE_GRACE_SECONDS: t.Integer({
+    minimum: 0,
+    maximum: 60,
+    default: 5,
+    description:
+      'How long after a rotation presenting the old refresh token again returns the same successor (a client retrying after a timeout) instead of revoking the session as reuse; only while that successor is unused. 0 disables it',
   }),
   ARGON2_MEMORY_KIB: t.Integer({
     minimum: 64,

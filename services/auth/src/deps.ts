@@ -10,6 +10,7 @@ import { subscribeProfileUpdates } from './modules/accounts/consumers'
 import { PasswordHasher } from './modules/accounts/password'
 import { AccountService } from './modules/accounts/service'
 import { SessionService } from './modules/sessions/service'
+import { refreshSuccessorSecret } from './modules/tokens/service'
 import { VerificationService } from './modules/verification/service'
 
 export { migrate } from './db'
@@ -46,14 +47,14 @@ export async function connect(config: Config, runtime: Runtime): Promise<AuthDep
     {
       accessTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
       refreshTtlSeconds: config.REFRESH_TOKEN_TTL_SECONDS,
+      reuseGraceSeconds: config.REFRESH_REUSE_GRACE_SECONDS,
+      successorSecret: await refreshSuccessorSecret(keys.privateKey),
     },
     metrics,
     logger,
   )
   const purge = setInterval(() => {
-    sessions
-      .purgeExpired()
-      .catch((error) => logger.warn({ err: String(error) }, 'purging expired sessions failed'))
+    sessions.purgeExpired().catch((error) => logger.warn({ err: error }, 'purging expired sessions failed'))
   }, SESSION_PURGE_INTERVAL_MS)
   lifecycle.onDrain('session-purge', () => clearInterval(purge))
   const hasher = new PasswordHasher({

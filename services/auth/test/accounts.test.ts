@@ -105,6 +105,24 @@ describe('POST /auth/register', () => {
     expect(await credentialsOf('same@example.com')).toBeUndefined()
   })
 
+  test.each([
+    ['a line feed', 'Bad\nName'],
+    ['a carriage return', 'Bad\rName'],
+    ['a tab', 'Bad\tName'],
+    ['a NUL', 'Bad\u0000Name'],
+    ['a DEL', 'Bad\u007fName'],
+  ])('a display name with %s is a 422 naming body.displayName and writes nothing', async (_, displayName) => {
+    const email = `control.${crypto.randomUUID().slice(0, 8)}@example.com`
+    const password = 'long enough password'
+    const before = { credentials: await h.count('credentials'), outbox: await h.count('outbox') }
+    const reply = await h.call('POST', '/auth/register', { body: { email, displayName, password } })
+    expect(reply.status).toBe(422)
+    expect(problemOf(reply).errors?.map((error) => error.field)).toEqual(['body.displayName'])
+    expect({ credentials: await h.count('credentials'), outbox: await h.count('outbox') }).toEqual(before)
+    expect(await credentialsOf(email)).toBeUndefined()
+    expect((await h.call('POST', '/auth/login', { body: { email, password } })).status).toBe(401)
+  })
+
   test('a display name of spaces only is empty after trimming', async () => {
     const reply = await h.call('POST', '/auth/register', {
       body: { email: 'blank@example.com', displayName: '    ', password: 'long enough password' },

@@ -4,7 +4,9 @@ import { createHarness, type Harness, metricValue, problemOf, type SignedInUser 
 
 let h: Harness
 beforeAll(async () => {
-  h = await createHarness()
+  // Strict rotation: these tests present rotated tokens at once and expect reuse detection;
+  // the grace window for retries is covered by session-races.test.ts.
+  h = await createHarness({ REFRESH_REUSE_GRACE_SECONDS: '0' })
 })
 afterAll(() => h.close())
 

@@ -85,7 +85,7 @@ export async function connect(
       { name: 'redis', check: () => redis.ping(), critical: false },
       { name: 'rabbitmq', check: () => bus.check(), critical: false },
     ],
-    verifier: options.verifier ?? verifierFor(config),
+    verifier: options.verifier ?? verifierFor(config, runtime),
     conversations,
     messages,
     db: mongo.db,

@@ -57,7 +57,7 @@ export async function connect(
     { ttlSeconds: config.REVOCATION_TTL_SECONDS, cacheMs: config.REVOCATION_CACHE_MS },
     logger,
   )
-  const verifier = verifierFor(config, {
+  const verifier = verifierFor(config, runtime, {
     cooldownMs: config.JWKS_REFETCH_COOLDOWN_MS,
     // Revocation is checked by EdgeAuth on every request (verified tokens are memoised).
     jwksFetch: async (url, init) => {

@@ -65,7 +65,7 @@ export async function connect(
   await subscribeMail(bus, mail, retryDelaysMs)
   await bus.start()
 
-  const verifier = verifierFor(config, options.jwks ? { jwks: options.jwks } : {})
+  const verifier = verifierFor(config, runtime, options.jwks ? { jwks: options.jwks } : {})
   return {
     runtime,
     config,

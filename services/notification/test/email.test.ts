@@ -265,7 +265,9 @@ describe('message.sent', () => {
     const dead = (await h.vhost.getMessages(`${EMAIL_QUEUE}.dead`, 50)).find((message) =>
       message.payload.includes(eventId),
     )
-    expect(String(dead?.properties.headers?.['x-parley-reason'])).toContain('not known yet')
+    // The header names the failure's kind, never its text (see EventBus deadLetterHeaders).
+    expect(dead?.properties.headers?.['x-parley-reason']).toBe('failed')
+    expect(dead?.properties.headers?.['x-parley-error']).toBe('DeliveryIncompleteError')
     // Three retries (NOTIFICATION_RETRY_DELAYS_MS has three delays), then the dead-letter queue.
     expect(await h.metric('events_consumed_total', { queue: EMAIL_QUEUE, outcome: 'retry' })).toBe(
       retries + 3,

@@ -37,7 +37,7 @@ export async function connect(
   await bus.start()
   await startOutboxRelay(postgres.sql, bus, runtime)
 
-  const verifier = options.verifier ?? verifierFor(config)
+  const verifier = options.verifier ?? verifierFor(config, runtime)
 
   return {
     runtime,

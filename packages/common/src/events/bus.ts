@@ -6,7 +6,7 @@ import amqp, {
   type ConsumeMessage,
   type RecoveringChannelModel,
 } from 'amqplib'
-import type { Logger } from '../logger'
+import { errorKind, type Logger } from '../logger'
 import type { Metrics } from '../metrics'
 import { assertCloudEvent, buildEvent, EventContractError } from './envelope'
 
@@ -52,6 +52,25 @@ export type EventBusOptions = {
 }
 
 const ATTEMPT_HEADER = 'x-parley-attempt'
+/** Why a message is in `.dead`: `invalid`, `unhandled` or `failed`; the error's text stays in the logs. */
+const REASON_HEADER = 'x-parley-reason'
+/** The error's class name (e.g. `EventContractError`) and code (e.g. SQLSTATE `23505`), never its message. */
+const ERROR_HEADER = 'x-parley-error'
+const ERROR_CODE_HEADER = 'x-parley-error-code'
+
+/**
+ * Dead-letter headers of a failure. Error messages quote data (a failed query's bound values,
+ * an address, an event field), and a dead-letter queue is read by more people, for longer,
+ * than the logs: headers carry the category and the error's kind only.
+ */
+function deadLetterHeaders(reason: 'invalid' | 'failed', error: unknown): Record<string, string> {
+  const { name, code } = errorKind(error)
+  return {
+    [REASON_HEADER]: reason,
+    [ERROR_HEADER]: name,
+    ...(code === undefined ? {} : { [ERROR_CODE_HEADER]: code }),
+  }
+}
 const DEFAULT_RETRY_DELAYS_MS = [1_000, 10_000, 60_000]
 const DELIVERY_LIMIT = 20
 
@@ -116,9 +135,9 @@ export class EventBus {
     connection.on('disconnect', (error: Error) => {
       this.publisher = undefined
       this.consumers = []
-      this.log.warn({ err: error.message }, 'broker connection lost, reconnecting')
+      this.log.warn({ err: error }, 'broker connection lost, reconnecting')
     })
-    connection.on('error', (error: Error) => this.log.warn({ err: error.message }, 'broker error'))
+    connection.on('error', (error: Error) => this.log.warn({ err: error }, 'broker error'))
     this.connection = connection
   }
 
@@ -157,7 +176,7 @@ export class EventBus {
   private async setup(model: ChannelModel): Promise<void> {
     this.currentModel = model
     const publisher = await model.createConfirmChannel()
-    publisher.on('error', (error: Error) => this.log.warn({ err: error.message }, 'publisher channel error'))
+    publisher.on('error', (error: Error) => this.log.warn({ err: error }, 'publisher channel error'))
     await publisher.assertExchange(this.options.exchange, 'topic', { durable: true })
     this.consumers = []
     if (this.consuming) {
@@ -170,7 +189,7 @@ export class EventBus {
   private async startConsumer(model: ChannelModel, subscription: RegisteredSubscription): Promise<void> {
     const channel = await model.createConfirmChannel()
     channel.on('error', (error: Error) =>
-      this.log.warn({ err: error.message, queue: subscription.queue }, 'consumer channel error'),
+      this.log.warn({ err: error, queue: subscription.queue }, 'consumer channel error'),
     )
     await channel.assertExchange(this.options.exchange, 'topic', { durable: true })
     await channel.prefetch(this.options.prefetch)
@@ -259,10 +278,7 @@ export class EventBus {
       }
     } catch (error) {
       // The channel died while settling; the broker redelivers the unacked message.
-      this.log.warn(
-        { err: error instanceof Error ? error.message : error, queue: subscription.queue },
-        'delivery not settled',
-      )
+      this.log.warn({ err: error, queue: subscription.queue }, 'delivery not settled')
     } finally {
       this.consumeSeconds.observe({ queue: subscription.queue, type }, (performance.now() - started) / 1000)
       this.inFlight--
@@ -275,17 +291,14 @@ export class EventBus {
     message: ConsumeMessage,
     error: unknown,
   ) {
-    const reason = error instanceof Error ? error.message : String(error)
-    this.log.error({ queue: subscription.queue, reason }, 'invalid event dead-lettered')
+    this.log.error({ queue: subscription.queue, err: error }, 'invalid event dead-lettered')
     this.consumedTotal.inc({
       queue: subscription.queue,
       type: String(message.properties.type ?? 'unknown'),
       outcome: 'invalid',
     })
     if (subscription.transient) return channel.ack(message)
-    await this.forward(channel, `${subscription.queue}.dead`, message, {
-      'x-parley-reason': `invalid: ${reason}`.slice(0, 500),
-    })
+    await this.forward(channel, `${subscription.queue}.dead`, message, deadLetterHeaders('invalid', error))
     channel.ack(message)
   }
 
@@ -306,7 +319,7 @@ export class EventBus {
     } else {
       log.error({ reason }, 'unhandled event dead-lettered')
       await this.forward(channel, `${subscription.queue}.dead`, message, {
-        'x-parley-reason': `unhandled: ${reason}`,
+        [REASON_HEADER]: 'unhandled',
       })
     }
     this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'unhandled' })
@@ -322,16 +335,15 @@ export class EventBus {
     log: Logger,
   ) {
     const type = String(message.properties.type ?? 'unknown')
-    const reason = error instanceof Error ? error.message : String(error)
     const delays = subscription.retryDelaysMs
     if (subscription.transient) {
-      log.warn({ err: reason }, 'transient handler failed, dropped')
+      log.warn({ err: error }, 'transient handler failed, dropped')
       this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'dropped' })
       return channel.ack(message)
     }
     if (attempt < delays.length) {
       log.warn(
-        { err: reason, attempt: attempt + 1, delayMs: delays[attempt] },
+        { err: error, attempt: attempt + 1, delayMs: delays[attempt] },
         'handler failed, retrying later',
       )
       await this.forward(channel, `${subscription.queue}.retry.${attempt + 1}`, message, {
@@ -339,10 +351,8 @@ export class EventBus {
       })
       this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'retry' })
     } else {
-      log.error({ err: reason, attempts: attempt + 1 }, 'handler failed, dead-lettered')
-      await this.forward(channel, `${subscription.queue}.dead`, message, {
-        'x-parley-reason': `failed: ${reason}`.slice(0, 500),
-      })
+      log.error({ err: error, attempts: attempt + 1 }, 'handler failed, dead-lettered')
+      await this.forward(channel, `${subscription.queue}.dead`, message, deadLetterHeaders('failed', error))
       this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'dead' })
     }
     channel.ack(message)

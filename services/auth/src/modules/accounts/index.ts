@@ -1,4 +1,5 @@
 import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
+import { normaliseDisplayName } from '@parley/contracts'
 import { Elysia } from 'elysia'
 import { type accessTokenSigner, tokenPair } from '../tokens'
 import { LoginBody, Me, RegisterBody, SessionWithUser } from './model'
@@ -9,7 +10,7 @@ function normaliseBody({ body }: { body: unknown }): void {
   if (typeof body !== 'object' || body === null) return
   const fields = body as Record<string, unknown>
   if (typeof fields.email === 'string') fields.email = normaliseEmail(fields.email)
-  if (typeof fields.displayName === 'string') fields.displayName = fields.displayName.trim()
+  if (typeof fields.displayName === 'string') fields.displayName = normaliseDisplayName(fields.displayName)
 }
 
 /** Registration, login and the caller's account. */

@@ -1,3 +1,4 @@
+import { DisplayName } from '@parley/contracts'
 import { t } from 'elysia'
 import { TokenPair } from '../tokens/model'
 
@@ -10,7 +11,8 @@ const Email = t.String({
 
 export const RegisterBody = t.Object({
   email: Email,
-  displayName: t.String({ minLength: 1, maxLength: 64, description: '1–64 characters after trimming' }),
+  // The rule PATCH /users/me applies too, so registration cannot store a name it refuses.
+  displayName: DisplayName,
   password: t.String({
     minLength: 8,
     maxLength: 128,

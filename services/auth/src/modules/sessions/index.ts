@@ -18,7 +18,8 @@ export function sessionRoutes(
     .post(
       '/refresh',
       async ({ body, accessTokens }) =>
-        tokenPair(accessTokens, await sessions.refresh(body.refreshToken), accessTtlSeconds),
+        // Signed inside the refresh's transaction: see SessionService.refresh.
+        sessions.refresh(body.refreshToken, (issued) => tokenPair(accessTokens, issued, accessTtlSeconds)),
       {
         // JSON only, declared so the OpenAPI document lists the body under application/json.
         parse: 'json',
@@ -28,7 +29,7 @@ export function sessionRoutes(
           tags: ['auth'],
           summary: 'Exchange a refresh token for a new pair (rotation)',
           description:
-            'Every refresh token works once. Presenting one that was already exchanged revokes its whole session (every token descended from the same login) and answers 401, as RFC 9700 §4.14.2 asks: clients must not refresh the same token concurrently.',
+            'Every refresh token works once. Presenting one again within REFRESH_REUSE_GRACE_SECONDS of its exchange, while its successor is unused, is a retry: the same new refresh token (and a fresh access token). Otherwise it revokes the whole session (every token descended from the same login) and answers 401, as RFC 9700 §4.14.2 asks.',
         },
       },
     )

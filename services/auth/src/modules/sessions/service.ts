@@ -2,28 +2,47 @@ import { type Logger, type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
 import { enqueueEvents } from '@parley/common/postgres'
 import { and, eq, gt, inArray, isNull, lt, sql } from 'drizzle-orm'
-import type { Db, Queryable } from '../../db'
+import type { Db, Queryable, Transaction } from '../../db'
 import { credentials, sessions } from '../../db/schema'
 import { EVENT_SOURCE } from '../../events'
-import { hashRefreshToken, type IssuedSession, newRefreshToken } from '../tokens/service'
+import {
+  hashRefreshToken,
+  type IssuedSession,
+  newRefreshToken,
+  successorRefreshToken,
+} from '../tokens/service'
 
 /** What an access token says about its user. */
 export type SessionUser = { id: string; email: string; roles: string[]; emailVerified: boolean }
 
 export type RevokeReason = 'logout' | 'reuse_detected' | 'revoked_by_user' | 'revoked_by_admin'
 
-type RefreshOutcome =
-  | { kind: 'rotated'; issued: IssuedSession }
+type RefreshOutcome<T> =
+  | { kind: 'rotated' | 'retried'; minted: T }
   | { kind: 'reused'; userId: string; sessionId: string }
   | { kind: 'unknown' | 'expired' | 'revoked' }
 
-export type SessionOptions = { accessTtlSeconds: number; refreshTtlSeconds: number }
+export type SessionOptions = {
+  accessTtlSeconds: number
+  refreshTtlSeconds: number
+  /** How long a just-rotated token still yields its (unused) successor instead of counting as reuse. */
+  reuseGraceSeconds: number
+  /** HMAC key deriving each successor from the token it replaces (successorRefreshToken). */
+  successorSecret: Buffer
+}
 
 const INVALID_REFRESH = 'The refresh token is invalid, expired or revoked'
 
 /**
  * Refresh-token families: one per login, rotated on every refresh, revoked as a whole when
  * a rotated token comes back (RFC 9700 §4.14.2), on logout, or on "revoke everything".
+ *
+ * Every write to a user's sessions first locks that user's `credentials` row: refresh and
+ * logout FOR NO KEY UPDATE, revoke-everything FOR UPDATE (which also waits for logins, whose
+ * session INSERT holds FOR KEY SHARE through the foreign key). Under READ COMMITTED a
+ * revocation's UPDATE cannot see a successor row a concurrent refresh has inserted but not
+ * committed; with the lock no such refresh can be in flight, and a refresh that waited for a
+ * revocation re-reads the presented row and finds it revoked.
  */
 export class SessionService {
   private readonly refreshes
@@ -54,51 +73,73 @@ export class SessionService {
   }
 
   /**
-   * Exchanges a refresh token for a new pair. The conditional UPDATE lets exactly one of
-   * several concurrent exchanges of the same token win; the others see it rotated, which is
-   * indistinguishable from a replay, so they revoke the family.
+   * Exchanges a refresh token for a new pair; `mint` (signing the access token) runs inside
+   * the transaction, so every access token minted from a pre-revoke token has an `iat`
+   * before the revocation's `revokedBefore`, which is taken once the revocation holds the lock.
+   *
+   * Concurrent exchanges of one token are serialised by the user lock: the first rotates, the
+   * others find it rotated. Within the grace window, while the successor is unused, that is a
+   * retry and gets the same successor (recomputed, never stored); otherwise it is reuse and
+   * revokes the family.
    */
-  async refresh(refreshToken: string): Promise<IssuedSession> {
+  async refresh<T>(refreshToken: string, mint: (issued: IssuedSession) => Promise<T>): Promise<T> {
     const tokenHash = hashRefreshToken(refreshToken)
-    const outcome = await this.db.transaction(async (tx): Promise<RefreshOutcome> => {
+    const outcome = await this.db.transaction(async (tx): Promise<RefreshOutcome<T>> => {
+      const [owner] = await tx
+        .select({ userId: sessions.userId })
+        .from(sessions)
+        .where(eq(sessions.tokenHash, tokenHash))
+      if (!owner) return { kind: 'unknown' }
+      const [user] = await tx
+        .select({
+          id: credentials.id,
+          email: credentials.email,
+          roles: credentials.roles,
+          emailVerified: credentials.emailVerified,
+        })
+        .from(credentials)
+        .where(eq(credentials.id, owner.userId))
+        .for('no key update')
+      if (!user) return { kind: 'unknown' }
+      // A statement after the lock: it sees every revocation committed before we got it.
       const [current] = await tx
         .update(sessions)
         .set({ rotatedAt: sql`now()` })
-        .from(credentials)
         .where(
           and(
             eq(sessions.tokenHash, tokenHash),
-            eq(credentials.id, sessions.userId),
             isNull(sessions.rotatedAt),
             isNull(sessions.revokedAt),
             gt(sessions.expiresAt, sql`now()`),
           ),
         )
-        .returning({
-          id: sessions.id,
-          familyId: sessions.familyId,
-          userId: credentials.id,
-          email: credentials.email,
-          roles: credentials.roles,
-          emailVerified: credentials.emailVerified,
-        })
+        .returning({ id: sessions.id, familyId: sessions.familyId })
       if (current) {
-        const { id, familyId, userId, ...user } = current
-        return { kind: 'rotated', issued: await this.issue(tx, { id: userId, ...user }, familyId, id) }
+        const successor = successorRefreshToken(this.options.successorSecret, refreshToken)
+        const issued = await this.issue(tx, user, current.familyId, current.id, successor)
+        return { kind: 'rotated', minted: await mint(issued) }
       }
       const [presented] = await tx
         .select({
+          id: sessions.id,
           familyId: sessions.familyId,
-          userId: sessions.userId,
           rotatedAt: sessions.rotatedAt,
           revokedAt: sessions.revokedAt,
+          inGrace: sql<boolean>`${sessions.rotatedAt} > now() - make_interval(secs => ${this.options.reuseGraceSeconds})`,
         })
         .from(sessions)
         .where(eq(sessions.tokenHash, tokenHash))
       if (!presented) return { kind: 'unknown' }
+      if (presented.rotatedAt && !presented.revokedAt && presented.inGrace) {
+        const retried = await this.successorFor(tx, refreshToken, presented.id)
+        if (retried) {
+          const issued = this.claimsFor(user, presented.familyId, retried.refreshToken, retried.expiresAt)
+          return { kind: 'retried', minted: await mint(issued) }
+        }
+      }
       if (presented.rotatedAt) {
         await this.revokeFamily(tx, presented.familyId, 'reuse_detected')
-        return { kind: 'reused', userId: presented.userId, sessionId: presented.familyId }
+        return { kind: 'reused', userId: owner.userId, sessionId: presented.familyId }
       }
       return { kind: presented.revokedAt ? 'revoked' : 'expired' }
     })
@@ -110,18 +151,22 @@ export class SessionService {
         'refresh token reused: session revoked',
       )
     }
-    if (outcome.kind !== 'rotated') throw problems.unauthorized(INVALID_REFRESH)
-    return outcome.issued
+    if (outcome.kind !== 'rotated' && outcome.kind !== 'retried') throw problems.unauthorized(INVALID_REFRESH)
+    return outcome.minted
   }
 
   /** Ends the session the refresh token belongs to; someone else's token is answered like an unknown one. */
   async logout(userId: string, refreshToken: string): Promise<void> {
-    const [session] = await this.db
-      .select({ familyId: sessions.familyId })
-      .from(sessions)
-      .where(and(eq(sessions.tokenHash, hashRefreshToken(refreshToken)), eq(sessions.userId, userId)))
-    if (!session) throw problems.notFound('No session of yours has this refresh token')
-    await this.revokeFamily(this.db, session.familyId, 'logout')
+    await this.db.transaction(async (tx) => {
+      const [session] = await tx
+        .select({ familyId: sessions.familyId })
+        .from(sessions)
+        .where(and(eq(sessions.tokenHash, hashRefreshToken(refreshToken)), eq(sessions.userId, userId)))
+      if (!session) throw problems.notFound('No session of yours has this refresh token')
+      // Waits for the user's refreshes in flight, so the UPDATE below sees their successors.
+      await this.lockUser(tx, userId, 'no key update')
+      await this.revokeFamily(tx, session.familyId, 'logout')
+    })
   }
 
   /**
@@ -150,6 +195,8 @@ export class SessionService {
           .where(eq(credentials.id, userId))
         if (!target) throw problems.notFound('No such user')
       }
+      // After the lock: every refresh committed before it (and the `iat` it minted) is earlier.
+      await this.lockUser(tx, userId, 'update')
       const revokedBefore = new Date()
       await tx
         .update(sessions)
@@ -199,6 +246,29 @@ export class SessionService {
     }
   }
 
+  private async lockUser(tx: Transaction, userId: string, strength: 'update' | 'no key update') {
+    await tx.select({ id: credentials.id }).from(credentials).where(eq(credentials.id, userId)).for(strength)
+  }
+
+  /** The unused successor of the rotated row `parentId`, recomputed from the presented token. */
+  private async successorFor(tx: Transaction, presented: string, parentId: string) {
+    const refreshToken = successorRefreshToken(this.options.successorSecret, presented)
+    const [row] = await tx
+      .select({ expiresAt: sessions.expiresAt })
+      .from(sessions)
+      .where(
+        and(
+          eq(sessions.tokenHash, hashRefreshToken(refreshToken)),
+          eq(sessions.parentId, parentId),
+          isNull(sessions.rotatedAt),
+          isNull(sessions.revokedAt),
+          gt(sessions.expiresAt, sql`now()`),
+        ),
+      )
+    // None after a signing-key change (another secret) or once the successor was used: reuse.
+    return row ? { refreshToken, expiresAt: row.expiresAt } : undefined
+  }
+
   private async revokeFamily(db: Queryable, familyId: string, reason: RevokeReason): Promise<void> {
     await db
       .update(sessions)
@@ -211,17 +281,27 @@ export class SessionService {
     user: SessionUser,
     familyId: string,
     parentId: string | null,
+    refreshToken = newRefreshToken(),
   ): Promise<IssuedSession> {
-    const refreshToken = newRefreshToken()
-    const now = Date.now()
+    const expiresAt = new Date(Date.now() + this.options.refreshTtlSeconds * 1000)
     await tx.insert(sessions).values({
       id: newId(),
       familyId,
       parentId,
       userId: user.id,
       tokenHash: hashRefreshToken(refreshToken),
-      expiresAt: new Date(now + this.options.refreshTtlSeconds * 1000),
+      expiresAt,
     })
+    return this.claimsFor(user, familyId, refreshToken, expiresAt)
+  }
+
+  private claimsFor(
+    user: SessionUser,
+    familyId: string,
+    refreshToken: string,
+    expiresAt: Date,
+  ): IssuedSession {
+    const now = Date.now()
     return {
       claims: {
         sub: user.id,
@@ -233,7 +313,7 @@ export class SessionService {
         exp: Math.floor(now / 1000) + this.options.accessTtlSeconds,
       },
       refreshToken,
-      refreshExpiresIn: this.options.refreshTtlSeconds,
+      refreshExpiresIn: Math.max(1, Math.round((expiresAt.getTime() - now) / 1000)),
     }
   }
 }

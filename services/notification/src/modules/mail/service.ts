@@ -168,7 +168,7 @@ export class MailService {
       await prepared
         .onSendFailure?.()
         .catch((releaseError: unknown) =>
-          this.log.warn({ err: String(releaseError), eventId }, 'could not release the email throttle'),
+          this.log.warn({ err: releaseError, eventId }, 'could not release the email throttle'),
         )
       await this.releaseQuietly(eventId, recipientId)
       throw error
@@ -182,9 +182,7 @@ export class MailService {
   private async releaseQuietly(eventId: string, recipientId: string): Promise<void> {
     await this.deps.deliveries
       .release(eventId, recipientId)
-      .catch((error: unknown) =>
-        this.log.warn({ err: String(error), eventId }, 'could not release the email claim'),
-      )
+      .catch((error: unknown) => this.log.warn({ err: error, eventId }, 'could not release the email claim'))
   }
 
   private count(template: TemplateName, outcome: EmailOutcome): void {

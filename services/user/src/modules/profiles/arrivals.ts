@@ -24,7 +24,7 @@ export class ProfileArrivals {
       const listener = await this.sql.listen(PROFILE_CREATED_CHANNEL, (userId) => this.announce(userId))
       this.unlisten = listener.unlisten
     } catch (error) {
-      this.logger.warn({ err: String(error) }, 'LISTEN failed; profile waits rely on polling')
+      this.logger.warn({ err: error }, 'LISTEN failed; profile waits rely on polling')
     }
   }
 

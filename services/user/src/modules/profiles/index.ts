@@ -5,6 +5,7 @@ import {
   problems,
   requestContext,
 } from '@parley/common'
+import { normaliseDisplayName } from '@parley/contracts'
 import { Elysia } from 'elysia'
 import {
   OwnProfile,
@@ -46,7 +47,7 @@ export function profileRoutes(service: ProfileService, verifier: AccessTokenVeri
             unknown.map((field) => ({ field: `body.${field}`, message: 'Unknown field' })),
           )
         // Trim before validation, so " Ann " is stored as "Ann" and "   " is rejected as empty.
-        if (typeof body.displayName === 'string') body.displayName = body.displayName.trim()
+        if (typeof body.displayName === 'string') body.displayName = normaliseDisplayName(body.displayName)
       },
       body: ProfileUpdate,
       response: { 200: OwnProfile, ...problemResponses(400, 401, 422, 503) },
@@ -73,7 +74,7 @@ export function profileRoutes(service: ProfileService, verifier: AccessTokenVeri
       detail: {
         summary: 'Search users, or look several up by id',
         description:
-          'Either `q` (ranked search, cursor-paginated) or `ids` (up to 100, one page, unknown ids left out).',
+          'Either `q` (ranked search, cursor-paginated) or `ids` (up to 100, one page, unknown ids left out). Search matches display names only, never emails: exact name first, then names starting with `q`, then (when `q` has at least 3 characters) names containing it; 1–2 characters match exact names and prefixes only.',
         tags: ['users'],
       },
     })

@@ -1,4 +1,4 @@
-import { Page } from '@parley/contracts'
+import { DisplayName, Page } from '@parley/contracts'
 import { t } from 'elysia'
 
 export const MAX_BATCH_IDS = 100
@@ -6,8 +6,6 @@ export const MAX_PAGE_SIZE = 100
 
 const Uuid = t.String({ format: 'uuid' })
 const Timestamp = t.String({ format: 'date-time' })
-/** No control characters (tabs, newlines, NUL…) in a name shown on one line. */
-const SINGLE_LINE = '^[^\\u0000-\\u001f\\u007f]*$'
 
 export const PublicProfile = t.Object(
   {
@@ -38,14 +36,8 @@ export type OwnProfile = typeof OwnProfile.static
 
 export const ProfileUpdate = t.Object(
   {
-    displayName: t.Optional(
-      t.String({
-        minLength: 1,
-        maxLength: 64,
-        pattern: SINGLE_LINE,
-        description: 'Trimmed first; 1–64 characters, no control characters',
-      }),
-    ),
+    // The rule registration applies too (auth's POST /auth/register).
+    displayName: t.Optional(DisplayName),
     bio: t.Optional(
       t.Union([t.String({ maxLength: 280 }), t.Null()], {
         description: 'Up to 280 characters; null clears it',
@@ -74,7 +66,7 @@ export const UserListQuery = t.Object({
       minLength: 1,
       maxLength: 100,
       description:
-        'Search text (trimmed), case-insensitive: display name (substring) or email (prefix). Ranked: exact, display-name prefix, email prefix, substring; ties by name.',
+        'Search text (trimmed), case-insensitive, matched against display names only (never emails). Ranked: exact name, name prefix, then (for 3 characters or more) substring; ties by name.',
     }),
   ),
   ids: t.Optional(

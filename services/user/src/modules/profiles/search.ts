@@ -3,31 +3,36 @@ import type { UserDatabase } from '../../db'
 import { type ProfileRow, profiles } from '../../db/schema'
 
 /**
- * Search ranks a profile by the best way it matches the (case-folded) query:
- *   0 exact:         the display name or the email equals it
- *   1 name prefix:   the display name starts with it
- *   2 email prefix:  the email starts with it (results never show the email, so a match the
- *                    caller can see in the name ranks first)
- *   3 substring:     the display name contains it further in
+ * Search matches the display name only, and ranks a profile by the best way it matches the
+ * (case-folded) query:
+ *   0 exact:      the display name equals it
+ *   1 prefix:     the display name starts with it
+ *   2 substring:  the display name contains it further in; only for queries of at least
+ *                 MIN_SUBSTRING_LENGTH characters
  * and orders ties by the case-folded display name (byte order), then id. A cursor is the
  * last (rank, name, id) served; each tier excludes the earlier ones, so every match appears
  * exactly once across pages.
  *
+ * Never the email: results do not show it, but which profile an address or the start of one
+ * brings back would tell who owns it, and let anyone recover an address character by
+ * character.
+ *
  * Cost: tiers 0 and 1 read the name index in order within a range, so they never touch more
- * rows than the page; one statement runs both. Tiers 2 and 3 run (together) only when those
- * did not fill the page. Tier 2 reads the email range from its covering index (no table
- * access) and sorts it. Tier 3 is left to the planner, which weighs walking the name index in
- * order until the page is full (common substrings) against fetching every match through the
- * trigram index and sorting them (rare ones); it is written so its estimates hold.
+ * rows than the page; one statement runs both. Tier 2 runs only when those did not fill the
+ * page, and is left to the planner, which weighs walking the name index in order until the
+ * page is full (common substrings) against fetching every match through the trigram index and
+ * sorting them (rare ones); it is written so its estimates hold. A pattern shorter than a
+ * trigram gives the trigram index nothing to look up, so it would scan the whole index:
+ * hence the minimum length.
  */
-export type SearchRank = 0 | 1 | 2 | 3
+export type SearchRank = 0 | 1 | 2
 export type SearchKey = { rank: SearchRank; name: string; id: string }
 
-const RANKS: readonly SearchRank[] = [0, 1, 2, 3]
-const TIER_GROUPS: readonly (readonly SearchRank[])[] = [
-  [0, 1],
-  [2, 3],
-]
+/** Shorter queries match exact names and name prefixes only (see above). */
+export const MIN_SUBSTRING_LENGTH = 3
+
+const RANKS: readonly SearchRank[] = [0, 1, 2]
+const TIER_GROUPS: readonly (readonly SearchRank[])[] = [[0, 1], [2]]
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export function encodeCursor(key: SearchKey): string {
@@ -71,34 +76,15 @@ function tierQuery(rank: SearchRank, query: string, after: SQL, limit: number): 
     sql`select id, search_name from profiles where ${where} ${after} order by search_name, id limit ${limit}`
   switch (rank) {
     case 0:
-      // Two ordered parts rather than an OR, which would fetch and sort every equal name.
-      return sql`
-        (${inNameOrder(sql`search_name = ${folded}`)})
-        union all
-        (${inNameOrder(sql`email = ${folded} and search_name <> ${folded}`)})
-        order by search_name, id limit ${limit}`
+      return inNameOrder(sql`search_name = ${folded}`)
     case 1:
-      return inNameOrder(
-        sql`starts_with(search_name, ${folded}) and search_name <> ${folded} and email <> ${folded}`,
-      )
+      return inNameOrder(sql`starts_with(search_name, ${folded}) and search_name <> ${folded}`)
     case 2:
-      // Fenced (offset 0) so it reads the email range: email and name prefixes go together,
-      // and the planner, blind to that, would walk the name index looking for rows that
-      // mostly belong to tier 1. The range holds those tier-1 rows too, but this tier only
-      // runs once tier 1 is exhausted, i.e. (mostly) when it is small.
-      return sql`
-        select id, search_name from (
-          select id, search_name from profiles
-          where starts_with(email, ${folded}) and email <> ${folded}
-            and not starts_with(search_name, ${folded}) ${after}
-          offset 0) by_email
-        order by search_name, id limit ${limit}`
-    case 3:
       // `substr(search_name, 2)` holds every substring that does not start the name: its
-      // trigram index yields this tier's candidates without the name-prefix matches.
+      // trigram index yields this tier's candidates without the prefix matches.
       return inNameOrder(sql`
         substr(search_name, 2) like '%' || lower(${likeLiteral(query)}) || '%'
-        and not starts_with(search_name, ${folded}) and not starts_with(email, ${folded})`)
+        and not starts_with(search_name, ${folded})`)
   }
 }
 
@@ -117,8 +103,10 @@ export async function searchProfileIds(
   const found: SearchKey[] = []
   // One more than the page tells whether another page follows.
   const wanted = limit + 1
+  // Code points, as pg_trgm counts characters.
+  const substrings = [...query].length >= MIN_SUBSTRING_LENGTH
   for (const group of TIER_GROUPS) {
-    const ranks = group.filter((rank) => !cursor || rank >= cursor.rank)
+    const ranks = group.filter((rank) => (!cursor || rank >= cursor.rank) && (rank !== 2 || substrings))
     if (ranks.length === 0) continue
     const tiers = ranks.map((rank) => {
       const after =
