@@ -85,8 +85,11 @@ class RemoteKeySet {
   ) {}
 
   readonly getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
-    if (!this.keys) await this.refresh()
-    else if (Date.now() - this.fetchedAt >= this.options.cacheMaxAgeMs && this.mayFetch()) {
+    // Without keys yet: join the fetch in flight, else fetch at most once per cooldown (auth down
+    // at start-up must not turn every request into a JWKS fetch).
+    if (!this.keys) {
+      if (this.pending || this.mayFetch()) await this.refresh()
+    } else if (Date.now() - this.fetchedAt >= this.options.cacheMaxAgeMs && this.mayFetch()) {
       // Keep answering with the cached keys; the refresh's failure is logged and counted.
       void this.refresh()
     }
