@@ -51,7 +51,13 @@ function envFor(service: ServiceEntry): Record<string, string | undefined> {
     service.store?.kind === 'postgres'
       ? `postgres://parley:parley@127.0.0.1:5432/${service.store.database}`
       : undefined
-  return { ...process.env, ...shared, DATABASE_URL: database, PORT: String(service.port) }
+  return {
+    ...process.env,
+    ...shared,
+    DATABASE_URL: database,
+    PORT: String(service.port),
+    OPS_PORT: String(service.opsPort),
+  }
 }
 
 async function pipeWithPrefix(stream: ReadableStream<Uint8Array>, prefix: string, out: NodeJS.WriteStream) {
@@ -121,6 +127,7 @@ Parley is up:
   Swagger    http://127.0.0.1:${serviceOf('gateway').port}/docs
   WebSocket  ws://127.0.0.1:${serviceOf('gateway').port}/api/v1/ws
   services   ${services.map((service) => `${service.name} :${service.port}`).join(', ')}
+  ops        ${services.map((service) => `${service.name} :${service.opsPort}`).join(', ')}   (/ready, /metrics)
   mail       http://127.0.0.1:8025/api/v1/messages   RabbitMQ http://127.0.0.1:15672 (guest/guest)
 Ctrl-C stops everything.`)
 })()

@@ -23,6 +23,9 @@ type Described = TSchema & {
   pattern?: string
 }
 
+/** Variables whose default is the service's own port in the roster. */
+const PER_SERVICE = ['PORT', 'OPS_PORT']
+
 function cell(text: string): string {
   return text.replaceAll('|', '\\|').replaceAll('\n', ' ')
 }
@@ -30,7 +33,7 @@ function cell(text: string): string {
 function formatDefault(schema: Described, variable: string): string {
   if (schema.default === undefined) return OptionalKind in schema ? 'unset' : 'required'
   const value = String(schema.default)
-  if (variable === 'PORT') return 'per service'
+  if (PER_SERVICE.includes(variable)) return 'per service'
   return value === '' ? '""' : `\`${cell(value)}\``
 }
 
@@ -40,7 +43,8 @@ export function renderEnvTable(): string {
     for (const [variable, property] of Object.entries(schema.properties)) {
       const row = rows.get(variable) ?? { schema: property as Described, services: [], ports: [] }
       row.services.push(service)
-      if (variable === 'PORT') row.ports.push(`${service} ${String((property as Described).default)}`)
+      if (PER_SERVICE.includes(variable))
+        row.ports.push(`${service} ${String((property as Described).default)}`)
       rows.set(variable, row)
     }
   }

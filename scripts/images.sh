@@ -419,7 +419,7 @@ CLOSED_PORT=""
 declare -A R_SIZE R_HEALTH R_EXIT R_STOP R_MIGR R_OK
 # smoke_one SERVICE : start the image on a free loopback port, wait for /health, SIGTERM, time the exit
 smoke_one() {
-  local svc=$1 image name port env_args=() kv deadline status="" state code finished t_kill
+  local svc=$1 image name port ops_port env_args=() kv deadline status="" state code finished t_kill
   image=$(image_ref "$svc")
   name=parley-smoke-$svc
   R_SIZE[$svc]="-" R_HEALTH[$svc]="no" R_EXIT[$svc]="-" R_STOP[$svc]="-" R_MIGR[$svc]="-" R_OK[$svc]=0
@@ -435,10 +435,13 @@ smoke_one() {
   R_MIGR[$svc]=$(migrations_in "$image")
   pm rm -f "$name" >/dev/null 2>&1 || true
   port=$(free_port)
+  # host network: the ops port too, or it would take the roster's 940x a dev stack may hold
+  ops_port=$(free_port)
+  while [[ $ops_port == "$port" ]]; do ops_port=$(free_port); done
   while IFS= read -r kv; do env_args+=(-e "$kv"); done < <(smoke_env "$svc")
   # As strict as a hardened pod: read-only root without even a /tmp, no capabilities, no setuid.
   if ! pm run -d --name "$name" --network host "${ULIMIT_ARGS[@]}" --read-only --read-only-tmpfs=false --cap-drop ALL \
-    --security-opt no-new-privileges -e HOST=127.0.0.1 -e "PORT=$port" "${env_args[@]}" "$image" >/dev/null; then
+    --security-opt no-new-privileges -e HOST=127.0.0.1 -e "PORT=$port" -e "OPS_PORT=$ops_port" "${env_args[@]}" "$image" >/dev/null; then
     log "$svc: the container did not start"
     pm rm -f "$name" >/dev/null 2>&1 || true
     return 0

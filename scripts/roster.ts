@@ -2,7 +2,8 @@
 //
 //   bun scripts/roster.ts           check: list each file that disagrees with the roster (exit 1)
 //   bun scripts/roster.ts --write   generate what can be generated (new service blocks, lists of
-//                                   services, databases, scrape targets), then check again
+//                                   services, databases, scrape targets on the ops ports), then
+//                                   check again
 //
 // test/roster.test.ts runs the check, and proves with a roster holding a sixth service that every
 // file is named when it lacks that service and that --write makes them agree.
@@ -50,6 +51,10 @@ export function checkRoster(roster: Roster): string[] {
       problems.push(`${service.name}: port ${service.port} taken by another service`)
     seen.add(service.name)
     ports.add(service.port)
+    // Every port distinct across services: `bun run dev` runs them all on one host.
+    if (ports.has(service.opsPort))
+      problems.push(`${service.name}: ops port ${service.opsPort} taken by another port`)
+    ports.add(service.opsPort)
     // The chart's dev infra names each service's database parley_<name>.
     if (service.store && service.store.database !== `parley_${service.name}`)
       problems.push(`${service.name}: its database must be called parley_${service.name}`)
@@ -85,11 +90,16 @@ function prometheusTargets(text: string): string[] {
       ?.static_configs?.flatMap((config) => config.targets ?? []) ?? []
   )
 }
+/** Prometheus scrapes the ops ports (the service ports have no /metrics). */
+const scrapeTargets = (roster: Roster) => roster.map((service) => `${service.name}:${service.opsPort}`)
 function writePrometheusTargets(text: string, roster: Roster): string {
   return text.replace(
     /( {6}- targets:\n)(?: {10}- .*\n)+/,
     (_, head: string) =>
-      head + roster.map((service) => `          - ${service.name}:${service.port}\n`).join(''),
+      head +
+      scrapeTargets(roster)
+        .map((target) => `          - ${target}\n`)
+        .join(''),
   )
 }
 
@@ -104,6 +114,10 @@ function checkValues(text: string, roster: Roster): string[] {
     const image = isRecord(block.image) ? block.image : {}
     if (block.port !== service.port)
       problems.push(`services.${service.name}.port is ${block.port}, the roster says ${service.port}`)
+    if (block.opsPort !== service.opsPort)
+      problems.push(
+        `services.${service.name}.opsPort is ${block.opsPort}, the roster says ${service.opsPort}`,
+      )
     if (image.repository !== `parley-${service.name}`)
       problems.push(
         `services.${service.name}.image.repository is ${image.repository}, expected parley-${service.name}`,
@@ -137,6 +151,7 @@ function serviceBlock(service: ServiceEntry): string {
     enabled: true
     replicas: 2
     port: ${service.port}
+    opsPort: ${service.opsPort}
     image:
       repository: parley-${service.name}
       tag: ""
@@ -397,11 +412,7 @@ export const RULES: readonly Rule[] = [
   {
     file: PROMETHEUS,
     check: (text, roster) =>
-      sameList(
-        'the parley scrape targets',
-        prometheusTargets(text),
-        roster.map((service) => `${service.name}:${service.port}`),
-      ),
+      sameList('the parley scrape targets', prometheusTargets(text), scrapeTargets(roster)),
     write: writePrometheusTargets,
   },
   { file: VALUES, check: checkValues, write: writeValues },

@@ -44,9 +44,10 @@ MONITORING_APIS = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
                    "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]
 INFRA = ("postgres", "redis", "rabbitmq", "mongodb", "mailpit")
 
-# Set in main() from the roster: [{name, port, store: {kind, database} | null, prefix, ...}, ...]
+# Set in main() from the roster: [{name, port, opsPort, store: {kind, database} | null, prefix, ...}, ...]
 ROSTER = []
 PORTS = {}
+OPS_PORTS = {}
 
 
 def rel(path):
@@ -112,9 +113,9 @@ def roster_and_dockerfile(problems):
     names = [s["name"] for s in ROSTER]
     if len(set(names)) != len(names):
         problems(f"{ROSTER_FILE}: duplicate names in {names}")
-    ports = [s["port"] for s in ROSTER]
+    ports = [s["port"] for s in ROSTER] + [s["opsPort"] for s in ROSTER]
     if len(set(ports)) != len(ports):
-        problems(f"{ROSTER_FILE}: duplicate ports in {ports}")
+        problems(f"{ROSTER_FILE}: duplicate ports (service and ops) in {ports}")
     folders = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "services/*/package.json")))
     if folders != sorted(names):
         problems(f"services/ has {folders} but {ROSTER_FILE} lists {sorted(names)}")
@@ -278,7 +279,7 @@ def component(obj):
 def pods(problems, vs):
     """Pod Security "restricted", plus the project's stricter baseline, on every pod of the render:
     the hardened securityContext set explicitly on pod and container, requests and limits, no
-    service-account token; and the probes, port and shutdown grace of every service."""
+    service-account token; and the probes (on the ops port), ports and shutdown grace of every service."""
     count = 0
     for where, obj, _labels, spec in pod_specs(load_docs(vs.file)):
         count += 1
@@ -344,18 +345,23 @@ def pods(problems, vs):
             probes = {p: main.get(p) for p in ("startupProbe", "livenessProbe", "readinessProbe")}
             want = {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"}
             for p, probe in probes.items():
-                path = ((probe or {}).get("httpGet") or {}).get("path")
-                if path != want[p]:
-                    problems(f"{where}: {p} is {'GET ' + path if path else 'missing'}, expected GET {want[p]}")
+                get = (probe or {}).get("httpGet") or {}
+                path, port = get.get("path"), get.get("port")
+                if (path, port) != (want[p], "ops"):
+                    problems(f"{where}: {p} is {f'GET {path} on port {port}' if path else 'missing'}, "
+                             f"expected GET {want[p]} on port ops")
             delay = int(env_value(main, "SHUTDOWN_DELAY_MS") or 0)
             grace = int(env_value(main, "SHUTDOWN_GRACE_MS") or 10000)
             if spec.get("terminationGracePeriodSeconds", 30) * 1000 <= delay + grace:
                 problems(f"{where}: terminationGracePeriodSeconds does not exceed SHUTDOWN_DELAY_MS + SHUTDOWN_GRACE_MS")
             if env_value(main, "PORT") != str(PORTS[name]):
                 problems(f"{where}: PORT is {env_value(main, 'PORT')}, the roster says {PORTS[name]}")
-            http = [p.get("containerPort") for p in main.get("ports") or [] if p.get("name") == "http"]
-            if http != [PORTS[name]]:
-                problems(f"{where}: containerPort http is {http}, the roster says {PORTS[name]}")
+            if env_value(main, "OPS_PORT") != str(OPS_PORTS[name]):
+                problems(f"{where}: OPS_PORT is {env_value(main, 'OPS_PORT')}, the roster says {OPS_PORTS[name]}")
+            for port_name, want_port in (("http", PORTS[name]), ("ops", OPS_PORTS[name])):
+                found = [p.get("containerPort") for p in main.get("ports") or [] if p.get("name") == port_name]
+                if found != [want_port]:
+                    problems(f"{where}: containerPort {port_name} is {found}, the roster says {want_port}")
     if count == 0:
         problems("no pod specs rendered")
     return f"{count} pod specs meet Pod Security 'restricted' and the project's pod rules"
@@ -453,7 +459,8 @@ def migrations(problems, by_kind, deployed):
 def chart(problems, vs):
     """Invariants of the release: no replicas under an HPA, PDBs only over more than one pod,
     selectors that select, every pod under an Ingress NetworkPolicy (when there are policies),
-    Secrets as data, the deployed services and their Service ports as in the roster, migrations."""
+    Secrets as data, the deployed services and their Service ports as in the roster, the ops port
+    scraped by every ServiceMonitor and open to no one without a `from`, migrations."""
     docs = load_docs(vs.file)
     by_kind = {}
     for d in docs:
@@ -501,9 +508,27 @@ def chart(problems, vs):
         problems(f"service Deployments {rendered}, expected {sorted(deployed)} (the roster minus disabled services)")
     for svc in deployed:
         s = services.get(f"{RELEASE}-{svc}")
-        ports = [p.get("port") for p in (s or {}).get("spec", {}).get("ports", []) if p.get("name") == "http"]
-        if ports != [PORTS[svc]]:
-            problems(f"Service/{RELEASE}-{svc}: http port {ports}, the roster says {PORTS[svc]}")
+        for port_name, want in (("http", PORTS[svc]), ("ops", OPS_PORTS[svc])):
+            ports = [p.get("port") for p in (s or {}).get("spec", {}).get("ports", []) if p.get("name") == port_name]
+            if ports != [want]:
+                problems(f"Service/{RELEASE}-{svc}: {port_name} port {ports}, the roster says {want}")
+    for name, m in by_kind.get("ServiceMonitor", {}).items():
+        endpoints = [(e.get("port"), e.get("path")) for e in m["spec"].get("endpoints", [])]
+        if endpoints != [("ops", "/metrics")]:
+            problems(f"ServiceMonitor/{name}: scrapes {endpoints}, expected /metrics on the ops port only")
+    # /ready carries dependency errors: the ops port is never open to every source.
+    for d in deployments.values():
+        if component(d) not in OPS_PORTS:
+            continue
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        ops_port = str(OPS_PORTS[component(d)])
+        for p in policies:
+            if not selector_matches(p["spec"]["podSelector"], labels):
+                continue
+            for rule in p["spec"].get("ingress") or []:
+                admits_ops = not rule.get("ports") or any(str(x.get("port")) in ("ops", ops_port) for x in rule["ports"])
+                if admits_ops and not rule.get("from"):
+                    problems(f"NetworkPolicy/{p['metadata']['name']}: opens the ops port of {component(d)} to any source")
     migrations(problems, by_kind, deployed)
     return f"chart invariants hold for {len(deployments)} Deployments, {len(hpas)} HPAs, {len(pdbs)} PDBs"
 
@@ -877,6 +902,7 @@ def main():
     with open(opts.roster) as f:
         ROSTER.extend(json.load(f))
     PORTS.update({s["name"]: s["port"] for s in ROSTER})
+    OPS_PORTS.update({s["name"]: s["opsPort"] for s in ROSTER})
     if not ROSTER:
         sys.exit(f"empty roster in {opts.roster}")
     helm, kube = opts.helm, opts.kube_version

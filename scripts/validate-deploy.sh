@@ -14,9 +14,10 @@
 #              -strict` against the Kubernetes OpenAPI schema and the Prometheus-operator CRD
 #              schemas; every pod checked against Pod Security "restricted" plus the project's
 #              rules (explicit hardened securityContext, requests and limits, no service-account
-#              token, probes, ports from the roster, termination grace above the shutdown delay +
-#              grace); chart invariants (no replicas under an HPA, PDBs only over more than one
-#              pod, every pod under a NetworkPolicy, each stored service migrated exactly once).
+#              token, probes on the ops port, ports from the roster, termination grace above the
+#              shutdown delay + grace); chart invariants (no replicas under an HPA, PDBs only over
+#              more than one pod, every pod under a NetworkPolicy, ServiceMonitors on the ops port,
+#              no ops port open to every source, each stored service migrated exactly once).
 #   schema     every charts/parley/ci/invalid/*.yaml (typos, wrong types) MUST fail values.schema.json.
 #   rules      `promtool check rules` + `promtool test rules` on charts/parley/rules (and on the
 #              rules as the chart's PrometheusRule renders them); `promtool check config` on

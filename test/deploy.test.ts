@@ -142,27 +142,71 @@ describe('helm chart', () => {
       .filter((d) => reachable(policies, d.spec.template.metadata.labels, 'http', sameNamespaceStranger))
       .map((d) => d.metadata.name)
     expect(openInNamespace).toEqual(['parley-gateway'])
+    // The ops port (/ready with dependency errors, /metrics) is closed to both, the gateway's too.
+    for (const stranger of [outsider, sameNamespaceStranger])
+      expect(
+        deployments.filter((d) => reachable(policies, d.spec.template.metadata.labels, 'ops', stranger)),
+      ).toEqual([])
 
     const podOf = (name: string): Peer => ({
       namespace: 'parley',
       namespaceLabels: {},
       labels: deployments.find((d) => d.metadata.name === `parley-${name}`)?.spec.template.metadata.labels,
     })
+    const prometheus: Peer = {
+      namespace: 'monitoring',
+      namespaceLabels: { 'kubernetes.io/metadata.name': 'monitoring' },
+      labels: { 'app.kubernetes.io/name': 'prometheus' },
+    }
     for (const target of deployments) {
       const labels = target.spec.template.metadata.labels
+      const name = target.metadata.name
       expect(reachable(policies, labels, 'http', podOf('gateway'))).toBe(true)
-      const prometheus: Peer = {
-        namespace: 'monitoring',
-        namespaceLabels: { 'kubernetes.io/metadata.name': 'monitoring' },
-        labels: { 'app.kubernetes.io/name': 'prometheus' },
-      }
-      expect(reachable(policies, labels, 'http', prometheus)).toBe(true)
+      // Prometheus scrapes the ops port, and reaches a service port only where anyone may.
+      expect({ name, ops: reachable(policies, labels, 'ops', prometheus) }).toEqual({ name, ops: true })
+      expect({ name, http: reachable(policies, labels, 'http', prometheus) }).toEqual({
+        name,
+        http: name === 'parley-gateway',
+      })
+      // The gateway proxies to service ports; it has no business on an ops port.
+      if (name !== 'parley-gateway') expect(reachable(policies, labels, 'ops', podOf('gateway'))).toBe(false)
     }
     // The services that verify tokens fetch the auth JWKS; nothing else talks service to service.
     const auth = deployments.find((d) => d.metadata.name === 'parley-auth')?.spec.template.metadata.labels
     const user = deployments.find((d) => d.metadata.name === 'parley-user')?.spec.template.metadata.labels
     expect(reachable(policies, auth, 'http', podOf('chat'))).toBe(true)
     expect(reachable(policies, user, 'http', podOf('chat'))).toBe(false)
+  })
+
+  // (that every render probes the ops port and that every ServiceMonitor scrapes it is checked by
+  // scripts/validate-deploy.py)
+  test('probes, Service and ServiceMonitor use the ops port, with opsPort from the values', () => {
+    const manifests = render(
+      '--set',
+      'monitoring.serviceMonitor.enabled=true',
+      '--set',
+      'services.user.opsPort=9555',
+    )
+    const user = manifests.find((m) => m.kind === 'Deployment' && m.metadata.name === 'parley-user')
+    const container = user?.spec.template.spec.containers[0]
+    expect(container.ports).toContainEqual({ name: 'ops', containerPort: 9555, protocol: 'TCP' })
+    expect(container.env).toContainEqual({ name: 'OPS_PORT', value: '9555' })
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe'])
+      expect({ probe, port: container[probe].httpGet.port }).toEqual({ probe, port: 'ops' })
+    expect(container.readinessProbe.httpGet.path).toBe('/ready')
+    const service = manifests.find((m) => m.kind === 'Service' && m.metadata.name === 'parley-user')
+    expect(service?.spec.ports).toContainEqual({
+      name: 'ops',
+      port: 9555,
+      targetPort: 'ops',
+      protocol: 'TCP',
+    })
+    const monitors = manifests.filter((m) => m.kind === 'ServiceMonitor')
+    expect(monitors.map((m) => m.metadata.name).sort()).toEqual(services.map((s) => `parley-${s}`).sort())
+    for (const monitor of monitors)
+      expect(monitor.spec.endpoints.map((e: { port: string; path: string }) => [e.port, e.path])).toEqual([
+        ['ops', '/metrics'],
+      ])
   })
 
   // (that no Deployment sets replicas under an HPA and no PDB covers a single pod is checked on

@@ -7,12 +7,14 @@ import { checkDeployFiles, checkRoster, RULES, writeDeployFiles } from '../scrip
 
 const root = join(import.meta.dir, '..')
 
-/** A service the roster does not have yet, on the next free port. */
+/** A service the roster does not have yet, on the next free ports. */
 const sixthPort = Math.max(...ROSTER.map((service) => service.port)) + 1
+const sixthOpsPort = Math.max(...ROSTER.map((service) => service.opsPort)) + 1
 const sixth: ServiceEntry = {
   name: 'extra',
   summary: 'a service added by the test',
   port: sixthPort,
+  opsPort: sixthOpsPort,
   prefix: '/extra',
   store: { kind: 'postgres', database: 'parley_extra' },
   upstreamTimeoutMs: 10_000,
@@ -39,6 +41,13 @@ test('the roster refuses duplicate names and ports, odd database names and a mis
   const auth = ROSTER.find((service) => service.name === 'auth') as ServiceEntry
   expect(checkRoster([...ROSTER, { ...sixth, port: auth.port }])).toEqual([
     `extra: port ${auth.port} taken by another service`,
+  ])
+  // Ops ports are distinct from each other and from every service port (one host in development).
+  expect(checkRoster([...ROSTER, { ...sixth, opsPort: auth.opsPort }])).toEqual([
+    `extra: ops port ${auth.opsPort} taken by another port`,
+  ])
+  expect(checkRoster([...ROSTER, { ...sixth, opsPort: auth.port }])).toEqual([
+    `extra: ops port ${auth.port} taken by another port`,
   ])
   expect(checkRoster([...ROSTER, { ...sixth, store: { kind: 'postgres', database: 'extra' } }])).toEqual([
     'extra: its database must be called parley_extra',
@@ -70,10 +79,14 @@ test('a sixth service in the roster: each file lacking it is named, and --write 
       expect.stringContaining('README.md: the services table') as unknown as string,
     ])
     const values = Bun.YAML.parse(await Bun.file(join(dir, 'charts/parley/values.yaml')).text()) as {
-      services: Record<string, { port: number; migrate: boolean }>
+      services: Record<string, { port: number; opsPort: number; migrate: boolean }>
       infra: { postgresql: { databases: string[] } }
     }
-    expect(values.services.extra).toMatchObject({ port: sixthPort, migrate: true })
+    expect(values.services.extra).toMatchObject({ port: sixthPort, opsPort: sixthOpsPort, migrate: true })
+    // Prometheus scrapes its ops port, like every other service's.
+    expect(await Bun.file(join(dir, 'deploy/prometheus/prometheus.yml')).text()).toContain(
+      `- extra:${sixthOpsPort}\n`,
+    )
     expect(values.infra.postgresql.databases).toContain('parley_extra')
     expect(await Bun.file(join(dir, 'deploy/postgres/init-databases.sql')).text()).toContain(
       'CREATE DATABASE parley_extra;',

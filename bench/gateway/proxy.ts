@@ -129,6 +129,8 @@ const gateway = Bun.spawn(['bun', ...gatewayFlags, join(root, 'services/gateway/
     ...process.env,
     HOST: '127.0.0.1',
     PORT: String(gatewayPort),
+    // Not the roster's 9400: a dev stack on this machine may hold it.
+    OPS_PORT: String(freePort()),
     LOG_LEVEL: gatewayLogLevel,
     REDIS_URL: testInfra.redisUrl,
     AMQP_URL: vhost.url,

@@ -20,7 +20,10 @@ import { EmailDeliveries } from '../../services/notification/src/modules/mail/de
 import { Mailer } from '../../services/notification/src/modules/mail/mailer.ts'
 import { PresenceReader } from '../../services/notification/src/modules/mail/presence.ts'
 import { MailService } from '../../services/notification/src/modules/mail/service.ts'
-import { MessageEmailThrottle } from '../../services/notification/src/modules/mail/throttle.ts'
+import {
+  MessageEmailThrottle,
+  RecipientEmailCap,
+} from '../../services/notification/src/modules/mail/throttle.ts'
 import { UserDirectory } from '../../services/notification/src/modules/users/service.ts'
 
 const recipientsPerMessage = Number(process.env.BENCH_RECIPIENTS ?? 100)
@@ -48,22 +51,29 @@ try {
       logger,
     )
     const service = new MailService({
-      mailer,
+      mailers: { bulk: mailer, transactional: mailer },
       deliveries: new EmailDeliveries(postgres.db),
       directory,
       presence: new PresenceReader(redis),
       throttle: new MessageEmailThrottle(redis),
+      // Every recipient is new each round: the per-recipient cap never applies.
+      cap: new RecipientEmailCap(redis, 1),
       metrics: createRuntime('bench', 'silent', logger).metrics,
       logger,
     })
     const samples: number[] = []
     for (let round = 0; round < rounds; round++) {
-      const recipients = Array.from({ length: recipientsPerMessage }, () => ({
-        id: Bun.randomUUIDv7(),
-        email: `${uniqueName('bench')}@parley.bench`,
-        displayName: 'Recipient',
-        updatedAt: new Date(),
-      }))
+      const recipients = Array.from({ length: recipientsPerMessage }, () => {
+        const email = `${uniqueName('bench')}@parley.bench`
+        // Verified: only verified addresses get new-message email.
+        return {
+          id: Bun.randomUUIDv7(),
+          email,
+          verifiedEmail: email,
+          displayName: 'Recipient',
+          updatedAt: new Date(),
+        }
+      })
       await postgres.db.insert(users).values(recipients)
       const event = buildEvent('parley/bench', 'message.sent', {
         messageId: Bun.randomUUIDv7(),

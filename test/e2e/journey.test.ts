@@ -135,6 +135,37 @@ describe('the journey through the gateway', () => {
     expect(rotated.status).toBe(200)
     const reused = await api('POST', '/auth/refresh', { body: { refreshToken: alice.refreshToken } })
     expect(reused.status).toBe(401)
+    // Reuse revoked the session: its access tokens stop working at the gateway, on both replicas.
+    const rotatedToken = rotated.body.accessToken as string
+    await waitFor(async () => (await api('GET', '/users/me', { token: rotatedToken })).status === 401, {
+      timeoutMs: 20_000,
+      what: 'the reused session to be rejected at the gateway',
+    })
+    expect((await api('GET', '/users/me', { token: rotatedToken, gateway: stack.gateway2.url })).status).toBe(
+      401,
+    )
+
+    // Logout ends that session at the edge too (long before its access token expires), not the others.
+    const phone = await api('POST', '/auth/login', {
+      body: { email: alice.user.email, password: alice.password },
+    })
+    const laptop = await api('POST', '/auth/login', {
+      body: { email: alice.user.email, password: alice.password },
+    })
+    const phoneToken = phone.body.accessToken as string
+    const loggedOut = await api('POST', '/auth/logout', {
+      token: phoneToken,
+      body: { refreshToken: phone.body.refreshToken },
+    })
+    expect(loggedOut.status).toBe(204)
+    await waitFor(async () => (await api('GET', '/users/me', { token: phoneToken })).status === 401, {
+      timeoutMs: 20_000,
+      what: 'the logged-out session to be rejected at the gateway',
+    })
+    expect((await api('GET', '/users/me', { token: phoneToken, gateway: stack.gateway2.url })).status).toBe(
+      401,
+    )
+    expect((await api('GET', '/users/me', { token: laptop.body.accessToken as string })).status).toBe(200)
 
     // Revoke: access tokens issued before now stop working at the gateway.
     const fresh = await api('POST', '/auth/login', {

@@ -21,6 +21,8 @@ export type RunningService = {
   name: string
   port: number
   url: string
+  /** The ops port's URL: /health, /ready, /metrics. */
+  opsUrl: string
   process: ReturnType<typeof Bun.spawn>
   stop: () => Promise<number>
 }
@@ -139,13 +141,15 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
 
   const running: RunningService[] = []
   async function start(name: ServiceName, port: number, label = name): Promise<RunningService> {
+    const opsPort = await freePort()
     const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
-      env: { ...common, ...envOf(name), PORT: String(port) },
+      env: { ...common, ...envOf(name), PORT: String(port), OPS_PORT: String(opsPort) },
       stdout: process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
       stderr: 'inherit',
     })
     const url = `http://127.0.0.1:${port}`
-    await waitFor(async () => (await fetch(`${url}/ready`)).ok, {
+    const opsUrl = `http://127.0.0.1:${opsPort}`
+    await waitFor(async () => (await fetch(`${opsUrl}/ready`)).ok, {
       timeoutMs: 30_000,
       intervalMs: 100,
       what: `${label} ready`,
@@ -154,6 +158,7 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
       name: label,
       port,
       url,
+      opsUrl,
       process: child,
       stop: async () => {
         child.kill('SIGTERM')

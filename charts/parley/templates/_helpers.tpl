@@ -114,6 +114,7 @@ and is left out (the services treat an empty variable as unset).
 {{- $env := dict
   "HOST" "0.0.0.0"
   "PORT" .svc.port
+  "OPS_PORT" .svc.opsPort
   "LOG_LEVEL" $g.logLevel
   "SHUTDOWN_DELAY_MS" .svc.shutdown.delayMs
   "SHUTDOWN_GRACE_MS" .svc.shutdown.graceMs

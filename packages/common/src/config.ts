@@ -1,6 +1,7 @@
 import { type ServiceName, serviceOf } from '@parley/contracts'
 import { type Static, type TObject, type TProperties, Type as t } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { DEFAULT_OUTBOX_MAX_ATTEMPTS } from './outbox'
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -98,6 +99,16 @@ export const AmqpEnv = {
   }),
 }
 
+/** The outbox relay of the services that publish events. */
+export const OutboxEnv = {
+  OUTBOX_MAX_ATTEMPTS: t.Integer({
+    minimum: 1,
+    default: DEFAULT_OUTBOX_MAX_ATTEMPTS,
+    description:
+      'Failed publishes of one outbox event (retried after 1 s, doubling up to 60 s) before the relay moves it to outbox_dead; a broker outage counts none',
+  }),
+}
+
 export const MongoEnv = {
   MONGO_URL: t.String({ pattern: '^mongodb(\\+srv)?://', description: 'MongoDB URL' }),
   MONGO_DB: t.String({ minLength: 1, default: 'parley_chat', description: 'MongoDB database name' }),
@@ -122,8 +133,7 @@ export const JwtVerifyEnv = {
   }),
 }
 
-/** A service's environment schema: the shared blocks plus its own variables. */
-/** PORT of a service, defaulting to its port in the roster. */
+/** PORT and OPS_PORT of a service, defaulting to its ports in the roster. */
 export function portEnv(service: ServiceName) {
   return {
     PORT: t.Integer({
@@ -132,9 +142,17 @@ export function portEnv(service: ServiceName) {
       default: serviceOf(service).port,
       description: `HTTP port of the ${service} service`,
     }),
+    OPS_PORT: t.Integer({
+      minimum: 1,
+      maximum: 65535,
+      default: serviceOf(service).opsPort,
+      description:
+        'Ops listener port: /health, /ready and /metrics for probes and Prometheus (PORT has no /ready or /metrics)',
+    }),
   }
 }
 
+/** A service's environment schema: the shared blocks plus its own variables. */
 export function envSchema<P extends TProperties>(properties: P): TObject<P> {
   return t.Object(properties, { additionalProperties: true })
 }

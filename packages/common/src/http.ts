@@ -10,7 +10,9 @@ import {
 import { exitOnSignals, type Lifecycle } from './lifecycle'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
+import { canonicalPath } from './paths'
 import { RequestState, recordRequest, requestStateOf } from './request-context'
+import type { Runtime } from './runtime'
 
 export type ReadinessCheck = {
   name: string
@@ -26,14 +28,19 @@ export type HttpKitOptions = {
   description?: string
   logger: Logger
   metrics: Metrics
-  lifecycle: Lifecycle
-  readiness?: ReadinessCheck[]
   bodyLimitBytes: number
+  /**
+   * `strict` (services): a path not already canonical (see `canonicalPath`) is 404, so a
+   * service serves each route under one spelling only. `canonicalise` (the gateway): the
+   * routes canonicalise themselves; only paths with no canonical form are refused (400).
+   */
+  paths?: 'strict' | 'canonicalise'
 }
 
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/
 const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
-const INFRA_PATHS = ['/health', '/ready', '/metrics']
+/** The service port's liveness answer (helm test, image smoke test, dev runner): not API traffic. */
+const HEALTH_PATH = '/health'
 
 /** Keeps the caller's trace id and starts a new span id for this hop (W3C trace context). */
 export function nextTraceparent(incoming: string | null): string {
@@ -51,7 +58,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, name: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
-export async function runReadinessChecks(checks: ReadinessCheck[]) {
+export async function runReadinessChecks(checks: readonly ReadinessCheck[]) {
   const results = await Promise.all(
     checks.map(async ({ name, check, critical = true, timeoutMs = 2000 }) => {
       try {
@@ -120,11 +127,13 @@ let pluginInstances = 0
 
 /**
  * Everything every service needs at its edge: request id and traceparent, access log,
- * metrics, problem+json errors, body limit, /health, /ready, /metrics and /docs/json.
+ * metrics, problem+json errors, body limit, /health and /docs/json. Readiness and /metrics are
+ * served by `opsApp` on the ops port only.
  * Route modules see the request's ids and logger through `requestContext`.
  */
 export function httpKit(options: HttpKitOptions) {
-  const { service, logger, metrics, lifecycle, readiness = [], bodyLimitBytes } = options
+  const { service, logger, metrics, bodyLimitBytes } = options
+  const strictPaths = (options.paths ?? 'strict') === 'strict'
   const duration = metrics.histogram('http_request_duration_seconds', 'HTTP request latency', [
     'method',
     'route',
@@ -139,7 +148,7 @@ export function httpKit(options: HttpKitOptions) {
         specPath: '/docs/json',
         provider: null,
         // staticFile: the plugin otherwise drops every path with a dot, e.g. /auth/.well-known/jwks.json.
-        exclude: { paths: INFRA_PATHS, staticFile: false },
+        exclude: { paths: [HEALTH_PATH], staticFile: false },
         documentation: {
           info: {
             title: `Parley ${service}`,
@@ -156,11 +165,26 @@ export function httpKit(options: HttpKitOptions) {
       const incomingId = request.headers.get('x-request-id')
       const requestId = incomingId && REQUEST_ID_PATTERN.test(incomingId) ? incomingId : crypto.randomUUID()
       const traceparent = nextTraceparent(request.headers.get('traceparent'))
-      recordRequest(request, new RequestState(logger, requestId, traceparent))
+      const state = new RequestState(logger, requestId, traceparent)
+      recordRequest(request, state)
       set.headers['x-request-id'] = requestId
+      const pathname = new URL(request.url).pathname
+      // Answered before routing, where onAfterResponse does not run: counted here instead.
+      const refuse = (problem: HttpProblem) => {
+        const seconds = (performance.now() - state.startedAt) / 1000
+        duration.observe(
+          { method: request.method, route: 'unmatched', status: String(problem.status) },
+          seconds,
+        )
+        return problemResponse(problem, pathname, { 'x-request-id': requestId })
+      }
+      const canonical = canonicalPath(pathname)
+      if (!canonical.ok)
+        return refuse(problems.badRequest(canonical.reason, [{ field: 'path', message: canonical.reason }]))
+      if (strictPaths && canonical.path !== pathname)
+        return refuse(problems.notFound('No route matches this path'))
       const length = Number(request.headers.get('content-length') ?? 0)
-      if (length > bodyLimitBytes)
-        return problemResponse(problems.payloadTooLarge(bodyLimitBytes), new URL(request.url).pathname)
+      if (length > bodyLimitBytes) return refuse(problems.payloadTooLarge(bodyLimitBytes))
     })
     .onTransform({ as: 'global' }, ({ body, request }) => {
       if (!request.headers.get('content-type')?.includes('json')) return
@@ -177,6 +201,8 @@ export function httpKit(options: HttpKitOptions) {
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
       const url = new URL(request.url)
       const problem = toProblem(code, error, url)
+      // Elysia reports an unmatched route to onAfterResponse with status 200 unless it is set here.
+      set.status = problem.status
       const path = url.pathname
       if (problem.status >= 500) {
         const state = requestStateOf(request)
@@ -195,7 +221,7 @@ export function httpKit(options: HttpKitOptions) {
       const status = responseValue instanceof Response ? responseValue.status : Number(set.status ?? 200)
       const seconds = (performance.now() - state.startedAt) / 1000
       const template = route || 'unmatched'
-      if (!INFRA_PATHS.includes(template)) {
+      if (template !== HEALTH_PATH) {
         duration.observe({ method: request.method, route: template, status: String(status) }, seconds)
         // Bindings per line, not a child logger per request: this runs on every request.
         if (!accessLog) return
@@ -213,41 +239,58 @@ export function httpKit(options: HttpKitOptions) {
         )
       }
     })
-    .get('/health', () => ({ status: 'ok', service }), { detail: { hide: true } })
-    .get(
-      '/ready',
-      async ({ set }) => {
-        if (!lifecycle.ready) {
-          set.status = 503
-          return { status: 'unready', reason: lifecycle.shuttingDown ? 'shutting down' : 'starting' }
-        }
-        const result = await runReadinessChecks(readiness)
-        set.status = result.ok ? 200 : 503
-        return { status: result.ok ? 'ready' : 'unready', checks: result.checks }
-      },
-      { detail: { hide: true } },
-    )
+    .get(HEALTH_PATH, () => ({ status: 'ok', service }), { detail: { hide: true } })
+}
+
+/**
+ * The app of the ops port (OPS_PORT) of every service: liveness, readiness with each dependency's
+ * detail, and Prometheus metrics, for the kubelet, Prometheus and `<binary> healthcheck`. Kept off
+ * the service port so that API clients (and, for internal services, the gateway's proxy) never see
+ * dependency errors or metrics. Its requests are not API traffic: no access log, no histogram.
+ */
+export function opsApp(runtime: Runtime, readiness: readonly ReadinessCheck[] = []) {
+  const { service, metrics, lifecycle } = runtime
+  return new Elysia()
+    .onError(({ code, error, request }) => {
+      const url = new URL(request.url)
+      return problemResponse(toProblem(code, error, url), url.pathname)
+    })
+    .get('/health', () => ({ status: 'ok', service }))
+    .get('/ready', async ({ set }) => {
+      if (!lifecycle.ready) {
+        set.status = 503
+        return { status: 'unready', reason: lifecycle.shuttingDown ? 'shutting down' : 'starting' }
+      }
+      const result = await runReadinessChecks(readiness)
+      set.status = result.ok ? 200 : 503
+      return { status: result.ok ? 'ready' : 'unready', checks: result.checks }
+    })
     .get(
       '/metrics',
       async () =>
         new Response(await metrics.registry.metrics(), {
           headers: { 'content-type': metrics.registry.contentType },
         }),
-      { detail: { hide: true } },
     )
 }
 
+export type OpsApp = ReturnType<typeof opsApp>
+
 export { PROBLEM_CONTENT_TYPE }
 
-export type ServeOptions = {
+export type ListenOptions = {
+  /** Service port and ops port; 0 takes a free one (tests). */
   port: number
+  opsPort: number
   host: string
   bodyLimitBytes: number
-  graceMs: number
-  delayMs: number
   lifecycle: Lifecycle
-  logger: Logger
 }
+
+export type ServeOptions = ListenOptions & { graceMs: number; delayMs: number; logger: Logger }
+
+/** The ports actually bound. */
+export type Listening = { port: number; opsPort: number }
 
 /**
  * Stops accepting connections and resolves once in-flight HTTP requests are done. Bun 1.3.14's
@@ -263,16 +306,37 @@ export async function stopListening(server: NonNullable<AnyElysia['server']>, fo
   while (!stopped && server.pendingRequests > 0) await Promise.race([stopping, Bun.sleep(10)])
 }
 
-/** Listens, marks the process ready and wires SIGTERM to a graceful drain. */
-export function serve(app: AnyElysia, options: ServeOptions): void {
-  const { lifecycle, logger } = options
+/**
+ * Listens on the ops port, then the service port. On shutdown the service listener drains with
+ * the consumers; the ops listener stops last, after the clients closed, so /ready answers 503
+ * (and /metrics stays scrapable) for the whole drain.
+ */
+export function listen(app: AnyElysia, ops: AnyElysia, options: ListenOptions): Listening {
+  const { lifecycle } = options
+  // The ops routes take no body.
+  ops.listen({ port: options.opsPort, hostname: options.host, maxRequestBodySize: 1024 })
   // Declared lengths over the limit get httpKit's problem+json 413, and Bun refuses declared
   // lengths beyond twice the limit outright. Undeclared (chunked) bodies are counted by the
   // gateway while it streams them; a global parse hook could count them here too, but it
   // hides every request body from the generated OpenAPI document.
   app.listen({ port: options.port, hostname: options.host, maxRequestBodySize: options.bodyLimitBytes * 2 })
   lifecycle.onDrain('http', () => (app.server ? stopListening(app.server) : undefined))
+  lifecycle.onFinal('ops', () => (ops.server ? stopListening(ops.server) : undefined))
+  return { port: app.server?.port ?? options.port, opsPort: ops.server?.port ?? options.opsPort }
+}
+
+/** Listens (see `listen`), marks the process ready and wires SIGTERM to a graceful drain. */
+export function serve(app: AnyElysia, ops: AnyElysia, options: ServeOptions): Listening {
+  const { lifecycle, logger } = options
+  const listening = listen(app, ops, options)
   lifecycle.markReady()
   exitOnSignals(lifecycle, logger, { graceMs: options.graceMs, delayMs: options.delayMs })
-  logger.info({ url: `http://${options.host}:${options.port}` }, 'listening')
+  logger.info(
+    {
+      url: `http://${options.host}:${listening.port}`,
+      opsUrl: `http://${options.host}:${listening.opsPort}`,
+    },
+    'listening',
+  )
+  return listening
 }

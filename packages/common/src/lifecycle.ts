@@ -5,13 +5,15 @@ type ShutdownStep = { name: string; run: () => Promise<unknown> | unknown }
 /**
  * Readiness and ordered shutdown of one process. Steps run in stages: `drain` (stop taking
  * work: HTTP listener, consumers, relays) in parallel, then `close` (clients) in reverse
- * registration order, so nothing uses a client after it is closed.
+ * registration order, so nothing uses a client after it is closed, then `final` (the ops
+ * listener, which answers /ready with 503 until everything else is done).
  */
 export class Lifecycle {
   private readyFlag = false
   private stopping: Promise<void> | undefined
   private readonly drainSteps: ShutdownStep[] = []
   private readonly closeSteps: ShutdownStep[] = []
+  private readonly finalSteps: ShutdownStep[] = []
 
   constructor(private readonly logger: Logger) {}
 
@@ -37,6 +39,11 @@ export class Lifecycle {
     return this
   }
 
+  onFinal(name: string, run: ShutdownStep['run']): this {
+    this.finalSteps.push({ name, run })
+    return this
+  }
+
   /** Runs every step once; later calls return the same promise. */
   shutdown(delayMs = 0): Promise<void> {
     this.stopping ??= this.runShutdown(delayMs)
@@ -48,6 +55,7 @@ export class Lifecycle {
     if (delayMs > 0) await Bun.sleep(delayMs)
     await Promise.all(this.drainSteps.map((step) => this.runStep(step)))
     for (const step of [...this.closeSteps].reverse()) await this.runStep(step)
+    await Promise.all(this.finalSteps.map((step) => this.runStep(step)))
     this.logger.info('shutdown complete')
   }
 

@@ -1,19 +1,23 @@
 import type { Static, TObject } from '@sinclair/typebox'
 import type { AnyElysia } from 'elysia'
 import { ConfigError, loadConfig } from './config'
-import { serve } from './http'
+import { opsApp, type ReadinessCheck, serve } from './http'
 import { createRuntime, type Runtime } from './runtime'
 
 type BaseConfig = {
   HOST: string
   PORT: number
+  OPS_PORT: number
   LOG_LEVEL: string
   BODY_LIMIT_BYTES: number
   SHUTDOWN_GRACE_MS: number
   SHUTDOWN_DELAY_MS: number
 }
 
-export type ServiceDefinition<S extends TObject, D> = {
+/** What runService reads from a service's deps: the checks behind the ops port's /ready. */
+type OpsDeps = { readiness: readonly ReadinessCheck[] }
+
+export type ServiceDefinition<S extends TObject, D extends OpsDeps> = {
   service: string
   env: S
   /** Opens clients, starts consumers and relays, registers lifecycle steps. */
@@ -24,12 +28,12 @@ export type ServiceDefinition<S extends TObject, D> = {
 }
 
 /**
- * `<binary> healthcheck`: asks the running server on this container's loopback whether it is
- * ready (distroless images have no curl for compose/Docker health checks). Exit 0 or 1.
+ * `<binary> healthcheck`: asks the running server's ops port on this container's loopback whether
+ * it is ready (distroless images have no curl for compose/Docker health checks). Exit 0 or 1.
  */
-async function healthcheck(port: number): Promise<number> {
+async function healthcheck(opsPort: number): Promise<number> {
   try {
-    const response = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(2000) })
+    const response = await fetch(`http://127.0.0.1:${opsPort}/ready`, { signal: AbortSignal.timeout(2000) })
     return response.ok ? 0 : 1
   } catch {
     return 1
@@ -40,7 +44,7 @@ async function healthcheck(port: number): Promise<number> {
  * A setting checked only where its client is built (e.g. REDIS_URL outside development) stops
  * start-up like loadConfig does: one line naming the variable, exit 78, nothing reported ready.
  */
-async function connectOrExit<S extends TObject, D>(
+async function connectOrExit<S extends TObject, D extends OpsDeps>(
   definition: ServiceDefinition<S, D>,
   config: Static<S>,
   runtime: Runtime,
@@ -54,11 +58,13 @@ async function connectOrExit<S extends TObject, D>(
   }
 }
 
-/** The whole of a service's index.ts: config, then `migrate` or connect + listen. */
-export async function runService<S extends TObject, D>(definition: ServiceDefinition<S, D>): Promise<void> {
+/** The whole of a service's index.ts: config, then `migrate` or connect + listen (service and ops ports). */
+export async function runService<S extends TObject, D extends OpsDeps>(
+  definition: ServiceDefinition<S, D>,
+): Promise<void> {
   const config = loadConfig(definition.env) as Static<S> & BaseConfig
   const command = process.argv[2]
-  if (command === 'healthcheck') process.exit(await healthcheck(config.PORT))
+  if (command === 'healthcheck') process.exit(await healthcheck(config.OPS_PORT))
   if (command !== undefined && command !== 'migrate') {
     process.stderr.write(`unknown command ${command}: expected no argument, migrate or healthcheck\n`)
     process.exit(64)
@@ -75,8 +81,9 @@ export async function runService<S extends TObject, D>(definition: ServiceDefini
     }
   }
   const deps = await connectOrExit(definition, config, runtime)
-  serve(definition.buildApp(deps), {
+  serve(definition.buildApp(deps), opsApp(runtime, deps.readiness), {
     port: config.PORT,
+    opsPort: config.OPS_PORT,
     host: config.HOST,
     bodyLimitBytes: config.BODY_LIMIT_BYTES,
     graceMs: config.SHUTDOWN_GRACE_MS,

@@ -1,9 +1,23 @@
 import type { CloudEvent } from '@parley/contracts'
-import { type Db, MongoClient, MongoServerError } from 'mongodb'
-import type { EventBus } from './events/bus'
+import {
+  type AnyBulkWriteOperation,
+  type Db,
+  MongoBulkWriteError,
+  MongoClient,
+  MongoServerError,
+} from 'mongodb'
+import { BrokerUnavailableError, type EventBus } from './events/bus'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
-import { RelayLoop, type RelayOptions } from './outbox'
+import {
+  DEFAULT_OUTBOX_MAX_ATTEMPTS,
+  type PublishFault,
+  publishEach,
+  RelayLoop,
+  type RelayOptions,
+  retryDelayMs,
+} from './outbox'
+import { mongoPurge, type PurgeTarget } from './retention'
 import type { Runtime } from './runtime'
 
 export type MongoHandle = {
@@ -64,10 +78,33 @@ export function isDuplicateKeyError(error: unknown): boolean {
 /** The document a state change creates: an event staged for it is published once it exists. */
 export type OutboxSubject = { collection: string; id: string }
 
-/** `visibleAt`: when the relay looks at the entry next (later for entries whose write is late). */
-type OutboxEntry = { _id: string; event: CloudEvent; subject: OutboxSubject; stagedAt: Date; visibleAt: Date }
+/**
+ * An event staged for publication. `visibleAt`: when a relay looks at it next (later for an
+ * entry whose write is late, that failed, or that a relay holds). `claims`: how many times relays
+ * claimed it, the generation a claim ticket names. `attempts`: failed publishes. `unconfirmed`:
+ * its write was still missing after the grace time (most likely it never happened).
+ */
+type OutboxEntry = {
+  _id: string
+  event: CloudEvent
+  subject: OutboxSubject
+  stagedAt: Date
+  visibleAt: Date
+  claims?: number
+  attempts?: number
+  unconfirmed?: true
+}
+
+/** A relay's claim on one generation of an entry, `_id` `<entry id>#<claims>`, held until `until`. */
+type OutboxClaim = { _id: string; until: Date }
+
+/** An entry the relay gave up on after `maxAttempts` failed publishes (reason: see PublishFault). */
+type DeadEntry = Omit<OutboxEntry, 'visibleAt' | 'claims' | 'unconfirmed'> &
+  PublishFault & { attempts: number; deadAt: Date }
 
 const OUTBOX = 'outbox'
+const OUTBOX_CLAIMS = 'outbox_claims'
+const OUTBOX_DEAD = 'outbox_dead'
 
 /**
  * How long an entry whose subject never appeared is kept before the relay drops it (the write
@@ -111,9 +148,24 @@ export class MongoOutbox {
   }
 }
 
-/** Indexes the outbox relay needs. */
+/** Indexes the outbox relay needs: due entries, the oldest pending one, expired claims. */
 export async function ensureOutboxIndexes(db: Db): Promise<void> {
   await db.collection(OUTBOX).createIndex({ visibleAt: 1, _id: 1 })
+  await db.collection(OUTBOX).createIndex({ stagedAt: 1 })
+  await db.collection(OUTBOX_CLAIMS).createIndex({ until: 1 })
+}
+
+/** Markers of consumed events, `{_id: '<consumer>:<event id>', at}`. */
+const PROCESSED_EVENTS = 'processed_events'
+
+/** The index the retention purge of the markers scans (by age). */
+export async function ensureProcessedEventsIndexes(db: Db): Promise<void> {
+  await db.collection(PROCESSED_EVENTS).createIndex({ at: 1 })
+}
+
+/** Purges markers older than `olderThanDays` (see processedEventsPurge for the age it needs). */
+export function processedEventsMongoPurge(db: Db, olderThanDays: number): PurgeTarget {
+  return mongoPurge(db, { collection: PROCESSED_EVENTS, field: 'at', olderThanDays })
 }
 
 /**
@@ -127,7 +179,7 @@ export async function consumeOnceMongo(
   eventId: string,
   apply: () => Promise<void>,
 ): Promise<boolean> {
-  const markers = db.collection<{ _id: string; at: Date }>('processed_events')
+  const markers = db.collection<{ _id: string; at: Date }>(PROCESSED_EVENTS)
   const key = `${consumer}:${eventId}`
   if (await markers.findOne({ _id: key }, { projection: { _id: 1 } })) return false
   await apply()
@@ -139,24 +191,53 @@ export async function consumeOnceMongo(
   return true
 }
 
+/** How long a relay holds the entries it claimed before another may take them over. */
+export const DEFAULT_CLAIM_LEASE_MS = 60_000
+
+export type MongoRelayOptions = RelayOptions & {
+  /** Lease of a claim (default 60 s): far above a batch's time, confirms included. */
+  claimLeaseMs?: number
+}
+
 /**
  * Publishes staged events whose subject exists, oldest first, with publisher confirms, then
- * deletes them; drops entries unconfirmed for longer than UNCONFIRMED_OUTBOX_TTL_MS. Replicas
- * may publish an entry twice (consumers deduplicate by event id); nothing is lost.
+ * deletes them; drops entries unconfirmed for longer than UNCONFIRMED_OUTBOX_TTL_MS.
+ *
+ * Replicas claim entries before publishing, so each is published once. FerretDB has no atomic
+ * read-modify-write (an update or findAndModify reads the document, changes it and writes it
+ * back), so a claim is an insert, which the unique `_id` makes atomic in both: the ticket
+ * `<entry>#<claims>` names the generation of the entry the relay read. The winner moves the
+ * entry to the next generation and hides it for its lease (`visibleAt`); a relay that read it
+ * before names the same ticket and loses. If the winner dies, the entry reappears when the lease
+ * ends and its next generation is claimed; tickets are deleted a lease after they expired (which
+ * also frees an entry whose winner died between ticket and move). The winner's later writes name
+ * the generation it holds, so a holder whose lease ran out changes nothing.
+ *
+ * A failing event is isolated: its attempts are counted, it is tried again later, and after
+ * `maxAttempts` it moves to `outbox_dead`. While the broker is unavailable nothing is counted.
  */
 export class MongoOutboxRelay {
   private readonly loop: RelayLoop
   private readonly entries
+  private readonly claims
+  private readonly dead
   private readonly dropped
+  private readonly log: Logger
+  private readonly leaseMs: number
+  private claimsCollectedAt = 0
 
   constructor(
     private readonly db: Db,
     private readonly bus: EventBus,
     logger: Logger,
     metrics: Metrics,
-    private readonly options: RelayOptions = {},
+    private readonly options: MongoRelayOptions = {},
   ) {
+    this.log = logger.child({ component: 'outbox' })
+    this.leaseMs = options.claimLeaseMs ?? DEFAULT_CLAIM_LEASE_MS
     this.entries = db.collection<OutboxEntry>(OUTBOX)
+    this.claims = db.collection<OutboxClaim>(OUTBOX_CLAIMS)
+    this.dead = db.collection<DeadEntry>(OUTBOX_DEAD)
     this.dropped = metrics.counter(
       'outbox_unconfirmed_dropped_total',
       'Staged events dropped because the write they were staged for never happened',
@@ -165,7 +246,19 @@ export class MongoOutboxRelay {
       () => this.relayBatch(),
       logger,
       metrics,
-      () => this.entries.countDocuments({}),
+      {
+        backlog: () => this.entries.countDocuments({}),
+        // Entries whose write is missing after the grace time are left out: they are most likely
+        // orphans of failed writes, dropped after UNCONFIRMED_OUTBOX_TTL_MS, not a stuck relay.
+        oldestPendingSeconds: async () => {
+          const oldest = await this.entries.findOne(
+            { unconfirmed: { $ne: true } },
+            { sort: { stagedAt: 1 }, projection: { stagedAt: 1 } },
+          )
+          return oldest ? Math.max(0, (Date.now() - oldest.stagedAt.getTime()) / 1000) : 0
+        },
+        dead: () => this.dead.countDocuments({}),
+      },
       { pollIntervalMs: 500, ...options },
     )
   }
@@ -183,36 +276,130 @@ export class MongoOutboxRelay {
     return this.loop.stop()
   }
 
-  /** Publishes one batch; returns how many events were relayed. */
+  /** Publishes one batch; returns how many events were relayed. Throws while the broker is unavailable. */
   async relayBatch(): Promise<number> {
-    if (!this.bus.isConnected) throw new Error('broker not connected')
+    if (!this.bus.isConnected) throw new BrokerUnavailableError('broker not connected')
     const now = Date.now()
-    const entries = await this.entries
+    await this.collectClaims(now)
+    const due = await this.entries
       .find({ visibleAt: { $lte: new Date(now) } })
       .sort({ visibleAt: 1, _id: 1 })
       .limit(this.options.batchSize ?? 100)
       .toArray()
+    if (due.length === 0) return 0
+    const entries = await this.claim(due, now)
     if (entries.length === 0) return 0
     const existing = await this.existingSubjects(entries)
     const confirmed: OutboxEntry[] = []
     const expired: OutboxEntry[] = []
     const late: OutboxEntry[] = []
+    const young: OutboxEntry[] = []
     for (const entry of entries) {
       const age = now - entry.stagedAt.getTime()
       if (existing.has(subjectKey(entry.subject))) confirmed.push(entry)
       else if (age > UNCONFIRMED_OUTBOX_TTL_MS) expired.push(entry)
       else if (age > UNCONFIRMED_GRACE_MS) late.push(entry)
+      else young.push(entry)
     }
-    await Promise.all(confirmed.map((entry) => this.bus.publishEvent(entry.event)))
-    const done = [...confirmed, ...expired].map((entry) => entry._id)
+    const outcomes = await publishEach(
+      this.bus,
+      confirmed.map((entry) => entry.event),
+    )
+    const published = confirmed.filter((_, index) => outcomes[index]?.status === 'published')
+    const kept = confirmed.filter((_, index) => outcomes[index]?.status === 'unavailable')
+    const done = [...published, ...expired].map((entry) => entry._id)
     if (done.length > 0) await this.entries.deleteMany({ _id: { $in: done } })
-    if (late.length > 0)
-      await this.entries.updateMany(
-        { _id: { $in: late.map((entry) => entry._id) } },
-        { $set: { visibleAt: new Date(now + UNCONFIRMED_RECHECK_MS) } },
-      )
+    // Given back at once: young ones for their write, kept ones for the broker (the loop backs off).
+    await this.update([...young, ...kept], () => ({ visibleAt: new Date(now) }))
+    await this.update(late, () => ({ visibleAt: new Date(now + UNCONFIRMED_RECHECK_MS), unconfirmed: true }))
+    for (const [index, entry] of confirmed.entries()) {
+      const outcome = outcomes[index]
+      if (outcome?.status === 'failed') await this.recordFailure(entry, outcome.fault)
+    }
     this.dropped.inc(expired.length)
-    return confirmed.length
+    if (kept.length > 0 && published.length === 0)
+      throw new BrokerUnavailableError('broker confirmed none of the batch')
+    return published.length
+  }
+
+  /** Claims what it can of `due` (read as due at `now`) and returns the entries it now holds. */
+  private async claim(due: readonly OutboxEntry[], now: number): Promise<OutboxEntry[]> {
+    const until = new Date(now + this.leaseMs)
+    let lost = new Set<number>()
+    try {
+      await this.claims.insertMany(
+        due.map((entry) => ({ _id: `${entry._id}#${entry.claims ?? 0}`, until })),
+        { ordered: false },
+      )
+    } catch (error) {
+      // Duplicate tickets are the entries another relay holds; anything else is a real failure.
+      if (!(error instanceof MongoBulkWriteError)) throw error
+      const failures = Array.isArray(error.writeErrors) ? error.writeErrors : [error.writeErrors]
+      if (failures.some((failure) => failure.code !== 11000)) throw error
+      lost = new Set(failures.map((failure) => failure.index))
+    }
+    const held = due
+      .filter((_, index) => !lost.has(index))
+      .map((entry) => ({ ...entry, claims: (entry.claims ?? 0) + 1, visibleAt: until }))
+    if (held.length > 0)
+      await this.entries.bulkWrite(
+        held.map((entry) => ({
+          updateOne: {
+            filter: { _id: entry._id },
+            update: { $set: { claims: entry.claims, visibleAt: until } },
+          },
+        })),
+        { ordered: false },
+      )
+    return held
+  }
+
+  /** Writes fields of entries this relay holds; an entry whose claim moved on is left alone. */
+  private async update(held: readonly OutboxEntry[], fields: (entry: OutboxEntry) => Partial<OutboxEntry>) {
+    if (held.length === 0) return
+    const operations: AnyBulkWriteOperation<OutboxEntry>[] = held.map((entry) => ({
+      updateOne: { filter: { _id: entry._id, claims: entry.claims }, update: { $set: fields(entry) } },
+    }))
+    await this.entries.bulkWrite(operations, { ordered: false })
+  }
+
+  /** Counts a failed publish of a held entry: a later retry, or outbox_dead after the last attempt. */
+  private async recordFailure(entry: OutboxEntry, fault: PublishFault): Promise<void> {
+    const now = Date.now()
+    const attempts = (entry.attempts ?? 0) + 1
+    // `event?.`: a malformed entry (its event not even an object) is dead-lettered like any other.
+    const log = { eventId: entry._id, type: entry.event?.type, attempts, ...fault }
+    if (attempts >= (this.options.maxAttempts ?? DEFAULT_OUTBOX_MAX_ATTEMPTS)) {
+      const { _id, event, subject, stagedAt } = entry
+      try {
+        await this.dead.insertOne({
+          _id,
+          event,
+          subject,
+          stagedAt,
+          attempts,
+          ...fault,
+          deadAt: new Date(now),
+        })
+      } catch (error) {
+        // Already there: a holder before this one died between the two writes.
+        if (!isDuplicateKeyError(error)) throw error
+      }
+      await this.entries.deleteOne({ _id })
+      this.loop.countDead(fault.reason)
+      this.log.error(log, 'outbox event moved to outbox_dead')
+    } else {
+      const delayMs = retryDelayMs(attempts, this.options)
+      await this.update([entry], () => ({ attempts, visibleAt: new Date(now + delayMs) }))
+      this.log.warn({ ...log, retryInMs: delayMs }, 'outbox event not published, retrying later')
+    }
+  }
+
+  /** Deletes tickets a lease after they expired, at most once a lease. */
+  private async collectClaims(now: number): Promise<void> {
+    if (now - this.claimsCollectedAt < this.leaseMs) return
+    this.claimsCollectedAt = now
+    await this.claims.deleteMany({ until: { $lt: new Date(now - this.leaseMs) } })
   }
 
   /** Keys of the subjects of `entries` that exist: one query per collection. */
@@ -236,8 +423,13 @@ export class MongoOutboxRelay {
 }
 
 /** Starts the MongoDB outbox relay of a service; it stops (finishing its batch) when the process drains. */
-export function startMongoOutboxRelay(db: Db, bus: EventBus, runtime: Runtime): MongoOutboxRelay {
-  const relay = new MongoOutboxRelay(db, bus, runtime.logger, runtime.metrics)
+export function startMongoOutboxRelay(
+  db: Db,
+  bus: EventBus,
+  runtime: Runtime,
+  options: MongoRelayOptions = {},
+): MongoOutboxRelay {
+  const relay = new MongoOutboxRelay(db, bus, runtime.logger, runtime.metrics, options)
   relay.start()
   runtime.lifecycle.onDrain('outbox relay', () => relay.stop())
   return relay

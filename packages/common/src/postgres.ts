@@ -4,11 +4,18 @@ import { sql as drizzleSql } from 'drizzle-orm'
 import { index, integer, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core'
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js'
 import { migrate } from 'drizzle-orm/postgres-js/migrator'
-import postgres, { type Sql } from 'postgres'
-import type { EventBus } from './events/bus'
+import postgres, { type Sql, type TransactionSql } from 'postgres'
+import { BrokerUnavailableError, type EventBus } from './events/bus'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
-import { RelayLoop, type RelayOptions } from './outbox'
+import {
+  DEFAULT_OUTBOX_MAX_ATTEMPTS,
+  type PublishFault,
+  publishEach,
+  RelayLoop,
+  type RelayOptions,
+  retryDelayMs,
+} from './outbox'
 import type { Runtime } from './runtime'
 
 export type { Sql }
@@ -21,10 +28,29 @@ export const outbox = pgTable(
     type: text('type').notNull(),
     event: jsonb('event').$type<CloudEvent>().notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    /** Failed publishes so far; at OUTBOX_MAX_ATTEMPTS the row moves to `outbox_dead`. */
     attempts: integer('attempts').notNull().default(0),
+    /** Set after a failed publish: the relay leaves the row alone until then (null: now). */
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true }),
   },
   (table) => [index('outbox_created_at_idx').on(table.createdAt)],
 )
+
+/**
+ * Events the relay gave up on after OUTBOX_MAX_ATTEMPTS failed publishes, so they no longer
+ * hold up the others. `reason` is `invalid` or `rejected` (see PublishFault), `error` the error's
+ * class and code. Replay: insert (id, type, event, created_at) back into `outbox`, delete here.
+ */
+export const outboxDead = pgTable('outbox_dead', {
+  id: uuid('id').primaryKey(),
+  type: text('type').notNull(),
+  event: jsonb('event').$type<CloudEvent>().notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
+  attempts: integer('attempts').notNull(),
+  reason: text('reason').notNull(),
+  error: text('error').notNull(),
+  deadAt: timestamp('dead_at', { withTimezone: true }).notNull().defaultNow(),
+})
 
 /** Ids of events a consumer has applied, for idempotent consumption. */
 export const processedEvents = pgTable(
@@ -97,13 +123,15 @@ export function createPostgres<S extends Record<string, unknown>>(
 /**
  * Applies a service's committed drizzle-kit migrations: from MIGRATIONS_DIR when set (a
  * compiled binary has no source folder; the image sets /app/drizzle), else from the service's
- * own drizzle/ folder, given relative to the caller (`new URL('../../drizzle', import.meta.url)`).
+ * own drizzle/ folder, given relative to the caller (`new URL('../../drizzle', import.meta.url)`);
+ * then builds its `indexes` (services/<name>/src/db/indexes.ts) concurrently.
  */
 export function migrateService(
   config: { DATABASE_URL: string; MIGRATIONS_DIR?: string },
   serviceFolder: URL,
+  indexes: readonly ConcurrentIndex[] = [],
 ): Promise<void> {
-  return runMigrations(config.DATABASE_URL, config.MIGRATIONS_DIR ?? fileURLToPath(serviceFolder))
+  return runMigrations(config.DATABASE_URL, config.MIGRATIONS_DIR ?? fileURLToPath(serviceFolder), indexes)
 }
 
 /** A PostgreSQL client for a service, closed at shutdown. */
@@ -123,22 +151,80 @@ export function postgresFor<S extends Record<string, unknown>>(
 }
 
 /** Starts the outbox relay of a service; it stops (finishing its batch) when the process drains. */
-export async function startOutboxRelay(sql: Sql, bus: EventBus, runtime: Runtime): Promise<PgOutboxRelay> {
-  const relay = new PgOutboxRelay(sql, bus, runtime.logger, runtime.metrics)
+export async function startOutboxRelay(
+  sql: Sql,
+  bus: EventBus,
+  runtime: Runtime,
+  options: RelayOptions = {},
+): Promise<PgOutboxRelay> {
+  const relay = new PgOutboxRelay(sql, bus, runtime.logger, runtime.metrics, options)
   await relay.start()
   runtime.lifecycle.onDrain('outbox relay', () => relay.stop())
   return relay
 }
 
 /**
- * Applies committed drizzle-kit migrations over one dedicated connection. Deliberately not a
- * createPostgres pool: a migration (an index build, a backfill) may run far longer than any
- * request, so this connection has no statement timeout.
+ * An index built with CREATE INDEX CONCURRENTLY after the drizzle migrations, declared outside
+ * drizzle's journal: drizzle runs all migrations in one transaction, where CONCURRENTLY is refused,
+ * and a plain CREATE INDEX blocks every write to a large table for the whole build. A definition
+ * never changes under the same name (an existing valid index is kept as is): give a new one a new name.
  */
-export async function runMigrations(url: string, migrationsFolder: string): Promise<void> {
+export type ConcurrentIndex = {
+  /** Unquoted lower-case identifier, unique in the schema. */
+  name: string
+  /** What follows `ON` in CREATE INDEX, from code: `table (columns) [where …]`. */
+  on: string
+  unique?: boolean
+}
+
+const INDEX_NAME = /^[a-z_][a-z0-9_]*$/
+/** Advisory lock key: one migrator at a time builds the indexes of a database. */
+const INDEX_BUILD_LOCK = 'parley:concurrent-indexes'
+
+/**
+ * Builds missing `indexes` concurrently. An interrupted or failed build leaves an INVALID index
+ * (`pg_index.indisvalid` false) that IF NOT EXISTS would accept as done: it is dropped and rebuilt.
+ * A failed build throws, so the migration fails and the next run repairs it.
+ */
+async function buildConcurrentIndexes(sql: Sql, indexes: readonly ConcurrentIndex[]): Promise<void> {
+  // Polled try-lock on this session: a waiting pg_advisory_lock sits in a transaction that the
+  // holder's CONCURRENTLY build must wait out, a deadlock.
+  const tryLock = async () =>
+    (
+      await sql<{ locked: boolean }[]>`select pg_try_advisory_lock(hashtext(${INDEX_BUILD_LOCK})) as locked`
+    )[0]?.locked === true
+  while (!(await tryLock())) await Bun.sleep(250)
+  try {
+    for (const index of indexes) {
+      if (!INDEX_NAME.test(index.name)) throw new Error(`invalid index name ${index.name}`)
+      const [existing] = await sql<{ valid: boolean }[]>`
+        select i.indisvalid as valid from pg_index i join pg_class c on c.oid = i.indexrelid
+        where c.relname = ${index.name} and c.relnamespace = current_schema()::regnamespace`
+      if (existing?.valid) continue
+      if (existing) await sql.unsafe(`drop index concurrently if exists "${index.name}"`)
+      await sql.unsafe(
+        `create ${index.unique ? 'unique ' : ''}index concurrently if not exists "${index.name}" on ${index.on}`,
+      )
+    }
+  } finally {
+    await sql`select pg_advisory_unlock(hashtext(${INDEX_BUILD_LOCK}))`
+  }
+}
+
+/**
+ * Applies committed drizzle-kit migrations, then builds `indexes` concurrently, over one dedicated
+ * connection. Deliberately not a createPostgres pool: a migration (an index build, a backfill) may
+ * run far longer than any request, so this connection has no statement timeout.
+ */
+export async function runMigrations(
+  url: string,
+  migrationsFolder: string,
+  indexes: readonly ConcurrentIndex[] = [],
+): Promise<void> {
   const sql = postgres(url, { max: 1, onnotice: () => undefined })
   try {
     await migrate(drizzle(sql), { migrationsFolder })
+    if (indexes.length > 0) await buildConcurrentIndexes(sql, indexes)
   } finally {
     await sql.end()
   }
@@ -174,11 +260,16 @@ export async function consumeOnce<S extends Record<string, unknown>>(
   })
 }
 
+/** An outbox row as the relay reads it. */
+type PendingRow = { id: string; type: string; event: CloudEvent; attempts: number }
+
 /**
  * Publishes outbox rows with publisher confirms and deletes them once confirmed. Rows are
- * claimed with FOR UPDATE SKIP LOCKED so replicas share the work; a failed publish rolls
- * back and is retried with backoff, so nothing is lost while the broker is down. Commits
- * wake it through LISTEN/NOTIFY; polling covers a lost notification.
+ * claimed with FOR UPDATE SKIP LOCKED so replicas share the work, and each row is settled on its
+ * own: a row that fails gets its attempts counted and a later retry time, and after
+ * `maxAttempts` it moves to `outbox_dead`, so it never blocks or republishes the others. While
+ * the broker is unavailable nothing is counted: the batch is kept and retried with backoff.
+ * Commits wake it through LISTEN/NOTIFY; polling covers a lost notification.
  */
 export class PgOutboxRelay {
   private readonly loop: RelayLoop
@@ -197,9 +288,20 @@ export class PgOutboxRelay {
       () => this.relayBatch(),
       logger,
       metrics,
-      async () => {
-        const [row] = await sql<{ count: number }[]>`select count(*)::int as count from outbox`
-        return row?.count ?? 0
+      {
+        backlog: async () => {
+          const [row] = await sql<{ count: number }[]>`select count(*)::int as count from outbox`
+          return row?.count ?? 0
+        },
+        oldestPendingSeconds: async () => {
+          const [row] = await sql<{ age: number }[]>`
+            select coalesce(extract(epoch from now() - min(created_at)), 0)::float8 as age from outbox`
+          return row?.age ?? 0
+        },
+        dead: async () => {
+          const [row] = await sql<{ count: number }[]>`select count(*)::int as count from outbox_dead`
+          return row?.count ?? 0
+        },
       },
       options,
     )
@@ -225,17 +327,55 @@ export class PgOutboxRelay {
     await this.unlisten?.().catch(() => undefined)
   }
 
-  /** Publishes one batch; returns how many rows were relayed. */
+  /** Publishes one batch; returns how many rows were relayed. Throws while the broker is unavailable. */
   async relayBatch(): Promise<number> {
-    if (!this.bus.isConnected) throw new Error('broker not connected')
+    if (!this.bus.isConnected) throw new BrokerUnavailableError('broker not connected')
     const limit = this.options.batchSize ?? 100
-    return this.sql.begin(async (tx) => {
-      const rows = await tx<{ id: string; event: CloudEvent }[]>`
-        select id, event from outbox order by created_at, id limit ${limit} for update skip locked`
-      if (rows.length === 0) return 0
-      await Promise.all(rows.map((row) => this.bus.publishEvent(row.event)))
-      await tx`delete from outbox where id = any(${rows.map((row) => row.id)}::uuid[])`
-      return rows.length
+    const { published, unavailable } = await this.sql.begin(async (tx) => {
+      const rows = await tx<PendingRow[]>`
+        select id, type, event, attempts from outbox
+        where next_attempt_at is null or next_attempt_at <= now()
+        order by created_at, id limit ${limit} for update skip locked`
+      if (rows.length === 0) return { published: 0, unavailable: false }
+      const outcomes = await publishEach(
+        this.bus,
+        rows.map((row) => row.event),
+      )
+      const done = rows.filter((_, index) => outcomes[index]?.status === 'published').map((row) => row.id)
+      if (done.length > 0) await tx`delete from outbox where id = any(${done}::uuid[])`
+      for (const [index, row] of rows.entries()) {
+        const outcome = outcomes[index]
+        if (outcome?.status === 'failed') await this.recordFailure(tx, row, outcome.fault)
+      }
+      return {
+        published: done.length,
+        unavailable: outcomes.some((outcome) => outcome.status === 'unavailable'),
+      }
     })
+    // Nothing got through: the broker's fault, so back off (the rows stay as they were).
+    if (unavailable && published === 0) throw new BrokerUnavailableError('broker confirmed none of the batch')
+    return published
+  }
+
+  /** Counts a failed publish of `row`: a later retry, or the dead table after the last attempt. */
+  private async recordFailure(tx: TransactionSql, row: PendingRow, fault: PublishFault): Promise<void> {
+    const attempts = row.attempts + 1
+    const log = { eventId: row.id, type: row.type, attempts, ...fault }
+    if (attempts >= (this.options.maxAttempts ?? DEFAULT_OUTBOX_MAX_ATTEMPTS)) {
+      await tx`
+        with moved as (delete from outbox where id = ${row.id} returning id, type, event, created_at)
+        insert into outbox_dead (id, type, event, created_at, attempts, reason, error)
+        select id, type, event, created_at, ${attempts}, ${fault.reason}, ${fault.error} from moved
+        on conflict (id) do nothing`
+      this.loop.countDead(fault.reason)
+      this.log.error(log, 'outbox event moved to outbox_dead')
+    } else {
+      const delayMs = retryDelayMs(attempts, this.options)
+      await tx`
+        update outbox set attempts = ${attempts},
+          next_attempt_at = now() + ${delayMs}::int * interval '1 millisecond'
+        where id = ${row.id}`
+      this.log.warn({ ...log, retryInMs: delayMs }, 'outbox event not published, retrying later')
+    }
   }
 }

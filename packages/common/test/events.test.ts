@@ -238,6 +238,39 @@ describe('consume', () => {
     expect(attempts).toHaveLength(3)
   })
 
+  test('retryForever: a handler failing past the last delay keeps being retried at it, never dead-lettered', async () => {
+    const attempts: number[] = []
+    await bus.subscribe({
+      queue: 'test.retry-forever',
+      retryDelaysMs: [50, 100],
+      retryForever: true,
+      handlers: {
+        'user.registered': async (_event, { attempt }) => {
+          attempts.push(attempt)
+          // Redis (say) is back after six failures: far more than the delays list holds.
+          if (attempts.length <= 6) throw new Error('redis is down')
+        },
+      },
+    })
+    await bus.publish('user.registered', userRegistered())
+    await waitFor(() => attempts.length === 7, { what: 'seven attempts' })
+    expect(attempts).toEqual([0, 1, 2, 3, 4, 5, 6])
+    expect(await vhost.getMessages('test.retry-forever.dead')).toHaveLength(0)
+    // No extra retry queue was declared: the later attempts went through the last one.
+    expect((await queuesNamed(vhost.name, 'test.retry-forever.retry.')).sort()).toEqual([
+      'test.retry-forever.retry.1',
+      'test.retry-forever.retry.2',
+    ])
+    await expect(
+      bus.subscribe({
+        queue: 'test.forever-nodelay',
+        retryDelaysMs: [],
+        retryForever: true,
+        handlers: { 'user.registered': async () => {} },
+      }),
+    ).rejects.toThrow('no retry delays')
+  })
+
   test('a handler that recovers on retry acknowledges the event once', async () => {
     let calls = 0
     const done: string[] = []

@@ -1,13 +1,13 @@
 import { afterAll, describe, expect, test } from 'bun:test'
 import type { Problem } from '@parley/contracts'
-import { jsonRequest } from '@parley/testkit'
+import { jsonRequest, waitFor } from '@parley/testkit'
 import { Elysia, t } from 'elysia'
 import { HttpProblem, problems } from '../src/errors'
-import { httpKit, serve } from '../src/http'
+import { httpKit, opsApp, type ReadinessCheck, serve } from '../src/http'
 import { createLogger } from '../src/logger'
 import { createRuntime } from '../src/runtime'
 
-function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []) {
+function buildTestApp(readiness: ReadinessCheck[] = []) {
   const runtime = createRuntime('kit', 'silent')
   runtime.lifecycle.markReady()
   const app = new Elysia()
@@ -16,8 +16,6 @@ function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []
         service: 'kit',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
-        readiness,
         bodyLimitBytes: 1024,
       }),
     )
@@ -40,7 +38,7 @@ function buildTestApp(readiness: Parameters<typeof httpKit>[0]['readiness'] = []
     .get('/limited', () => {
       throw problems.tooManyRequests(7)
     })
-  return { app, runtime }
+  return { app, ops: opsApp(runtime, readiness), runtime }
 }
 
 const PROBLEM = 'application/problem+json'
@@ -152,16 +150,17 @@ describe('request context', () => {
 
 describe('health, readiness, metrics, docs', () => {
   test('/health answers while /ready reflects critical dependencies only', async () => {
-    const { app } = buildTestApp([
+    const { app, ops } = buildTestApp([
       { name: 'db', check: async () => undefined },
       { name: 'broker', critical: false, check: async () => Promise.reject(new Error('down')) },
     ])
     expect((await app.handle(new Request('http://localhost/health'))).status).toBe(200)
-    const ready = await app.handle(new Request('http://localhost/ready'))
+    expect((await ops.handle(new Request('http://localhost/health'))).status).toBe(200)
+    const ready = await ops.handle(new Request('http://localhost/ready'))
     expect(ready.status).toBe(200)
     expect(await ready.json()).toEqual({ status: 'ready', checks: { db: 'ok', broker: 'down' } })
 
-    const { app: failing } = buildTestApp([
+    const { ops: failing } = buildTestApp([
       { name: 'db', timeoutMs: 50, check: () => new Promise(() => undefined) },
     ])
     const notReady = await failing.handle(new Request('http://localhost/ready'))
@@ -172,17 +171,18 @@ describe('health, readiness, metrics, docs', () => {
   })
 
   test('/ready is false while shutting down', async () => {
-    const { app, runtime } = buildTestApp()
+    const { ops, runtime } = buildTestApp()
     await runtime.lifecycle.shutdown()
-    expect((await app.handle(new Request('http://localhost/ready'))).status).toBe(503)
+    expect((await ops.handle(new Request('http://localhost/ready'))).status).toBe(503)
   })
 
   test('/metrics exposes the request histogram by route template', async () => {
-    const { app } = buildTestApp()
+    const { app, ops } = buildTestApp()
     await app.handle(jsonRequest('POST', '/widgets/abc', { name: 'ok', count: 1 }))
     await app.handle(jsonRequest('POST', '/widgets/def', { name: 'x' }))
+    await ops.handle(new Request('http://localhost/ready'))
     await Bun.sleep(20)
-    const response = await app.handle(new Request('http://localhost/metrics'))
+    const response = await ops.handle(new Request('http://localhost/metrics'))
     expect(response.headers.get('content-type')).toContain('text/plain')
     const text = await response.text()
     expect(text).toContain('# TYPE http_request_duration_seconds histogram')
@@ -191,6 +191,9 @@ describe('health, readiness, metrics, docs', () => {
     )
     expect(text).toMatch(/http_request_duration_seconds_count\{[^}]*status="422"[^}]*\} 1/)
     expect(text).toContain('process_resident_memory_bytes')
+    // The ops port's own requests are not API traffic.
+    expect(text).not.toContain('route="/ready"')
+    expect(text).not.toContain('route="/metrics"')
   })
 
   test('/docs/json documents the routes but not the infrastructure endpoints', async () => {
@@ -204,11 +207,11 @@ describe('health, readiness, metrics, docs', () => {
 })
 
 describe('over a real listener', () => {
-  const { app, runtime } = buildTestApp()
+  const { app, ops, runtime } = buildTestApp()
   const log = createLogger('kit', 'silent')
-  let port = 0
-  serve(app, {
+  const { port } = serve(app, ops, {
     port: 0,
+    opsPort: 0,
     host: '127.0.0.1',
     bodyLimitBytes: 1024,
     graceMs: 1000,
@@ -216,8 +219,7 @@ describe('over a real listener', () => {
     lifecycle: runtime.lifecycle,
     logger: log,
   })
-  port = app.server?.port ?? 0
-  afterAll(() => app.stop())
+  afterAll(() => runtime.lifecycle.shutdown())
 
   test('an oversized body gets a 413 problem', async () => {
     const response = await fetch(`http://127.0.0.1:${port}/widgets/abc`, {
@@ -231,9 +233,10 @@ describe('over a real listener', () => {
 })
 
 describe('chunked bodies over a real listener', () => {
-  const { app, runtime } = buildTestApp()
-  serve(app, {
+  const { app, ops, runtime } = buildTestApp()
+  serve(app, ops, {
     port: 0,
+    opsPort: 0,
     host: '127.0.0.1',
     bodyLimitBytes: 1024,
     graceMs: 1000,
@@ -241,7 +244,7 @@ describe('chunked bodies over a real listener', () => {
     lifecycle: runtime.lifecycle,
     logger: createLogger('kit', 'silent'),
   })
-  afterAll(() => app.stop())
+  afterAll(() => runtime.lifecycle.shutdown())
 
   function chunkedBody(text: string) {
     return new ReadableStream<Uint8Array>({
@@ -270,5 +273,89 @@ describe('chunked bodies over a real listener', () => {
     expect(Object.keys(spec.paths['/widgets/{id}']?.post?.requestBody?.content ?? {})).toContain(
       'application/json',
     )
+  })
+})
+
+describe('the ops port, over real listeners', () => {
+  const { app, ops, runtime } = buildTestApp([
+    { name: 'db', check: async () => undefined },
+    { name: 'broker', critical: false, check: async () => Promise.reject(new Error('broker refused')) },
+  ])
+  // A client whose close waits for the test: the shutdown is observed while it is still running.
+  const clientClosed = Promise.withResolvers<void>()
+  runtime.lifecycle.onClose('client', () => clientClosed.promise)
+  const listening = serve(app, ops, {
+    port: 0,
+    opsPort: 0,
+    host: '127.0.0.1',
+    bodyLimitBytes: 1024,
+    graceMs: 1000,
+    delayMs: 0,
+    lifecycle: runtime.lifecycle,
+    logger: createLogger('kit', 'silent'),
+  })
+  const service = `http://127.0.0.1:${listening.port}`
+  const opsUrl = `http://127.0.0.1:${listening.opsPort}`
+  afterAll(() => {
+    clientClosed.resolve()
+    return runtime.lifecycle.shutdown()
+  })
+
+  test('the service port answers /metrics and /ready with a 404 problem, /health with 200', async () => {
+    expect(listening.opsPort).not.toBe(listening.port)
+    for (const path of ['/metrics', '/ready']) {
+      const response = await fetch(`${service}${path}`)
+      expect({ path, status: response.status }).toEqual({ path, status: 404 })
+      expect(response.headers.get('content-type')).toBe(PROBLEM)
+      const text = await response.text()
+      expect(text).not.toContain('broker refused')
+      expect(text).not.toContain('http_request_duration_seconds')
+    }
+    expect((await fetch(`${service}/health`)).status).toBe(200)
+  })
+
+  test('the ops port answers /health, /ready with the dependency detail and /metrics, 404 elsewhere', async () => {
+    expect(await (await fetch(`${opsUrl}/health`)).json()).toEqual({ status: 'ok', service: 'kit' })
+    const ready = await fetch(`${opsUrl}/ready`)
+    expect(ready.status).toBe(200)
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { db: 'ok', broker: 'broker refused' } })
+    const metrics = await fetch(`${opsUrl}/metrics`)
+    expect(metrics.headers.get('content-type')).toContain('text/plain')
+    // The 404s of the service port above are API traffic; nothing of the ops port is.
+    const text = await metrics.text()
+    expect(text).toMatch(
+      /http_request_duration_seconds_count\{[^}]*route="unmatched"[^}]*status="404"[^}]*\} 2/,
+    )
+    expect(text).not.toMatch(/route="\/(ready|metrics)"/)
+    for (const path of ['/widgets/abc', '/docs/json']) {
+      const response = await fetch(`${opsUrl}${path}`)
+      expect({ path, status: response.status }).toEqual({ path, status: 404 })
+      expect(response.headers.get('content-type')).toBe(PROBLEM)
+    }
+  })
+
+  test('while draining, the service port is closed and the ops port answers /ready 503 until the end', async () => {
+    const shutdown = runtime.lifecycle.shutdown()
+    // The drain step (service listener) is done once its port refuses connections.
+    await waitFor(
+      () =>
+        // A new connection each time: an idle kept-alive one outlives the listener.
+        fetch(`${service}/health`, { keepalive: false }).then(
+          () => false,
+          () => true,
+        ),
+      { what: 'the service port to close' },
+    )
+    const ready = await fetch(`${opsUrl}/ready`)
+    expect(ready.status).toBe(503)
+    expect(await ready.json()).toEqual({ status: 'unready', reason: 'shutting down' })
+    expect((await fetch(`${opsUrl}/metrics`)).status).toBe(200)
+    clientClosed.resolve()
+    await shutdown
+    const afterwards = await fetch(`${opsUrl}/ready`, { keepalive: false }).then(
+      (response) => `answered ${response.status}`,
+      () => 'refused',
+    )
+    expect(afterwards).toBe('refused')
   })
 })

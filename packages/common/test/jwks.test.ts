@@ -59,7 +59,6 @@ test('an unreachable JWKS keeps the last good keys; an unknown kid meanwhile is 
         service: 'jwks-test',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
         bodyLimitBytes: 1024,
       }),
     )

@@ -31,10 +31,9 @@ const runtime = createRuntime('outage-test', process.env.TEST_LOG_LEVEL ?? 'sile
 beforeAll(async () => {
   rabbit = await createPrivateRabbit()
   await rabbit.start()
-  database = await createTestDatabase()
+  // The outbox tables as a service's migrations create them from the shared schema.
+  database = await createTestDatabase(new URL('../../../services/auth/drizzle', import.meta.url))
   pg = createPostgres(database.url, { schema: { outbox } })
-  // Same shape drizzle-kit generates into each service's migrations from the shared table.
-  await pg.sql`create table outbox (id uuid primary key, type text not null, event jsonb not null, created_at timestamptz not null default now(), attempts integer not null default 0)`
   mongoTarget = createTestMongo()
   mongo = createMongo(mongoTarget.url, mongoTarget.dbName)
   await ensureOutboxIndexes(mongo.db)

@@ -50,7 +50,6 @@ function buildApp() {
         service: 'kit',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
         bodyLimitBytes: 1024,
       }),
     )

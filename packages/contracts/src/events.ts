@@ -31,6 +31,13 @@ export const EventSchemas = {
     /** Access tokens with `iat` strictly before this instant are rejected. */
     revokedBefore: Timestamp,
   }),
+  'user.session_revoked': t.Object({
+    userId: Uuid,
+    /** The session family (the access token's `sid`): its access tokens are rejected from now on. */
+    sessionId: Uuid,
+    reason: t.Union([t.Literal('logout'), t.Literal('reuse_detected')]),
+    revokedAt: Timestamp,
+  }),
   'user.profile_updated': t.Object({
     userId: Uuid,
     displayName: t.String({ minLength: 1, maxLength: 64 }),

@@ -17,12 +17,30 @@ export type PublicRoute = {
   keyedByEmail?: boolean
 }
 
+/** Rate-limit policy a route is charged on top of `authenticated` (policies are defined by the gateway). */
+export type LimitedRoutePolicy = 'verification' | 'conversations' | 'invitations'
+
+/** An authenticated route with a limit of its own, counted per user. */
+export type LimitedRoute = {
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE'
+  /** Service path; `:name` matches one segment. */
+  path: string
+  policy: LimitedRoutePolicy
+  /** Charged once per entry of this JSON body array (at least once), e.g. one per invited user. */
+  perItemOf?: string
+}
+
 export type ServiceEntry = {
   name: string
   /** What it owns, in a few words (README table, chart comments). */
   summary: string
   /** HTTP port: the default of PORT, the container port, the compose and chart service port. */
   port: number
+  /**
+   * Ops port: the default of OPS_PORT, serving /health, /ready and /metrics to the kubelet,
+   * Prometheus and `<binary> healthcheck`, never to API clients (the service port answers 404).
+   */
+  opsPort: number
   /** Service paths it owns behind the gateway (public path minus /api/v1); the gateway has none. */
   prefix: string | null
   /** Its own store: a PostgreSQL database (migrated with drizzle), a MongoDB database, or none. */
@@ -30,6 +48,7 @@ export type ServiceEntry = {
   /** Time it has to answer the gateway with headers before the gateway answers 504. */
   upstreamTimeoutMs: number | null
   publicRoutes: readonly PublicRoute[]
+  limitedRoutes?: readonly LimitedRoute[]
 }
 
 export const ROSTER = [
@@ -37,6 +56,7 @@ export const ROSTER = [
     name: 'gateway',
     summary: 'routing, edge auth, rate limits, Swagger UI, WebSocket, presence',
     port: 4000,
+    opsPort: 9400,
     prefix: null,
     store: null,
     upstreamTimeoutMs: null,
@@ -46,6 +66,7 @@ export const ROSTER = [
     name: 'auth',
     summary: 'credentials, sessions, keys',
     port: 4003,
+    opsPort: 9403,
     prefix: '/auth',
     store: { kind: 'postgres', database: 'parley_auth' },
     // Login and register hash passwords with argon2id, hence the longer default.
@@ -57,11 +78,16 @@ export const ROSTER = [
       { method: 'GET', path: '/auth/.well-known/jwks.json', policy: 'anonymous' },
       { method: 'HEAD', path: '/auth/.well-known/jwks.json', policy: 'anonymous' },
     ],
+    limitedRoutes: [
+      { method: 'POST', path: '/auth/verify-email/request', policy: 'verification' },
+      { method: 'POST', path: '/auth/verify-email/confirm', policy: 'verification' },
+    ],
   },
   {
     name: 'user',
     summary: 'profiles, search',
     port: 4001,
+    opsPort: 9401,
     prefix: '/users',
     store: { kind: 'postgres', database: 'parley_user' },
     upstreamTimeoutMs: 10_000,
@@ -71,15 +97,28 @@ export const ROSTER = [
     name: 'chat',
     summary: 'conversations, messages',
     port: 4002,
+    opsPort: 9402,
     prefix: '/conversations',
     store: { kind: 'mongodb', database: 'parley_chat' },
     upstreamTimeoutMs: 10_000,
     publicRoutes: [],
+    // Every invited user may be mailed: invitations are counted per invitee, not per request.
+    limitedRoutes: [
+      { method: 'POST', path: '/conversations', policy: 'conversations' },
+      { method: 'POST', path: '/conversations', policy: 'invitations', perItemOf: 'participantIds' },
+      {
+        method: 'POST',
+        path: '/conversations/:id/participants',
+        policy: 'invitations',
+        perItemOf: 'userIds',
+      },
+    ],
   },
   {
     name: 'notification',
     summary: 'in-app notifications, email',
     port: 4004,
+    opsPort: 9404,
     prefix: '/notifications',
     store: { kind: 'postgres', database: 'parley_notification' },
     upstreamTimeoutMs: 10_000,

@@ -203,5 +203,79 @@ export function jsonRequest(
   })
 }
 
+export type RawResponse = { status: number; headers: Headers; body: string }
+
+/**
+ * Sends one HTTP/1.1 request with `target` written on the wire exactly as given (fetch and
+ * `new Request` normalise `..`, `%2e` and backslashes before anything is sent).
+ */
+export async function rawHttp(
+  url: string,
+  method: string,
+  target: string,
+  headers: Record<string, string> = {},
+  body = '',
+): Promise<RawResponse> {
+  const { hostname, port } = new URL(url)
+  const lines = [
+    `${method} ${target} HTTP/1.1`,
+    `host: ${hostname}:${port}`,
+    'connection: close',
+    ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+    ...(body ? [`content-length: ${Buffer.byteLength(body)}`] : []),
+  ]
+  const chunks: Buffer[] = []
+  const { promise, resolve, reject } = Promise.withResolvers<void>()
+  // Complete once the declared length (or the last chunk) arrived: a streamed response may
+  // keep the connection open despite `connection: close`.
+  const complete = (received: Buffer) => {
+    const split = received.indexOf('\r\n\r\n')
+    if (split < 0) return false
+    const head = received.subarray(0, split).toString('latin1').toLowerCase()
+    const length = /\r\ncontent-length: *(\d+)/.exec(head)?.[1]
+    if (length !== undefined) return received.length - split - 4 >= Number(length)
+    if (head.includes('transfer-encoding: chunked')) return received.subarray(-5).toString() === '0\r\n\r\n'
+    return false
+  }
+  const socket = await Bun.connect({
+    hostname,
+    port: Number(port),
+    socket: {
+      data: (open, data) => {
+        chunks.push(Buffer.from(data))
+        if (complete(Buffer.concat(chunks))) {
+          open.end()
+          resolve()
+        }
+      },
+      close: () => resolve(),
+      error: (_socket, error) => reject(error),
+    },
+  })
+  socket.write(`${lines.join('\r\n')}\r\n\r\n${body}`)
+  await promise
+  const text = Buffer.concat(chunks).toString('utf8')
+  const split = text.indexOf('\r\n\r\n')
+  const [statusLine = '', ...headerLines] = text.slice(0, split).split('\r\n')
+  const parsed = new Headers()
+  for (const line of headerLines) {
+    const colon = line.indexOf(':')
+    parsed.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim())
+  }
+  let rest = text.slice(split + 4)
+  if (parsed.get('transfer-encoding')?.includes('chunked')) {
+    let decoded = ''
+    while (rest.length > 0) {
+      const end = rest.indexOf('\r\n')
+      const size = Number.parseInt(rest.slice(0, end), 16)
+      if (!size) break
+      decoded += rest.slice(end + 2, end + 2 + size)
+      rest = rest.slice(end + 2 + size + 2)
+    }
+    rest = decoded
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers: parsed, body: rest }
+}
+
 export * from './rabbit-node'
 export * from './tokens'

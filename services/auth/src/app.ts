@@ -13,6 +13,7 @@ import type { VerificationService } from './modules/verification/service'
 export type AppDeps = {
   runtime: Runtime
   config: Config
+  /** Checks behind the ops port's /ready (runService serves them with opsApp). */
   readiness: ReadinessCheck[]
   keys: SigningKeys
   /** Verifies the service's own access tokens (its JWKS, revoked sessions refused). */
@@ -23,16 +24,7 @@ export type AppDeps = {
 }
 
 /** Builds the auth service; index.ts connects the clients and listens. */
-export function buildApp({
-  runtime,
-  config,
-  readiness,
-  keys,
-  verifier,
-  accounts,
-  sessions,
-  verification,
-}: AppDeps) {
+export function buildApp({ runtime, config, keys, verifier, accounts, sessions, verification }: AppDeps) {
   const signer = accessTokenSigner(keys, { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE })
   const accessTtl = config.ACCESS_TOKEN_TTL_SECONDS
   return new Elysia()
@@ -42,8 +34,6 @@ export function buildApp({
         description: 'Registration, login, tokens, email verification',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
-        readiness,
         bodyLimitBytes: config.BODY_LIMIT_BYTES,
       }),
     )

@@ -1,4 +1,5 @@
-import { AmqpEnv, BaseEnv, envSchema, PostgresEnv, portEnv, RedisEnv } from '@parley/common'
+import { AmqpEnv, BaseEnv, envSchema, OutboxEnv, PostgresEnv, portEnv, RedisEnv } from '@parley/common'
+import { RetentionEnv } from '@parley/common/retention'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 export const Env = envSchema({
@@ -6,6 +7,8 @@ export const Env = envSchema({
   ...PostgresEnv,
   ...RedisEnv,
   ...AmqpEnv,
+  ...OutboxEnv,
+  ...RetentionEnv,
   ...portEnv('auth'),
   REDIS_KEY_PREFIX: t.String({
     default: 'auth:',

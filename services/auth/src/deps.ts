@@ -1,6 +1,7 @@
 import { AccessTokenVerifier, ConfigError, eventBusFor, type Runtime, redisFor } from '@parley/common'
 import type { EventBus } from '@parley/common/events'
 import { postgresFor, startOutboxRelay } from '@parley/common/postgres'
+import { processedEventsPurge, startRetention } from '@parley/common/retention'
 import type { AppDeps } from './app'
 import type { Config } from './config'
 import * as schema from './db/schema'
@@ -40,7 +41,12 @@ export async function connect(config: Config, runtime: Runtime): Promise<AuthDep
   const bus = eventBusFor(config, runtime, EVENT_SOURCE)
   await subscribeProfileUpdates(bus, postgres.db)
   await bus.start()
-  await startOutboxRelay(postgres.sql, bus, runtime)
+  await startOutboxRelay(postgres.sql, bus, runtime, { maxAttempts: config.OUTBOX_MAX_ATTEMPTS })
+  startRetention(
+    runtime,
+    [processedEventsPurge(postgres.sql, config.PROCESSED_EVENTS_RETENTION_DAYS)],
+    config,
+  )
 
   const sessions = new SessionService(
     postgres.db,

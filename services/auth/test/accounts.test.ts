@@ -161,7 +161,7 @@ describe('POST /auth/login', () => {
     }
     expect(problemOf(wrongPassword)).toEqual(problemOf(unknownEmail))
     expect(
-      await metricValue(h.app, 'auth_logins_total', { outcome: 'invalid_credentials' }),
+      await metricValue(h.ops, 'auth_logins_total', { outcome: 'invalid_credentials' }),
     ).toBeGreaterThanOrEqual(2)
   })
 
@@ -270,7 +270,7 @@ describe('user.profile_updated', () => {
     await publish('Final', new Date(later.getTime() + 3_000))
     await waitFor(
       async () =>
-        (await metricValue(h.app, 'events_consumed_total', { queue: 'auth.profiles', outcome: 'ok' })) === 5,
+        (await metricValue(h.ops, 'events_consumed_total', { queue: 'auth.profiles', outcome: 'ok' })) === 5,
       { what: 'all five deliveries handled' },
     )
     expect((await credentialsOf(user.email))?.display_name).toBe('Final')

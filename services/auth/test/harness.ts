@@ -1,7 +1,7 @@
 import { setDefaultTimeout } from 'bun:test'
 import { generateKeyPairSync } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import { createRuntime, parseConfig, type Runtime } from '@parley/common'
+import { createRuntime, type OpsApp, opsApp, parseConfig, type Runtime } from '@parley/common'
 import { EventBus } from '@parley/common/events'
 import type { CloudEvent, EventType, Problem } from '@parley/contracts'
 import {
@@ -33,6 +33,8 @@ export type Reply<T = unknown> = { status: number; headers: Headers; body: T }
 
 export type AuthInstance = {
   app: App
+  /** The ops port's app: /ready, /metrics. */
+  ops: OpsApp
   deps: AuthDeps
   config: Config
   runtime: Runtime
@@ -80,7 +82,8 @@ export async function startAuth(env: EnvOverrides): Promise<AuthInstance> {
       body: (text ? JSON.parse(text) : undefined) as T,
     }
   }
-  return { app, deps, config, runtime, call, close: () => runtime.lifecycle.shutdown() }
+  const ops = opsApp(runtime, deps.readiness)
+  return { app, ops, deps, config, runtime, call, close: () => runtime.lifecycle.shutdown() }
 }
 
 /**
@@ -125,6 +128,7 @@ export async function createHarness(env: EnvOverrides = {}) {
       'user.email_verification_requested': record,
       'user.email_verified': record,
       'user.sessions_revoked': record,
+      'user.session_revoked': record,
     },
   })
   await observer.start()
@@ -205,13 +209,13 @@ export async function createHarness(env: EnvOverrides = {}) {
 
 export type Harness = Awaited<ReturnType<typeof createHarness>>
 
-/** Sum of a metric's samples whose labels include `labels`, read from the app's /metrics. */
+/** Sum of a metric's samples whose labels include `labels`, read from the ops port's /metrics. */
 export async function metricValue(
-  app: App,
+  ops: OpsApp,
   name: string,
   labels: Record<string, string> = {},
 ): Promise<number> {
-  const text = await (await app.handle(new Request('http://localhost/metrics'))).text()
+  const text = await (await ops.handle(new Request('http://localhost/metrics'))).text()
   let total = 0
   for (const line of text.split('\n')) {
     const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line)

@@ -42,7 +42,7 @@ test('registration succeeds while RabbitMQ is stopped; user.registered arrives a
 
   await rabbit.stop()
   await waitFor(() => !h.deps.bus.isConnected, { what: 'auth to notice the broker is gone' })
-  const published = await metricValue(h.app, 'outbox_published_total')
+  const published = await metricValue(h.ops, 'outbox_published_total')
   const user = await h.register()
   // A few relay attempts (backoff 200, 400, 800 ms) fail: the event stays in the outbox.
   await Bun.sleep(1_500)
@@ -50,7 +50,7 @@ test('registration succeeds while RabbitMQ is stopped; user.registered arrives a
     select type, event->'data'->>'userId' as user_id from outbox`
   expect(pending).toEqual({ type: 'user.registered', user_id: user.id })
   expect(received).toEqual([])
-  expect(await metricValue(h.app, 'outbox_published_total')).toBe(published)
+  expect(await metricValue(h.ops, 'outbox_published_total')).toBe(published)
 
   await rabbit.start()
   await waitFor(() => received.includes(user.id), {

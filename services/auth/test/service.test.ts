@@ -42,10 +42,15 @@ describe('the process', () => {
       const sql = postgres(database.url, { max: 1 })
       const tables = await sql<{ table_name: string }[]>`
         select table_name from information_schema.tables where table_schema = 'public' order by table_name`
+      // Built concurrently after the migrations, outside their transaction.
+      const [index] = await sql<{ valid: boolean }[]>`
+        select indisvalid as valid from pg_index where indexrelid = 'processed_events_processed_at_idx'::regclass`
       await sql.end()
+      expect(index?.valid).toBe(true)
       expect(tables.map((row) => row.table_name)).toEqual([
         'credentials',
         'outbox',
+        'outbox_dead',
         'processed_events',
         'sessions',
       ])
@@ -57,14 +62,19 @@ describe('the process', () => {
 
 describe('infrastructure endpoints', () => {
   test('/ready checks PostgreSQL (critical), Redis and the broker', async () => {
-    const reply = await h.call('GET', '/ready')
+    const reply = await h.ops.handle(new Request('http://localhost/ready'))
     expect(reply.status).toBe(200)
-    expect(reply.body).toEqual({ status: 'ready', checks: { postgres: 'ok', redis: 'ok', broker: 'ok' } })
+    expect(await reply.json()).toEqual({
+      status: 'ready',
+      checks: { postgres: 'ok', redis: 'ok', broker: 'ok' },
+    })
+    // Only on the ops port: the service port does not know the path.
+    expect((await h.call('GET', '/ready')).status).toBe(404)
   })
 
   test('/metrics exposes the auth counters', async () => {
     await h.register()
-    const text = await (await h.app.handle(new Request('http://localhost/metrics'))).text()
+    const text = await (await h.ops.handle(new Request('http://localhost/metrics'))).text()
     for (const name of [
       'auth_registrations_total',
       'auth_logins_total',

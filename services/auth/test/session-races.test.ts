@@ -141,7 +141,7 @@ describe('refresh racing a revocation', () => {
 describe('grace window for a retried refresh', () => {
   test('re-presenting the just-rotated token within the window returns the same successor and revokes nothing', async () => {
     const user = await h.register()
-    const retriedBefore = await metricValue(h.app, 'auth_refreshes_total', { outcome: 'retried' })
+    const retriedBefore = await metricValue(h.ops, 'auth_refreshes_total', { outcome: 'retried' })
     const first = await refresh(user.refreshToken)
     expect(first.status).toBe(200)
     const retry = await refresh(user.refreshToken)
@@ -152,7 +152,7 @@ describe('grace window for a retried refresh', () => {
     expect(retry.body.refreshExpiresIn).toBeLessThanOrEqual(first.body.refreshExpiresIn)
     expect(decodeJwt(retry.body.accessToken)).toMatchObject({ sub: user.id, sid: h.sidOf(user) })
     expect((await h.call('GET', '/auth/me', { token: retry.body.accessToken })).status).toBe(200)
-    expect(await metricValue(h.app, 'auth_refreshes_total', { outcome: 'retried' })).toBe(retriedBefore + 1)
+    expect(await metricValue(h.ops, 'auth_refreshes_total', { outcome: 'retried' })).toBe(retriedBefore + 1)
 
     // Still one successor, nothing revoked; only a hash of each token is stored.
     const rows = await h.sql<{ token_hash: string; revoked_reason: string | null }[]>`

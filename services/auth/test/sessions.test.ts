@@ -65,13 +65,16 @@ describe('POST /auth/refresh', () => {
 
   test('reusing a rotated token revokes the whole family and answers 401', async () => {
     const user = await h.register()
-    const reuseBefore = await metricValue(h.app, 'auth_refresh_reuse_detected_total')
+    const reuseBefore = await metricValue(h.ops, 'auth_refresh_reuse_detected_total')
     const second = (await refresh(user.refreshToken)).body
     const third = (await refresh(second.refreshToken)).body
     const replay = await refresh(user.refreshToken)
     expect(replay.status).toBe(401)
     expect(problemOf(replay)).toMatchObject({ type: 'https://parley.dev/problems/unauthorized' })
-    expect(await metricValue(h.app, 'auth_refresh_reuse_detected_total')).toBe(reuseBefore + 1)
+    expect(await metricValue(h.ops, 'auth_refresh_reuse_detected_total')).toBe(reuseBefore + 1)
+    // The gateway is told, so the family's access tokens stop working everywhere at once.
+    const event = await h.eventOf('user.session_revoked', (event) => event.data.sessionId === h.sidOf(user))
+    expect(event.data).toMatchObject({ userId: user.id, reason: 'reuse_detected' })
 
     const rows = await familyRows(h.sidOf(user))
     expect(rows).toHaveLength(3)
@@ -109,8 +112,8 @@ describe('POST /auth/refresh', () => {
     const rows = await familyRows(h.sidOf(user))
     expect([...rows]).toEqual([expect.objectContaining({ rotated_at: null, revoked_reason: null })])
     const metrics = {
-      unknown: await metricValue(h.app, 'auth_refreshes_total', { outcome: 'unknown' }),
-      expired: await metricValue(h.app, 'auth_refreshes_total', { outcome: 'expired' }),
+      unknown: await metricValue(h.ops, 'auth_refreshes_total', { outcome: 'unknown' }),
+      expired: await metricValue(h.ops, 'auth_refreshes_total', { outcome: 'expired' }),
     }
     expect(metrics.unknown).toBeGreaterThanOrEqual(1)
     expect(metrics.expired).toBeGreaterThanOrEqual(1)
@@ -128,9 +131,11 @@ describe('POST /auth/logout', () => {
     expect(reply.status).toBe(204)
     expect(reply.body).toBeUndefined()
     expect((await familyRows(h.sidOf(user))).map((row) => row.revoked_reason)).toEqual(['logout'])
-    const revokedBefore = await metricValue(h.app, 'auth_refreshes_total', { outcome: 'revoked' })
+    const event = await h.eventOf('user.session_revoked', (event) => event.data.sessionId === h.sidOf(user))
+    expect(event.data).toMatchObject({ userId: user.id, reason: 'logout' })
+    const revokedBefore = await metricValue(h.ops, 'auth_refreshes_total', { outcome: 'revoked' })
     expect((await refresh(user.refreshToken)).status).toBe(401)
-    expect(await metricValue(h.app, 'auth_refreshes_total', { outcome: 'revoked' })).toBe(revokedBefore + 1)
+    expect(await metricValue(h.ops, 'auth_refreshes_total', { outcome: 'revoked' })).toBe(revokedBefore + 1)
     expect((await h.call('GET', '/auth/me', { token: user.accessToken })).status).toBe(401)
     // The other device keeps working, and may log out the first session again (idempotent).
     expect((await h.call('GET', '/auth/me', { token: laptop.accessToken })).status).toBe(200)
@@ -140,6 +145,11 @@ describe('POST /auth/logout', () => {
     })
     expect(repeated.status).toBe(204)
     expect((await refresh(laptop.refreshToken)).status).toBe(200)
+    // Announced once: the repeated logout revoked nothing new.
+    await Bun.sleep(300)
+    expect(h.eventsOf('user.session_revoked').filter((event) => event.data.userId === user.id)).toHaveLength(
+      1,
+    )
   })
 
   test('someone else’s refresh token is answered like an unknown one, and survives', async () => {

@@ -124,7 +124,7 @@ describe('POST /auth/verify-email/confirm', () => {
     })
     expect(decodeJwt(refreshed.body.accessToken).email_verified).toBe(true)
     expect(
-      await metricValue(h.app, 'auth_verification_codes_total', { outcome: 'confirmed' }),
+      await metricValue(h.ops, 'auth_verification_codes_total', { outcome: 'confirmed' }),
     ).toBeGreaterThanOrEqual(1)
   })
 
@@ -237,11 +237,11 @@ describe('Redis unavailable', () => {
       body: { email: user.email, password: user.password },
     })
     expect(login.status).toBe(200)
-    const ready = await withoutRedis.app.handle(new Request('http://localhost/ready'))
+    const ready = await withoutRedis.ops.handle(new Request('http://localhost/ready'))
     expect(ready.status).toBe(200)
     expect(((await ready.json()) as { checks: Record<string, string> }).checks.redis).not.toBe('ok')
     expect(
-      await metricValue(withoutRedis.app, 'auth_verification_codes_total', { outcome: 'unavailable' }),
+      await metricValue(withoutRedis.ops, 'auth_verification_codes_total', { outcome: 'unavailable' }),
     ).toBe(2)
     // Nothing was mailed for the refused request.
     const marker = await h.register()

@@ -9,6 +9,7 @@ import type { MessageService } from './modules/messages/service'
 export type AppDeps = {
   runtime: Runtime
   config: Config
+  /** Checks behind the ops port's /ready (runService serves them with opsApp). */
   readiness: ReadinessCheck[]
   verifier: AccessTokenVerifier
   conversations: ConversationService
@@ -16,7 +17,7 @@ export type AppDeps = {
 }
 
 /** Builds the chat service; index.ts connects the clients and listens. */
-export function buildApp({ runtime, config, readiness, verifier, conversations, messages }: AppDeps) {
+export function buildApp({ runtime, config, verifier, conversations, messages }: AppDeps) {
   return new Elysia()
     .use(
       httpKit({
@@ -24,8 +25,6 @@ export function buildApp({ runtime, config, readiness, verifier, conversations, 
         description: 'Conversations and messages',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
-        readiness,
         bodyLimitBytes: config.BODY_LIMIT_BYTES,
       }),
     )

@@ -1,4 +1,14 @@
-import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, MongoEnv, portEnv, RedisEnv } from '@parley/common'
+import {
+  AmqpEnv,
+  BaseEnv,
+  envSchema,
+  JwtVerifyEnv,
+  MongoEnv,
+  OutboxEnv,
+  portEnv,
+  RedisEnv,
+} from '@parley/common'
+import { RetentionEnv } from '@parley/common/retention'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 export const Env = envSchema({
@@ -6,7 +16,9 @@ export const Env = envSchema({
   ...MongoEnv,
   ...RedisEnv,
   ...AmqpEnv,
+  ...OutboxEnv,
   ...JwtVerifyEnv,
+  ...RetentionEnv,
   ...portEnv('chat'),
   CHAT_CACHE_TTL_SECONDS: t.Integer({
     minimum: 1,

@@ -7,8 +7,15 @@ import {
   verifierFor,
 } from '@parley/common'
 import type { EventBus } from '@parley/common/events'
-import { MongoOutbox, MongoOutboxRelay, mongoFor, startMongoOutboxRelay } from '@parley/common/mongo'
+import {
+  MongoOutbox,
+  MongoOutboxRelay,
+  mongoFor,
+  processedEventsMongoPurge,
+  startMongoOutboxRelay,
+} from '@parley/common/mongo'
 import type { Redis } from '@parley/common/redis'
+import { startRetention } from '@parley/common/retention'
 import type { Db } from 'mongodb'
 import type { AppDeps } from './app'
 import { ChatCache } from './cache'
@@ -69,12 +76,17 @@ export async function connect(
   const relay =
     options.relay === false
       ? new MongoOutboxRelay(mongo.db, bus, logger, metrics)
-      : startMongoOutboxRelay(mongo.db, bus, runtime)
+      : startMongoOutboxRelay(mongo.db, bus, runtime, { maxAttempts: config.OUTBOX_MAX_ATTEMPTS })
   const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
   const { users, conversations, messages } = chatServices(mongo.db, cache, relay, metrics)
 
   await subscribeUserProjection(bus, mongo.db, users)
   await bus.start()
+  startRetention(
+    runtime,
+    [processedEventsMongoPurge(mongo.db, config.PROCESSED_EVENTS_RETENTION_DAYS)],
+    config,
+  )
 
   return {
     runtime,

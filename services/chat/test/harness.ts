@@ -1,4 +1,4 @@
-import { AccessTokenVerifier, createRuntime, parseConfig } from '@parley/common'
+import { AccessTokenVerifier, createRuntime, opsApp, parseConfig } from '@parley/common'
 import { EventBus } from '@parley/common/events'
 import type { CloudEvent, EventType } from '@parley/contracts'
 import {
@@ -121,8 +121,9 @@ export async function createHarness(options: HarnessOptions = {}) {
     call,
     newUser,
     newUsers,
+    /** The ops port's /metrics. */
     async metricsText(): Promise<string> {
-      return (await app.handle(new Request('http://localhost/metrics'))).text()
+      return (await opsApp(runtime, deps.readiness).handle(new Request('http://localhost/metrics'))).text()
     },
     /** Stops this process; the data stays (another harness may share it). */
     shutdown: () => runtime.lifecycle.shutdown(),

@@ -16,6 +16,7 @@ const MAX_CLIENT_FRAME_BYTES = 16 * 1024
 export type AppDeps = {
   runtime: Runtime
   config: Config
+  /** Checks behind the ops port's /ready (runService serves them with opsApp). */
   readiness: ReadinessCheck[]
   upstreams: readonly Upstream[]
   edgeAuth: EdgeAuth
@@ -25,7 +26,7 @@ export type AppDeps = {
 }
 
 /** Builds the gateway; deps.ts connects the clients and index.ts listens. */
-export function buildApp({ runtime, config, readiness, upstreams, edgeAuth, limiter, hub, docs }: AppDeps) {
+export function buildApp({ runtime, config, upstreams, edgeAuth, limiter, hub, docs }: AppDeps) {
   // Clients only ever send tiny control frames; Bun drops a connection that sends a bigger one.
   return new Elysia({ websocket: { maxPayloadLength: MAX_CLIENT_FRAME_BYTES } })
     .use(
@@ -34,9 +35,9 @@ export function buildApp({ runtime, config, readiness, upstreams, edgeAuth, limi
         description: 'Public edge: routing, authentication, rate limits, docs, WebSocket',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
-        readiness,
         bodyLimitBytes: config.BODY_LIMIT_BYTES,
+        // The proxy routes the canonical spelling of every path it receives.
+        paths: 'canonicalise',
       }),
     )
     .use(security({ corsOrigins: config.CORS_ORIGINS, hstsMaxAge: config.HSTS_MAX_AGE }))

@@ -56,6 +56,7 @@ export async function connect(
     redis,
     { ttlSeconds: config.REVOCATION_TTL_SECONDS, cacheMs: config.REVOCATION_CACHE_MS },
     logger,
+    metrics,
   )
   const verifier = verifierFor(config, runtime, {
     cooldownMs: config.JWKS_REFETCH_COOLDOWN_MS,
@@ -98,7 +99,7 @@ export async function connect(
 
   await bus.start()
   await subscribeRevocations(bus, revocations)
-  await subscribeRealtime(bus, hub)
+  await subscribeRealtime(bus, hub, revocations)
   hub.start()
 
   lifecycle.onDrain('websockets', () => hub.close())

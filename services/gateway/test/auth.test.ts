@@ -118,9 +118,18 @@ describe('public allow-list', () => {
     expect(upstream.requests.length).toBe(before)
   })
 
-  test('the gateway infrastructure routes are public', async () => {
-    for (const path of ['/health', '/ready', '/metrics', '/docs'])
-      expect((await get(path)).status).toBeLessThan(400)
+  test('the public port serves /health and /docs, but /ready and /metrics only on the ops port', async () => {
+    for (const path of ['/health', '/docs']) expect((await get(path)).status).toBeLessThan(400)
+    for (const path of ['/ready', '/metrics']) {
+      const response = await get(path)
+      expect({ path, status: response.status }).toEqual({ path, status: 404 })
+      expect(response.headers.get('content-type')).toContain('application/problem+json')
+      expect(upstream.requests.some((request) => request.path === path)).toBe(false)
+    }
+    for (const path of ['/health', '/ready', '/metrics'])
+      expect((await fetch(`${gateway.opsUrl}${path}`)).status).toBe(200)
+    const ready = (await (await fetch(`${gateway.opsUrl}/ready`)).json()) as { checks: object }
+    expect(Object.keys(ready.checks)).toContain('broker')
   })
 })
 
@@ -257,14 +266,107 @@ describe('session revocation', () => {
     }
   })
 
+  test('user.session_revoked rejects that session at once, on every replica; the user’s other sessions keep working', async () => {
+    const userId = Bun.randomUUIDv7()
+    const loggedOut = crypto.randomUUID()
+    const token = await signer.sign({ sub: userId, sid: loggedOut })
+    const otherDevice = await signer.sign({ sub: userId, sid: crypto.randomUUID() })
+    expect((await get('/api/v1/users/me', withToken(token))).status).toBe(200)
+
+    await publisher.publish('user.session_revoked', {
+      userId,
+      sessionId: loggedOut,
+      reason: 'logout',
+      revokedAt: new Date().toISOString(),
+    })
+    await waitFor(async () => (await get('/api/v1/users/me', withToken(token))).status === 401, {
+      what: 'the logged-out session to be rejected',
+    })
+    await expectUnauthorized(await get('/api/v1/users/me', withToken(token)), 'revoked')
+    // A token minted later for the same session (a refresh racing the logout) is refused too.
+    const later = await signer.sign({ sub: userId, sid: loggedOut, iat: Math.floor(Date.now() / 1000) + 5 })
+    await expectUnauthorized(await get('/api/v1/users/me', withToken(later)), 'revoked')
+    expect((await get('/api/v1/users/me', withToken(otherDevice))).status).toBe(200)
+
+    const second = await startGateway(
+      { AMQP_URL: vhost.url, JWKS_URL: jwks.url, USER_URL: upstream.url },
+      { redisKeyPrefix },
+    )
+    try {
+      await expectUnauthorized(
+        await fetch(`${second.url}/api/v1/users/me`, { headers: withToken(token) }),
+        'revoked',
+      )
+      expect((await fetch(`${second.url}/api/v1/users/me`, { headers: withToken(otherDevice) })).status).toBe(
+        200,
+      )
+    } finally {
+      await second.stop()
+    }
+    // The second replica read it from Redis, so the durable path had recorded it there.
+    const metrics = await gateway.metrics()
+    for (const store of ['memory', 'redis'])
+      expect(
+        metricValue(metrics, 'gateway_revocations_recorded_total', { kind: 'session', store }),
+      ).toBeGreaterThanOrEqual(1)
+  })
+
+  test('with Redis down, every running replica enforces a revocation from its fan-out queue', async () => {
+    const unreachable = `redis://127.0.0.1:${await closedPort()}`
+    const replicas = await Promise.all(
+      [1, 2].map(() =>
+        startGateway(
+          { AMQP_URL: vhost.url, JWKS_URL: jwks.url, USER_URL: upstream.url, REDIS_URL: unreachable },
+          { redisKeyPrefix: testRedisPrefix(), redisUnreachable: true },
+        ),
+      ),
+    )
+    try {
+      const userId = Bun.randomUUIDv7()
+      const sessionId = crypto.randomUUID()
+      const token = await signer.sign({ sub: userId, sid: sessionId })
+      const userWideId = Bun.randomUUIDv7()
+      const userWide = await signer.sign({ sub: userWideId, iat: Math.floor(Date.now() / 1000) - 30 })
+      for (const replica of replicas)
+        expect((await fetch(`${replica.url}/api/v1/users/me`, { headers: withToken(token) })).status).toBe(
+          200,
+        )
+      await publisher.publish('user.session_revoked', {
+        userId,
+        sessionId,
+        reason: 'reuse_detected',
+        revokedAt: new Date().toISOString(),
+      })
+      await publisher.publish('user.sessions_revoked', {
+        userId: userWideId,
+        revokedBefore: new Date().toISOString(),
+      })
+      for (const replica of replicas) {
+        for (const revoked of [token, userWide])
+          await waitFor(
+            async () =>
+              (await fetch(`${replica.url}/api/v1/users/me`, { headers: withToken(revoked) })).status === 401,
+            { what: 'each replica to reject the revoked tokens without Redis' },
+          )
+      }
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()))
+    }
+  })
+
   test('an older revocation never lowers a newer one', async () => {
     const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: testRedisPrefix() })
-    const store = new RevocationStore(redis, { ttlSeconds: 3600, cacheMs: 0 }, testLogger())
+    const store = new RevocationStore(
+      redis,
+      { ttlSeconds: 3600, cacheMs: 0 },
+      testLogger(),
+      new Metrics('test'),
+    )
     try {
       await waitFor(() => redis.status === 'ready', { what: 'redis' })
       const userId = Bun.randomUUIDv7()
-      await store.revoke(userId, new Date(2_000_000_000_000))
-      await store.revoke(userId, new Date(1_000_000_000_000))
+      await store.revoke({ kind: 'user', userId, revokedBefore: new Date(2_000_000_000_000) })
+      await store.revoke({ kind: 'user', userId, revokedBefore: new Date(1_000_000_000_000) })
       expect(await redis.get(`revoked:${userId}`)).toBe('2000000000')
     } finally {
       await closeRedis(redis)
@@ -273,12 +375,19 @@ describe('session revocation', () => {
 
   test('with Redis unreachable, a revocation this replica consumed is still enforced', async () => {
     const redis = createRedis(`redis://127.0.0.1:${await closedPort()}`, testLogger())
-    const store = new RevocationStore(redis, { ttlSeconds: 3600, cacheMs: 0 }, testLogger())
+    const store = new RevocationStore(
+      redis,
+      { ttlSeconds: 3600, cacheMs: 0 },
+      testLogger(),
+      new Metrics('test'),
+    )
     try {
       const userId = Bun.randomUUIDv7()
       const now = Math.floor(Date.now() / 1000)
       // The write fails (the consumer retries it later) but the local copy already holds it.
-      await expect(store.revoke(userId, new Date(now * 1000))).rejects.toThrow()
+      await expect(
+        store.revoke({ kind: 'user', userId, revokedBefore: new Date(now * 1000) }),
+      ).rejects.toThrow()
       const identity = {
         userId,
         sessionId: 's',

@@ -21,7 +21,6 @@ function startUserService() {
         service: 'user',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
         bodyLimitBytes: 1024,
       }),
     )

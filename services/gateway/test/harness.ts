@@ -4,7 +4,7 @@
  */
 
 import { createConnection as connectTcp, type Socket } from 'node:net'
-import { createRuntime, parseConfig, stopListening } from '@parley/common'
+import { createRuntime, listen, opsApp, parseConfig } from '@parley/common'
 import { testInfra, testLogger, waitFor } from '@parley/testkit'
 import type { Server } from 'bun'
 import type { JSONWebKeySet } from 'jose'
@@ -116,15 +116,21 @@ export async function startGateway(
   })
   const runtime = createRuntime('gateway', 'silent', testLogger('gateway'))
   const deps = await connect(config, runtime, { redisKeyPrefix: options.redisKeyPrefix })
-  const app = buildApp(deps).listen({ hostname: '127.0.0.1', port: 0 })
-  // As serve() does: SIGTERM (here stop()) drains HTTP, consumers and sockets, then closes clients.
-  runtime.lifecycle.onDrain('http', () => (app.server ? stopListening(app.server) : undefined))
+  const app = buildApp(deps)
+  // As serve() does, on free ports: SIGTERM (here stop()) drains HTTP, consumers and sockets,
+  // closes clients, then stops the ops listener.
+  const { port, opsPort } = listen(app, opsApp(runtime, deps.readiness), {
+    port: 0,
+    opsPort: 0,
+    host: '127.0.0.1',
+    bodyLimitBytes: config.BODY_LIMIT_BYTES,
+    lifecycle: runtime.lifecycle,
+  })
   runtime.lifecycle.markReady()
-  const port = app.server?.port as number
   // Consumers (and their queues) exist once the broker check passes; Redis is used once ready.
   await waitFor(
     async () => {
-      const ready = (await (await fetch(`http://127.0.0.1:${port}/ready`)).json()) as {
+      const ready = (await (await fetch(`http://127.0.0.1:${opsPort}/ready`)).json()) as {
         checks: Record<string, string>
       }
       return (
@@ -135,6 +141,8 @@ export async function startGateway(
   )
   return {
     url: `http://127.0.0.1:${port}`,
+    /** The ops port: /health, /ready, /metrics. */
+    opsUrl: `http://127.0.0.1:${opsPort}`,
     wsUrl: `ws://127.0.0.1:${port}/api/v1/ws`,
     app,
     deps,

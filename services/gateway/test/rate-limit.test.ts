@@ -4,6 +4,7 @@ import { closeRedis, createRedis } from '@parley/common/redis'
 import {
   createTestSigner,
   createTestVhost,
+  rawHttp,
   type TestVhost,
   testInfra,
   testLogger,
@@ -25,8 +26,11 @@ import {
 
 const POLICIES = JSON.stringify({
   login: { limit: 3, windowSeconds: 60 },
+  loginEmail: { limit: 6, windowSeconds: 900 },
   register: { limit: 2, windowSeconds: 3600 },
   verification: { limit: 2, windowSeconds: 900 },
+  conversations: { limit: 3, windowSeconds: 3600 },
+  invitations: { limit: 10, windowSeconds: 3600 },
   authenticated: { limit: 5, windowSeconds: 60 },
 })
 
@@ -214,6 +218,117 @@ describe('limits in Redis', () => {
   })
 })
 
+describe('limits of their own', () => {
+  test('login: per email from any IP, on top of per IP + email', async () => {
+    const email = `${crypto.randomUUID()}@example.com`
+    // Six addresses, one attempt each: the per IP + email limit (3) never trips.
+    for (let attempt = 0; attempt < 6; attempt++)
+      expect((await login(gateway.url, clientIp(), email)).status).toBe(200)
+    const before = upstream.requests.length
+    const limited = await login(gateway.url, clientIp(), email.toUpperCase())
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('ratelimit-policy')).toBe('"loginEmail";q=6;w=900')
+    expect(upstream.requests.length).toBe(before)
+    expect((await login(gateway.url, clientIp(), `${crypto.randomUUID()}@example.com`)).status).toBe(200)
+  })
+
+  test('conversation creation per user, invitations per invitee', async () => {
+    const token = await signer.sign({ sub: Bun.randomUUIDv7() })
+    const users = (count: number) => Array.from({ length: count }, () => Bun.randomUUIDv7())
+    const send = (path: string, body: unknown) =>
+      fetch(`${gateway.url}/api/v1${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+    const created = await send('/conversations', { participantIds: users(4) })
+    expect(created.status).toBe(200)
+    expect(created.headers.get('ratelimit-policy')).toBe('"invitations";q=10;w=3600')
+    expect(created.headers.get('ratelimit')).toMatch(/^"invitations";r=6;t=\d+$/)
+    // The buffered body reaches the service intact.
+    const echoed = (await created.json()) as RecordedRequest
+    expect(JSON.parse(echoed.body).participantIds).toHaveLength(4)
+
+    const conversation = Bun.randomUUIDv7()
+    expect((await send(`/conversations/${conversation}/participants`, { userIds: users(5) })).status).toBe(
+      200,
+    )
+    const before = upstream.requests.length
+    // 9 of 10 invitations used: two more invitees do not fit.
+    const tooMany = await send(`/conversations/${conversation}/participants`, { userIds: users(2) })
+    expect(tooMany.status).toBe(429)
+    expect(tooMany.headers.get('ratelimit-policy')).toBe('"invitations";q=10;w=3600')
+    expect(upstream.requests.length).toBe(before)
+
+    // A conversation with nobody else still counts as a creation and one invitation unit.
+    expect((await send('/conversations', { participantIds: [] })).status).toBe(200)
+    const third = await send('/conversations', { participantIds: 'not an array' })
+    expect(third.status).toBe(429)
+
+    const other = await signer.sign({ sub: Bun.randomUUIDv7() })
+    const fresh = await fetch(`${gateway.url}/api/v1/conversations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${other}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ participantIds: users(3) }),
+    })
+    expect(fresh.status).toBe(200)
+  })
+
+  test('conversation creations past the per-user limit are refused even with no invitees', async () => {
+    const token = await signer.sign({ sub: Bun.randomUUIDv7() })
+    const create = () =>
+      fetch(`${gateway.url}/api/v1/conversations`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ participantIds: [] }),
+      })
+    for (let index = 0; index < 3; index++) expect((await create()).status).toBe(200)
+    const limited = await create()
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('ratelimit-policy')).toBe('"conversations";q=3;w=3600')
+  })
+})
+
+describe('a path spelled differently is limited and forwarded as its canonical route', () => {
+  // Reproduced before canonicalisation: `/auth/login/` with any valid bearer token was counted
+  // under `authenticated` and the auth service still served it as login.
+  test.each([
+    '/api/v1/auth/login/',
+    '/api/v1//auth//login',
+    '/api/v1/auth/logi%6E',
+    '/api/v1/auth/./login',
+    '/api/v1/users/../auth/login',
+    '/api/v1/users/%2e%2e/auth/login',
+    '/api/v1/auth/LOGIN',
+  ])('%s', async (target) => {
+    const ip = clientIp()
+    const token = await signer.sign({ sub: Bun.randomUUIDv7() })
+    const body = JSON.stringify({ email: `${crypto.randomUUID()}@example.com`, password: 'wrong password!' })
+    const headers = {
+      'content-type': 'application/json',
+      'x-forwarded-for': ip,
+      authorization: `Bearer ${token}`,
+    }
+    const statuses: number[] = []
+    for (let attempt = 0; attempt < 4; attempt++)
+      statuses.push((await rawHttp(gateway.url, 'POST', target, headers, body)).status)
+    expect(statuses).toEqual([200, 200, 200, 429])
+    const forwarded = upstream.requests.at(-1)
+    expect(forwarded?.path).toBe(target.endsWith('LOGIN') ? '/auth/LOGIN' : '/auth/login')
+  })
+
+  test.each(['/api/v1/auth%2Flogin', '/api/v1/auth/login%5C', '/api/v1/auth/login%00'])(
+    '%s has no canonical form: 400, not forwarded',
+    async (target) => {
+      const before = upstream.requests.length
+      const response = await rawHttp(gateway.url, 'POST', target, { 'x-forwarded-for': clientIp() })
+      expect(response.status).toBe(400)
+      expect(response.headers.get('content-type')).toBe('application/problem+json')
+      expect(upstream.requests.length).toBe(before)
+    },
+  )
+})
+
 describe('GCRA script', () => {
   test('concurrent requests decided in one script call are counted one by one', async () => {
     const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: testRedisPrefix() })
@@ -289,8 +404,9 @@ describe('Redis unreachable', () => {
       expect((await login(degraded.url, ip, 'a@example.com')).status).toBe(429)
 
       const metrics = await degraded.metrics()
+      // 5 authenticated + 3 login + 4 loginEmail (the 4th login is denied per IP + email only).
       expect(metricValue(metrics, 'ratelimit_decisions_total', { store: 'memory', decision: 'allow' })).toBe(
-        8,
+        12,
       )
       expect(metricValue(metrics, 'ratelimit_decisions_total', { store: 'memory', decision: 'deny' })).toBe(2)
       expect(metricValue(metrics, 'ratelimit_decisions_total', { store: 'redis' })).toBe(0)

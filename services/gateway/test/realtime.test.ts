@@ -244,6 +244,31 @@ describe('limits', () => {
     expect(fresh.socket.readyState).toBe(WebSocket.OPEN)
   })
 
+  test('user.session_revoked closes that session’s socket on whichever replica holds it, not the user’s others', async () => {
+    const userId = Bun.randomUUIDv7()
+    const sessionId = crypto.randomUUID()
+    const loggedOut = await openSocket(second.wsUrl, await signer.sign({ sub: userId, sid: sessionId }))
+    const otherDevice = await openSocket(
+      first.wsUrl,
+      await signer.sign({ sub: userId, sid: crypto.randomUUID() }),
+    )
+    sockets.push(loggedOut, otherDevice)
+    await waitFor(async () => (await presenceOf(userId)).length === 2, { what: 'two connections' })
+    await publisher.publishEvent(
+      buildEvent('parley/auth', 'user.session_revoked', {
+        userId,
+        sessionId,
+        reason: 'logout',
+        revokedAt: new Date().toISOString(),
+      }),
+    )
+    expect(await loggedOut.closed).toEqual({ code: 4401, reason: 'session revoked' })
+    expect(otherDevice.socket.readyState).toBe(WebSocket.OPEN)
+    // The handshake refuses the revoked session from now on.
+    const retry = openSocket(first.wsUrl, await signer.sign({ sub: userId, sid: sessionId }))
+    await expect(retry).rejects.toThrow('WebSocket handshake failed')
+  })
+
   test('a socket is closed with 4401 once its access token expires', async () => {
     const now = Math.floor(Date.now() / 1000)
     const socket = await openSocket(first.wsUrl, await signer.sign({ sub: Bun.randomUUIDv7(), exp: now + 1 }))

@@ -7,13 +7,14 @@ import type { NotificationService } from './modules/notifications/service'
 export type AppDeps = {
   runtime: Runtime
   config: Config
+  /** Checks behind the ops port's /ready (runService serves them with opsApp). */
   readiness: ReadinessCheck[]
   verifier: AccessTokenVerifier
   notifications: NotificationService
 }
 
 /** Builds the notification service; index.ts connects the clients and listens. */
-export function buildApp({ runtime, config, readiness, verifier, notifications }: AppDeps) {
+export function buildApp({ runtime, config, verifier, notifications }: AppDeps) {
   return new Elysia()
     .use(
       httpKit({
@@ -21,8 +22,6 @@ export function buildApp({ runtime, config, readiness, verifier, notifications }
         description: 'Email and in-app notifications',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
-        readiness,
         bodyLimitBytes: config.BODY_LIMIT_BYTES,
       }),
     )

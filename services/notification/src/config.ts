@@ -1,4 +1,5 @@
 import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, PostgresEnv, portEnv, RedisEnv } from '@parley/common'
+import { RetentionEnv } from '@parley/common/retention'
 import { type Static, Type as t } from '@sinclair/typebox'
 
 /** A comma-separated list of non-negative integers, e.g. `5000,30000,120000`. */
@@ -10,6 +11,7 @@ export const Env = envSchema({
   ...RedisEnv,
   ...AmqpEnv,
   ...JwtVerifyEnv,
+  ...RetentionEnv,
   ...portEnv('notification'),
   // No default: the URL may carry SMTP credentials, and a silently defaulted relay would only
   // surface as dead-lettered mail long after start-up.
@@ -22,6 +24,30 @@ export const Env = envSchema({
     maximum: 100,
     default: 5,
     description: 'Pooled SMTP connections kept open to the relay',
+  }),
+  SMTP_TRANSACTIONAL_MAX_CONNECTIONS: t.Integer({
+    minimum: 1,
+    maximum: 100,
+    default: 2,
+    description:
+      'SMTP connections of the separate pool for verification codes, so bulk email never delays them',
+  }),
+  MESSAGE_EMAIL_HOURLY_CAP: t.Integer({
+    minimum: 1,
+    default: 10,
+    description:
+      'New-message emails one recipient gets per sliding hour across all conversations; more are skipped (hourly_cap)',
+  }),
+  NOTIFICATION_RETENTION_DAYS: t.Integer({
+    minimum: 1,
+    default: 90,
+    description: 'Age after which in-app notifications, read or not, are purged',
+  }),
+  EMAIL_DELIVERY_RETENTION_DAYS: t.Integer({
+    minimum: 1,
+    default: 30,
+    description:
+      'Age after which completed email delivery records are purged (a redelivery older than this could mail again)',
   }),
   MAIL_FROM: t.String({
     pattern: '^[^\\r\\n]*@[^\\r\\n]*$',

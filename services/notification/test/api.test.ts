@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
+import { opsApp } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
 import { Problem } from '@parley/contracts'
 import { jsonRequest } from '@parley/testkit'
@@ -221,9 +222,13 @@ test('every notification route documents 401 with the shared Problem schema', as
   }
 })
 
-test('/ready reports the database, Redis and the broker', async () => {
+test('/ready (ops port) reports the database, Redis and the broker', async () => {
   h.runtime.lifecycle.markReady()
-  const { status, body } = await call('GET', '/ready')
-  expect(status).toBe(200)
-  expect(body.checks).toEqual({ postgres: 'ok', redis: 'ok', broker: 'ok' })
+  const ready = await opsApp(h.runtime, h.deps.readiness).handle(new Request('http://localhost/ready'))
+  expect(ready.status).toBe(200)
+  expect(((await ready.json()) as { checks: unknown }).checks).toEqual({
+    postgres: 'ok',
+    redis: 'ok',
+    broker: 'ok',
+  })
 })

@@ -20,10 +20,10 @@ afterAll(async () => {
 
 type Person = { id: string; email: string; name: string }
 
-/** Registers a user through the event the auth service publishes, and waits until it is handled. */
+/** Registers a user (verified: only verified addresses get mail) through the event the auth service publishes, and waits until it is handled. */
 async function person(name = 'Someone'): Promise<Person> {
   const user = { id: newUserId(), email: uniqueAddress(), name }
-  await h.publish('user.registered', registered(user.id, user.email, name))
+  await h.publish('user.registered', registered(user.id, user.email, name, true))
   await h.settled()
   return user
 }
@@ -72,9 +72,9 @@ const emails = (template: string, outcome: string) =>
   h.metric('notifications_emails_sent_total', { template, outcome })
 
 describe('user.registered', () => {
-  test('sends a welcome email to the new user', async () => {
+  test('sends a welcome email to a new user whose address is verified', async () => {
     const email = uniqueAddress()
-    await handle('user.registered', registered(newUserId(), email, 'Ada Lovelace'))
+    await handle('user.registered', registered(newUserId(), email, 'Ada Lovelace', true))
     const [mail, ...more] = await mailsTo(email)
     expect(more).toEqual([])
     expect(mail?.to).toEqual([email])
@@ -91,7 +91,7 @@ describe('user.registered', () => {
     const injected = `bcc-${crypto.randomUUID().slice(0, 8)}@p.test`
     await handle(
       'user.registered',
-      registered(newUserId(), email, `<script>alert(1)</script>\r\nBcc: ${injected}`),
+      registered(newUserId(), email, `<script>alert(1)</script>\r\nBcc: ${injected}`, true),
     )
     const [mail] = await mailsTo(email)
     expect(mail?.html).not.toContain('<script>')
@@ -103,7 +103,7 @@ describe('user.registered', () => {
 
   test('the same event delivered twice sends one email', async () => {
     const email = uniqueAddress()
-    const event = buildEvent('parley/auth', 'user.registered', registered(newUserId(), email, 'Twice'))
+    const event = buildEvent('parley/auth', 'user.registered', registered(newUserId(), email, 'Twice', true))
     await Promise.all([h.publishEvent(event), h.publishEvent(event)])
     await h.settled()
     expect(await mailsTo(email)).toHaveLength(1)

@@ -19,7 +19,7 @@ import { buildApp } from '../src/app'
 import { type Config, Env } from '../src/config'
 import { MIGRATIONS } from '../src/db'
 import { connect, type NotificationDeps } from '../src/deps'
-import { EMAIL_QUEUE } from '../src/modules/mail/service'
+import { EMAIL_QUEUE, TRANSACTIONAL_EMAIL_QUEUE } from '../src/modules/mail/service'
 import { INBOX_QUEUE } from '../src/modules/notifications/service'
 import { USERS_QUEUE } from '../src/modules/users/consumers'
 
@@ -27,7 +27,8 @@ import { USERS_QUEUE } from '../src/modules/users/consumers'
 const QUEUES_BY_TYPE: Partial<Record<EventType, string[]>> = {
   'user.registered': [USERS_QUEUE, EMAIL_QUEUE],
   'user.profile_updated': [USERS_QUEUE],
-  'user.email_verification_requested': [EMAIL_QUEUE],
+  'user.email_verification_requested': [TRANSACTIONAL_EMAIL_QUEUE],
+  'user.email_verified': [USERS_QUEUE, EMAIL_QUEUE],
   'message.sent': [INBOX_QUEUE, EMAIL_QUEUE],
   'conversation.created': [INBOX_QUEUE],
 }
@@ -177,12 +178,17 @@ export function newUserId(): string {
   return Bun.randomUUIDv7()
 }
 
-export function registered(userId: string, email: string, displayName: string): EventData<'user.registered'> {
+export function registered(
+  userId: string,
+  email: string,
+  displayName: string,
+  emailVerified = false,
+): EventData<'user.registered'> {
   return {
     userId,
     email,
     displayName,
-    emailVerified: false,
+    emailVerified,
     roles: ['user'],
     createdAt: new Date().toISOString(),
   }

@@ -92,7 +92,7 @@ const emails = (outcome: string) =>
 test('SMTP down: the email is retried and delivered once the server is back', async () => {
   const email = uniqueAddress()
   const userId = newUserId()
-  const eventId = await h.publish('user.registered', registered(userId, email, 'Patience'))
+  const eventId = await h.publish('user.registered', registered(userId, email, 'Patience', true))
   // Nothing listens yet: the send fails and the event goes to a retry queue.
   await waitFor(
     async () =>
@@ -121,7 +121,7 @@ test('a recipient the relay rejects for good is not retried; the rejection is co
   rejected.add(email)
   const retries = await h.metric('events_consumed_total', { queue: EMAIL_QUEUE, outcome: 'retry' })
   const userId = newUserId()
-  await h.publish('user.registered', registered(userId, email, 'Nobody'))
+  await h.publish('user.registered', registered(userId, email, 'Nobody', true))
   await h.settled()
   expect(await emails('rejected')).toBe(1)
   expect(await h.metric('events_consumed_total', { queue: EMAIL_QUEUE, outcome: 'retry' })).toBe(retries)

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, expect, setDefaultTimeout, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { createPostgres, type PostgresClient } from '@parley/common/postgres'
 import { createTestDatabase, type TestDatabase } from '@parley/testkit'
 import { MIGRATIONS } from '../src/db'
@@ -47,6 +47,7 @@ test('a profile update wins over an older registration, whatever the arrival ord
     id,
     email: 'late@parley.test',
     displayName: 'Renamed',
+    verified: false,
   })
 })
 
@@ -65,4 +66,51 @@ test('an older profile update does not overwrite a newer one', async () => {
   await update('Newest', '2030-01-03T00:00:00.000Z')
   await update('Stale', '2030-01-02T00:00:00.000Z')
   expect((await directory.find([id])).get(id)?.displayName).toBe('Newest')
+})
+
+describe('email verification', () => {
+  const verify = (userId: string, email: string) =>
+    postgres.db.transaction((tx) =>
+      directory.applyEmailVerified(tx, { userId, email, verifiedAt: new Date().toISOString() }),
+    )
+  const register = (userId: string, email: string, createdAt = '2030-01-01T00:00:00.000Z') =>
+    postgres.db.transaction((tx) =>
+      directory.applyRegistered(tx, { ...registered(userId, email, 'Vera'), createdAt }),
+    )
+
+  test('a registered user is unverified until user.email_verified', async () => {
+    const id = newUserId()
+    await register(id, 'v1@parley.test')
+    expect((await directory.find([id])).get(id)?.verified).toBe(false)
+    await verify(id, 'v1@parley.test')
+    expect((await directory.find([id])).get(id)).toEqual({
+      id,
+      email: 'v1@parley.test',
+      displayName: 'Vera',
+      verified: true,
+    })
+  })
+
+  test('verification applied before its registration is kept, and the name filled in', async () => {
+    const id = newUserId()
+    await verify(id, 'v2@parley.test')
+    // Not projected yet: no name to greet with.
+    expect((await directory.find([id])).has(id)).toBe(false)
+    await register(id, 'v2@parley.test')
+    expect((await directory.find([id])).get(id)).toEqual({
+      id,
+      email: 'v2@parley.test',
+      displayName: 'Vera',
+      verified: true,
+    })
+  })
+
+  test('verification counts only for the address it verified', async () => {
+    const id = newUserId()
+    await register(id, 'old@parley.test')
+    await verify(id, 'old@parley.test')
+    // The contracts carry no email change today; were the address to change, it is unverified again.
+    await register(id, 'new@parley.test', '2030-01-02T00:00:00.000Z')
+    expect((await directory.find([id])).get(id)).toMatchObject({ email: 'new@parley.test', verified: false })
+  })
 })

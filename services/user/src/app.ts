@@ -7,13 +7,14 @@ import type { ProfileService } from './modules/profiles/service'
 export type AppDeps = {
   runtime: Runtime
   config: Config
+  /** Checks behind the ops port's /ready (runService serves them with opsApp). */
   readiness: ReadinessCheck[]
   verifier: AccessTokenVerifier
   profiles: ProfileService
 }
 
 /** Builds the user service; index.ts connects the clients and listens. */
-export function buildApp({ runtime, config, readiness, verifier, profiles }: AppDeps) {
+export function buildApp({ runtime, config, verifier, profiles }: AppDeps) {
   return new Elysia()
     .use(
       httpKit({
@@ -21,8 +22,6 @@ export function buildApp({ runtime, config, readiness, verifier, profiles }: App
         description: 'User profiles and search',
         logger: runtime.logger,
         metrics: runtime.metrics,
-        lifecycle: runtime.lifecycle,
-        readiness,
         bodyLimitBytes: config.BODY_LIMIT_BYTES,
       }),
     )

@@ -1,5 +1,6 @@
 import { type AccessTokenVerifier, eventBusFor, type Runtime, redisFor, verifierFor } from '@parley/common'
 import { postgresFor, startOutboxRelay } from '@parley/common/postgres'
+import { processedEventsPurge, startRetention } from '@parley/common/retention'
 import type { AppDeps } from './app'
 import type { Config } from './config'
 import * as schema from './db/schema'
@@ -35,7 +36,12 @@ export async function connect(
   const bus = eventBusFor(config, runtime, EVENT_SOURCE)
   await subscribeProjection(bus, new ProfileProjection(postgres.db, cache))
   await bus.start()
-  await startOutboxRelay(postgres.sql, bus, runtime)
+  await startOutboxRelay(postgres.sql, bus, runtime, { maxAttempts: config.OUTBOX_MAX_ATTEMPTS })
+  startRetention(
+    runtime,
+    [processedEventsPurge(postgres.sql, config.PROCESSED_EVENTS_RETENTION_DAYS)],
+    config,
+  )
 
   const verifier = options.verifier ?? verifierFor(config, runtime)
 

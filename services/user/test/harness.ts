@@ -1,4 +1,4 @@
-import { AccessTokenVerifier, createRuntime, Metrics, parseConfig } from '@parley/common'
+import { AccessTokenVerifier, createRuntime, Metrics, opsApp, parseConfig } from '@parley/common'
 import { buildEvent, EventBus } from '@parley/common/events'
 import { createPostgres } from '@parley/common/postgres'
 import { closeRedis, createRedis } from '@parley/common/redis'
@@ -50,11 +50,12 @@ export async function startUserService(options: { redisUrl?: string } = {}) {
     redisKeyPrefix: redisPrefix,
   })
   const app = buildApp(deps)
+  const ops = opsApp(runtime, deps.readiness)
   runtime.lifecycle.markReady()
   // The consumers are bound once the broker check passes: only then can events be published.
   await waitFor(
     async () => {
-      const response = await app.handle(new Request('http://localhost/ready'))
+      const response = await ops.handle(new Request('http://localhost/ready'))
       const body = (await response.json()) as { checks: Record<string, string> }
       return body.checks.broker === 'ok'
     },
@@ -77,6 +78,8 @@ export async function startUserService(options: { redisUrl?: string } = {}) {
 
   return {
     app,
+    /** The ops port's app: /ready, /metrics. */
+    ops,
     config,
     db: postgres.db,
     sql: postgres.sql,

@@ -225,7 +225,7 @@ describe('profile cache', () => {
     expect(await cachedVersion(target.id)).toBe(2)
     const after = await user.request('GET', `/users/${target.id}`, { token: viewer.token })
     expect(after.body.displayName).toBe('Fresh Name')
-    const metrics = await (await user.app.handle(new Request('http://localhost/metrics'))).text()
+    const metrics = await (await user.ops.handle(new Request('http://localhost/metrics'))).text()
     expect(metrics).toMatch(/cache_requests_total\{[^}]*cache="profile"[^}]*result="hit"[^}]*\} [1-9]/)
   })
 

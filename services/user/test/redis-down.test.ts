@@ -34,9 +34,9 @@ test('with Redis down the cache is bypassed and every route still works', async 
   expect((await user.request('GET', `/users?ids=${id}`, { token })).body.items).toHaveLength(1)
   expect((await user.request('GET', '/users?q=no%20cache', { token })).body.items[0].id).toBe(id)
 
-  const metrics = await (await user.app.handle(new Request('http://localhost/metrics'))).text()
+  const metrics = await (await user.ops.handle(new Request('http://localhost/metrics'))).text()
   expect(metrics).toMatch(/cache_requests_total\{[^}]*cache="profile"[^}]*result="error"[^}]*\} [1-9]/)
-  const ready = await user.app.handle(new Request('http://localhost/ready'))
+  const ready = await user.ops.handle(new Request('http://localhost/ready'))
   expect(ready.status).toBe(200)
   expect(((await ready.json()) as { checks: Record<string, string> }).checks.redis).not.toBe('ok')
 })

@@ -33,6 +33,12 @@ export type Subscription<T extends EventType> = {
   /** Delays before each retry of a failing handler; after the last one the message is dead-lettered. */
   retryDelaysMs?: readonly number[]
   /**
+   * Never dead-letter a failing handler: after the last delay, retry at that delay for as long
+   * as it takes (state that must not be lost, e.g. revocations waiting for Redis to return).
+   * Invalid and unhandled events are still set aside.
+   */
+  retryForever?: boolean
+  /**
    * A per-process, exclusive, auto-deleted queue (fan-out to every replica, e.g. gateway
    * WebSocket push). No retries and no `.dead` queue: an event whose handler failed, or
    * that has no handler, is logged and dropped.
@@ -81,6 +87,7 @@ type RegisteredSubscription = {
   queue: string
   handlers: ReadonlyMap<EventType, EventHandler<EventType>>
   retryDelaysMs: readonly number[]
+  retryForever: boolean
   transient: boolean
 }
 
@@ -161,11 +168,25 @@ export class EventBus {
 
   /** Registers a consumer; it starts now if connected and again after every reconnect. */
   async subscribe<T extends EventType>(subscription: Subscription<T>): Promise<void> {
-    const { queue, handlers, retryDelaysMs = DEFAULT_RETRY_DELAYS_MS, transient = false } = subscription
+    const {
+      queue,
+      handlers,
+      retryDelaysMs = DEFAULT_RETRY_DELAYS_MS,
+      retryForever = false,
+      transient = false,
+    } = subscription
     // Widened for the lookup; sound because deliver calls a handler only with an event of its key's type.
     const byType = new Map(Object.entries(handlers) as [EventType, EventHandler<EventType>][])
     if (byType.size === 0) throw new Error(`subscription ${queue} has no handlers`)
-    const registered: RegisteredSubscription = { queue, handlers: byType, retryDelaysMs, transient }
+    if (retryForever && retryDelaysMs.length === 0)
+      throw new Error(`subscription ${queue} retries forever but has no retry delays`)
+    const registered: RegisteredSubscription = {
+      queue,
+      handlers: byType,
+      retryDelaysMs,
+      retryForever,
+      transient,
+    }
     this.subscriptions.push(registered)
     const model = this.currentModel
     if (model && this.consuming) await this.startConsumer(model, registered)
@@ -341,12 +362,11 @@ export class EventBus {
       this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'dropped' })
       return channel.ack(message)
     }
-    if (attempt < delays.length) {
-      log.warn(
-        { err: error, attempt: attempt + 1, delayMs: delays[attempt] },
-        'handler failed, retrying later',
-      )
-      await this.forward(channel, `${subscription.queue}.retry.${attempt + 1}`, message, {
+    if (attempt < delays.length || subscription.retryForever) {
+      // Retrying forever stays on the last (longest) retry queue.
+      const stage = Math.min(attempt, delays.length - 1)
+      log.warn({ err: error, attempt: attempt + 1, delayMs: delays[stage] }, 'handler failed, retrying later')
+      await this.forward(channel, `${subscription.queue}.retry.${stage + 1}`, message, {
         [ATTEMPT_HEADER]: attempt + 1,
       })
       this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'retry' })

@@ -1,4 +1,5 @@
 import { type Database, migrateService, type Transaction as TransactionOf } from '@parley/common/postgres'
+import { INDEXES } from './indexes'
 import type * as schema from './schema'
 
 export type Db = Database<typeof schema>
@@ -10,5 +11,5 @@ export type Queryable = Db | Transaction
 export const MIGRATIONS = new URL('../../drizzle', import.meta.url)
 
 export function migrate(config: { DATABASE_URL: string; MIGRATIONS_DIR?: string }): Promise<void> {
-  return migrateService(config, MIGRATIONS)
+  return migrateService(config, MIGRATIONS, INDEXES)
 }

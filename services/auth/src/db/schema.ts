@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { boolean, check, index, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
 
-export { outbox, processedEvents } from '@parley/common/postgres'
+export { outbox, outboxDead, processedEvents } from '@parley/common/postgres'
 
 const timestampTz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
 

@@ -1,4 +1,4 @@
-import { createMongo, ensureOutboxIndexes } from '@parley/common/mongo'
+import { createMongo, ensureOutboxIndexes, ensureProcessedEventsIndexes } from '@parley/common/mongo'
 import type { Collection, Db } from 'mongodb'
 import type { Config } from '../config'
 
@@ -65,6 +65,8 @@ export async function ensureIndexes(db: Db): Promise<void> {
   await messages.createIndex({ conversationId: 1, _id: 1 })
   await messages.createIndex({ idempotencyKey: 1 }, { unique: true, sparse: true })
   await ensureOutboxIndexes(db)
+  // The retention purge of consumed-event markers scans them by age.
+  await ensureProcessedEventsIndexes(db)
 }
 
 /** `<binary> migrate`: creates the indexes and exits. */

@@ -31,14 +31,21 @@ export const notifications = pgTable(
 )
 
 /**
- * Projection of users from `user.registered` / `user.profile_updated`, to address and greet
- * recipients. `updatedAt` is the event's own timestamp, so an older event never overwrites a newer one.
+ * Projection of users from `user.registered` / `user.profile_updated` / `user.email_verified`, to
+ * address and greet recipients. `updatedAt` is the event's own timestamp, so an older event never
+ * overwrites a newer one.
  */
 export const users = pgTable('users', {
   id: uuid('id').primaryKey(),
   email: text('email'),
   displayName: text('display_name').notNull(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull(),
+  /**
+   * The address the user proved they own. Kept as the address rather than a flag: verification
+   * is per address, so it counts only while it equals `email`, and applying verification and
+   * registration in either order gives the same row.
+   */
+  verifiedEmail: text('verified_email'),
 })
 
 export type EmailDeliveryStatus = 'sending' | 'sent' | 'skipped' | 'rejected'

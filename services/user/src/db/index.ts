@@ -1,4 +1,5 @@
 import { type Database, migrateService, type Transaction as TransactionOf } from '@parley/common/postgres'
+import { INDEXES } from './indexes'
 import type * as schema from './schema'
 
 export type UserDatabase = Database<typeof schema>
@@ -8,5 +9,5 @@ export type Transaction = TransactionOf<typeof schema>
 export const MIGRATIONS = new URL('../../drizzle', import.meta.url)
 
 export function migrate(config: { DATABASE_URL: string; MIGRATIONS_DIR?: string }): Promise<void> {
-  return migrateService(config, MIGRATIONS)
+  return migrateService(config, MIGRATIONS, INDEXES)
 }

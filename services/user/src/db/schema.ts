@@ -1,8 +1,8 @@
-import { outbox, processedEvents } from '@parley/common/postgres'
+import { outbox, outboxDead, processedEvents } from '@parley/common/postgres'
 import { sql } from 'drizzle-orm'
 import { boolean, customType, integer, pgTable, text, timestamp, uuid } from 'drizzle-orm/pg-core'
 
-export { outbox, processedEvents }
+export { outbox, outboxDead, processedEvents }
 
 /**
  * Text compared byte-wise (COLLATE "C") whatever the database locale: btree indexes on it

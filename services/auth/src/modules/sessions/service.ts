@@ -16,6 +16,8 @@ import {
 export type SessionUser = { id: string; email: string; roles: string[]; emailVerified: boolean }
 
 export type RevokeReason = 'logout' | 'reuse_detected' | 'revoked_by_user' | 'revoked_by_admin'
+/** Reasons one session (not all of a user's) ends for. */
+type SessionRevokeReason = Extract<RevokeReason, 'logout' | 'reuse_detected'>
 
 type RefreshOutcome<T> =
   | { kind: 'rotated' | 'retried'; minted: T }
@@ -125,7 +127,9 @@ export class SessionService {
           familyId: sessions.familyId,
           rotatedAt: sessions.rotatedAt,
           revokedAt: sessions.revokedAt,
-          inGrace: sql<boolean>`${sessions.rotatedAt} > now() - make_interval(secs => ${this.options.reuseGraceSeconds})`,
+          // clock_timestamp, not now(): now() is this transaction's start, which can precede a
+          // concurrent rotation's own now(), and would put it "in grace" even with a 0 s window.
+          inGrace: sql<boolean>`${sessions.rotatedAt} > clock_timestamp() - make_interval(secs => ${this.options.reuseGraceSeconds})`,
         })
         .from(sessions)
         .where(eq(sessions.tokenHash, tokenHash))
@@ -138,7 +142,7 @@ export class SessionService {
         }
       }
       if (presented.rotatedAt) {
-        await this.revokeFamily(tx, presented.familyId, 'reuse_detected')
+        await this.revokeFamily(tx, owner.userId, presented.familyId, 'reuse_detected')
         return { kind: 'reused', userId: owner.userId, sessionId: presented.familyId }
       }
       return { kind: presented.revokedAt ? 'revoked' : 'expired' }
@@ -165,7 +169,7 @@ export class SessionService {
       if (!session) throw problems.notFound('No session of yours has this refresh token')
       // Waits for the user's refreshes in flight, so the UPDATE below sees their successors.
       await this.lockUser(tx, userId, 'no key update')
-      await this.revokeFamily(tx, session.familyId, 'logout')
+      await this.revokeFamily(tx, userId, session.familyId, 'logout')
     })
   }
 
@@ -269,11 +273,30 @@ export class SessionService {
     return row ? { refreshToken, expiresAt: row.expiresAt } : undefined
   }
 
-  private async revokeFamily(db: Queryable, familyId: string, reason: RevokeReason): Promise<void> {
-    await db
+  /**
+   * Revokes one session family and, in the same transaction, announces it: the gateway refuses
+   * the family's access tokens (`sid`) at once instead of when they expire.
+   */
+  private async revokeFamily(
+    tx: Queryable,
+    userId: string,
+    familyId: string,
+    reason: SessionRevokeReason,
+  ): Promise<void> {
+    const revoked = await tx
       .update(sessions)
       .set({ revokedAt: sql`now()`, revokedReason: reason })
       .where(and(eq(sessions.familyId, familyId), isNull(sessions.revokedAt)))
+      .returning({ id: sessions.id })
+    if (revoked.length === 0) return
+    await enqueueEvents(tx, [
+      buildEvent(EVENT_SOURCE, 'user.session_revoked', {
+        userId,
+        sessionId: familyId,
+        reason,
+        revokedAt: new Date().toISOString(),
+      }),
+    ])
   }
 
   private async issue(

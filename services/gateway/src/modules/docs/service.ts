@@ -13,7 +13,7 @@ export type OpenApiDocument = {
 export type DocsSource = { service: string; url: string; pathPrefix: string }
 
 const HTTP_METHODS = new Set(['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'])
-const INTERNAL_PATHS = new Set(['/health', '/ready', '/metrics', '/docs', '/docs/json'])
+const INTERNAL_PATHS = new Set(['/health', '/docs', '/docs/json'])
 
 /**
  * Components of `spec` whose name is taken by a different definition in `merged` get

@@ -1,29 +1,47 @@
-import { type AccessTokenVerifier, type Identity, type Logger, problems } from '@parley/common'
+import { type AccessTokenVerifier, type Identity, type Logger, type Metrics, problems } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
-import { type PublicRoute, ROSTER } from '@parley/contracts'
+import { type EventData, type LimitedRoute, type PublicRoute, ROSTER } from '@parley/contracts'
 import type { PolicyName } from '../rate-limit/model'
 
-/** How the edge treats a proxied route: who may call it and which rate-limit policy counts it. */
+/** A policy a request is charged against; `perItemOf` charges one unit per entry of that body array. */
+export type PolicyCharge = { policy: PolicyName; perItemOf?: string }
+
+/** How the edge treats a proxied route: who may call it and which rate-limit policies count it. */
 export type RouteAccess =
   | { anonymous: true; policy: PolicyName; keyedByEmail: boolean }
-  | { anonymous: false; policy: PolicyName }
+  | { anonymous: false; charges: readonly PolicyCharge[] }
 
 /** `METHOD path` → policy of every route that needs no token, from the roster. */
 const PUBLIC_ROUTES: ReadonlyMap<string, { policy: PolicyName; keyedByEmail: boolean }> = new Map(
   ROSTER.flatMap((service): readonly PublicRoute[] => service.publicRoutes).map((route) => [
-    `${route.method} ${route.path}`,
+    `${route.method} ${route.path.toLowerCase()}`,
     { policy: route.policy, keyedByEmail: route.keyedByEmail ?? false },
   ]),
 )
 
-/** `path` is the service path (public path minus /api/v1). Anything not on the allow-list needs a token. */
+const AUTHENTICATED: readonly PolicyCharge[] = [{ policy: 'authenticated' }]
+
+/** Authenticated routes with limits of their own, from the roster (`:name` matches one segment). */
+const LIMITED_ROUTES = ROSTER.flatMap((service): readonly LimitedRoute[] =>
+  'limitedRoutes' in service ? service.limitedRoutes : [],
+).map((route) => ({
+  method: route.method,
+  pattern: new RegExp(`^${route.path.toLowerCase().replace(/:[^/]+/g, '[^/]+')}$`),
+  charge: { policy: route.policy, ...(route.perItemOf ? { perItemOf: route.perItemOf } : {}) },
+}))
+
+/**
+ * `path` is the canonical service path (public path minus /api/v1). Routes are matched without
+ * regard to case, so no spelling a service might accept escapes its limit; services themselves
+ * match case-sensitively. Anything not on the public allow-list needs a token.
+ */
 export function routeAccess(method: string, path: string): RouteAccess {
-  const entry = PUBLIC_ROUTES.get(`${method} ${path}`)
+  const folded = path.toLowerCase()
+  const entry = PUBLIC_ROUTES.get(`${method} ${folded}`)
   if (entry) return { anonymous: true, ...entry }
-  return {
-    anonymous: false,
-    policy: path.startsWith('/auth/verify-email/') ? 'verification' : 'authenticated',
-  }
+  const limited = LIMITED_ROUTES.filter((route) => route.method === method && route.pattern.test(folded))
+  if (limited.length === 0) return { anonymous: false, charges: AUTHENTICATED }
+  return { anonymous: false, charges: [...AUTHENTICATED, ...limited.map((route) => route.charge)] }
 }
 
 /** Keeps the larger revocation instant and refreshes the key's lifetime. */
@@ -40,85 +58,146 @@ export function revocationKey(userId: string): string {
   return `revoked:${userId}`
 }
 
+export function sessionRevocationKey(sessionId: string): string {
+  return `revoked-session:${sessionId}`
+}
+
+/** All of a user's sessions up to an instant (`user.sessions_revoked`), or one session (`user.session_revoked`). */
+export type Revocation =
+  | { kind: 'user'; userId: string; revokedBefore: Date }
+  | { kind: 'session'; userId: string; sessionId: string }
+
+export function userRevocation(data: EventData<'user.sessions_revoked'>): Revocation {
+  return { kind: 'user', userId: data.userId, revokedBefore: new Date(data.revokedBefore) }
+}
+
+export function sessionRevocation(data: EventData<'user.session_revoked'>): Revocation {
+  return { kind: 'session', userId: data.userId, sessionId: data.sessionId }
+}
+
+type Lookup = { revokedBefore: number | undefined; sessionRevoked: boolean; checkedAt: number }
+
 /**
- * Session revocations (`user.sessions_revoked`): `revoked:<userId>` holds the instant, in
- * epoch seconds with millisecond decimals, before which the user's access tokens are
- * rejected. Redis shares it across replicas. Locally, revocations this replica consumed are
- * kept (they answer while Redis is down) and each user's lookup is reused for `cacheMs`, so a
- * busy client costs one Redis read per `cacheMs`, not one per request; another replica's
- * revocation therefore takes effect here within `cacheMs` of reaching Redis.
+ * Session revocations. `revoked:<userId>` holds the instant, in epoch seconds with millisecond
+ * decimals, before which the user's access tokens are rejected; `revoked-session:<sid>` marks
+ * one session family whose access tokens are rejected whatever their age. Redis shares both
+ * across replicas and with replicas started later; every replica also learns each revocation
+ * from its own fan-out queue and keeps it in memory, so it applies at once on every replica
+ * and while Redis is down. A token's lookup in Redis is reused for `cacheMs`, so a busy client
+ * costs one Redis read per `cacheMs`, not one per request.
  */
 export class RevocationStore {
-  private readonly consumed = new Map<string, { revokedBefore: number; expiresAt: number }>()
-  private readonly lookups = new Map<string, { revokedBefore: number | undefined; checkedAt: number }>()
+  private readonly users = new Map<string, { revokedBefore: number; expiresAt: number }>()
+  private readonly sessions = new Map<string, number>()
+  private readonly lookups = new Map<string, Lookup>()
+  private readonly recorded
 
   constructor(
     private readonly redis: Redis,
     private readonly options: { ttlSeconds: number; cacheMs: number },
     private readonly logger: Logger,
+    metrics: Metrics,
     private readonly maxEntries = 100_000,
   ) {
     if (!('raiseRevocation' in redis))
       redis.defineCommand('raiseRevocation', { numberOfKeys: 1, lua: RAISE_SCRIPT })
+    this.recorded = metrics.counter(
+      'gateway_revocations_recorded_total',
+      'Session revocations recorded, by kind (user, session) and store (memory of this replica, redis)',
+      ['kind', 'store'],
+    )
   }
 
-  /** Records a revocation; throws if Redis did not take it (the consumer retries), after remembering it locally. */
-  async revoke(userId: string, revokedBefore: Date): Promise<void> {
-    const seconds = revokedBefore.getTime() / 1000
-    const current = this.consumedBefore(userId)
-    if (current === undefined || current < seconds) {
-      if (this.consumed.size >= this.maxEntries)
-        this.consumed.delete(this.consumed.keys().next().value as string)
-      this.consumed.set(userId, {
-        revokedBefore: seconds,
-        expiresAt: Date.now() + this.options.ttlSeconds * 1000,
-      })
+  /** Records a revocation in this replica's memory only (the fan-out path). */
+  remember(revocation: Revocation): void {
+    this.recorded.inc({ kind: revocation.kind, store: 'memory' })
+    const expiresAt = Date.now() + this.options.ttlSeconds * 1000
+    if (revocation.kind === 'session') {
+      bounded(this.sessions, this.maxEntries)
+      this.sessions.set(revocation.sessionId, expiresAt)
+      return
     }
-    this.lookups.delete(userId)
-    await (this.redis as RedisWithRaise).raiseRevocation(
-      revocationKey(userId),
-      String(seconds),
-      this.options.ttlSeconds,
-    )
+    const seconds = revocation.revokedBefore.getTime() / 1000
+    const current = this.userRevokedBefore(revocation.userId)
+    if (current === undefined || current < seconds) {
+      bounded(this.users, this.maxEntries)
+      this.users.set(revocation.userId, { revokedBefore: seconds, expiresAt })
+    }
+    // Cached Redis lookups need no invalidation: isRevoked combines them with this memory.
+  }
+
+  /** Remembers the revocation and records it in Redis; throws if Redis did not take it (the consumer retries). */
+  async revoke(revocation: Revocation): Promise<void> {
+    this.remember(revocation)
+    const ttl = this.options.ttlSeconds
+    if (revocation.kind === 'session')
+      await this.redis.set(sessionRevocationKey(revocation.sessionId), '1', 'EX', ttl)
+    else
+      await (this.redis as RedisWithRaise).raiseRevocation(
+        revocationKey(revocation.userId),
+        String(revocation.revokedBefore.getTime() / 1000),
+        ttl,
+      )
+    this.recorded.inc({ kind: revocation.kind, store: 'redis' })
   }
 
   async isRevoked(identity: Identity): Promise<boolean> {
-    const revokedBefore = Math.max(
-      this.consumedBefore(identity.userId) ?? 0,
-      (await this.lookup(identity.userId)) ?? 0,
-    )
+    if (this.sessionRevoked(identity.sessionId)) return true
+    const lookup = await this.lookup(identity)
+    if (lookup?.sessionRevoked) return true
+    const revokedBefore = Math.max(this.userRevokedBefore(identity.userId) ?? 0, lookup?.revokedBefore ?? 0)
     // `iat` has second resolution: a token issued later within the revocation's second is
     // rejected too (fail closed, as the contract's "iat before revokedBefore" reads).
     return identity.issuedAt < revokedBefore
   }
 
-  private async lookup(userId: string): Promise<number | undefined> {
+  /** Both keys of a token in one read, cached per session. */
+  private async lookup(identity: Identity): Promise<Lookup | undefined> {
     const now = Date.now()
-    const cached = this.lookups.get(userId)
-    if (cached && now - cached.checkedAt < this.options.cacheMs) return cached.revokedBefore
-    if (this.redis.status !== 'ready') return cached?.revokedBefore
+    const cached = this.lookups.get(identity.sessionId)
+    if (cached && now - cached.checkedAt < this.options.cacheMs) return cached
+    if (this.redis.status !== 'ready') return cached
     try {
-      const stored = await this.redis.get(revocationKey(userId))
-      const revokedBefore = stored === null ? undefined : Number(stored)
-      this.lookups.delete(userId)
-      if (this.lookups.size >= this.maxEntries)
-        this.lookups.delete(this.lookups.keys().next().value as string)
-      this.lookups.set(userId, { revokedBefore, checkedAt: now })
-      return revokedBefore
+      const [user, session] = await this.redis.mget(
+        revocationKey(identity.userId),
+        sessionRevocationKey(identity.sessionId),
+      )
+      const lookup: Lookup = {
+        revokedBefore: user == null ? undefined : Number(user),
+        sessionRevoked: session != null,
+        checkedAt: now,
+      }
+      this.lookups.delete(identity.sessionId)
+      bounded(this.lookups, this.maxEntries)
+      this.lookups.set(identity.sessionId, lookup)
+      return lookup
     } catch (error) {
       this.logger.debug({ err: error instanceof Error ? error.message : error }, 'revocation lookup failed')
-      return cached?.revokedBefore
+      return cached
     }
   }
 
-  private consumedBefore(userId: string): number | undefined {
-    const entry = this.consumed.get(userId)
+  private sessionRevoked(sessionId: string): boolean {
+    const expiresAt = this.sessions.get(sessionId)
+    if (expiresAt === undefined) return false
+    if (expiresAt > Date.now()) return true
+    this.sessions.delete(sessionId)
+    return false
+  }
+
+  private userRevokedBefore(userId: string): number | undefined {
+    const entry = this.users.get(userId)
     if (entry && entry.expiresAt <= Date.now()) {
-      this.consumed.delete(userId)
+      this.users.delete(userId)
       return undefined
     }
     return entry?.revokedBefore
   }
+}
+
+/** Makes room for one more entry by dropping the oldest (maps iterate in insertion order). */
+function bounded(map: Map<string, unknown>, maxEntries: number): void {
+  if (map.size >= maxEntries) map.delete(map.keys().next().value as string)
 }
 
 /**
@@ -148,7 +227,12 @@ export class EdgeAuth {
     return identity
   }
 
-  /** Throws a 401 problem when the user's sessions were revoked after the token was issued. */
+  /** Whether the token's session, or all of the user's sessions since it was issued, were revoked. */
+  isRevoked(identity: Identity): Promise<boolean> {
+    return this.revocations.isRevoked(identity)
+  }
+
+  /** Throws a 401 problem when the token's session was revoked. */
   async assertNotRevoked(identity: Identity): Promise<void> {
     if (await this.revocations.isRevoked(identity))
       throw problems.unauthorized('The session has been revoked')

@@ -1,4 +1,4 @@
-import { bearerToken, type Metrics, problems, requestContext } from '@parley/common'
+import { bearerToken, canonicalPath, type Metrics, problems, requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
 import { type EdgeAuth, routeAccess } from '../edge-auth/service'
 import { type RateLimitDecision, type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
@@ -30,22 +30,44 @@ const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as con
  */
 const UNPARSED = Object.freeze({})
 
-/** The login rate limit counts per IP + email; the address is hashed so no email lands in Redis keys. */
-function emailSubject(body: Uint8Array): string {
-  let email = ''
+/** The JSON object a small buffered body holds, or undefined (the service answers malformed input). */
+function jsonObject(body: Uint8Array): Record<string, unknown> | undefined {
   try {
     const parsed: unknown = JSON.parse(new TextDecoder().decode(body))
-    if (parsed && typeof parsed === 'object' && 'email' in parsed && typeof parsed.email === 'string')
-      email = parsed.email.trim().toLowerCase()
+    return parsed && typeof parsed === 'object' && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined
   } catch {
-    // Malformed JSON: the auth service answers it; it is still counted against the IP.
+    return undefined
   }
+}
+
+/** Login limits count per email; the address is hashed so no email lands in Redis keys. */
+function emailSubject(body: Record<string, unknown> | undefined): string {
+  const email = typeof body?.email === 'string' ? body.email.trim().toLowerCase() : ''
   return new Bun.CryptoHasher('sha256').update(email).digest('hex').slice(0, 32)
+}
+
+/** Units a per-item charge costs: the length of that body array, at least one. */
+function itemCount(body: Record<string, unknown> | undefined, field: string): number {
+  const items = body?.[field]
+  return Array.isArray(items) ? Math.max(1, items.length) : 1
+}
+
+/** The decision the client is told about: a denial if any, else the policy closest to its limit. */
+function governing(decisions: readonly RateLimitDecision[]): RateLimitDecision {
+  let chosen = decisions[0] as RateLimitDecision
+  for (const decision of decisions) {
+    if (!decision.allowed) return decision
+    if (decision.remaining / decision.limit < chosen.remaining / chosen.limit) chosen = decision
+  }
+  return chosen
 }
 
 /**
  * `/api/v1/<area>/…` → the owning service, with edge authentication and rate limiting.
- * Bodies stream both ways; only the login body is buffered (it is small and carries the email).
+ * Bodies stream both ways; only bodies a limit counts by are buffered (login: the email;
+ * invitations: the invitees), and they are small.
  */
 export function proxyRoutes(options: ProxyOptions) {
   const { upstreams, edgeAuth, limiter, trustProxyHops, bodyLimitBytes } = options
@@ -62,7 +84,9 @@ export function proxyRoutes(options: ProxyOptions) {
       `${API_PREFIX}/*`,
       async ({ request, server, requestId, traceparent }) => {
         const url = new URL(request.url)
-        const path = url.pathname.slice(API_PREFIX.length)
+        // httpKit has refused paths without a canonical form; this one is routed, limited and forwarded.
+        const canonical = canonicalPath(url.pathname)
+        const path = canonical.ok ? canonical.path.slice(API_PREFIX.length) : ''
         const upstream = matchUpstream(upstreams, path)
         if (!upstream) throw problems.notFound('No route matches this path')
 
@@ -73,24 +97,43 @@ export function proxyRoutes(options: ProxyOptions) {
         )
         const access = routeAccess(request.method, path)
         let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body
-        let decision: RateLimitDecision
+        let decisions: RateLimitDecision[]
         if (access.anonymous) {
-          let subject = `ip:${client.ip}`
+          const ip = `ip:${client.ip}`
           if (access.keyedByEmail) {
             body = await readBody(request.body, bodyLimitBytes)
-            subject += `:email:${emailSubject(body)}`
-          }
-          decision = await limiter.consume(access.policy, subject)
+            const email = emailSubject(jsonObject(body))
+            decisions = await Promise.all([
+              limiter.consume(access.policy, `${ip}:email:${email}`),
+              limiter.consume('loginEmail', `email:${email}`),
+            ])
+          } else decisions = [await limiter.consume(access.policy, ip)]
         } else {
           const token = bearerToken(request.headers.get('authorization'))
           if (!token) throw problems.unauthorized()
           const identity = await edgeAuth.identify(token)
-          // Both are Redis round trips: overlap them (a revoked caller's request is counted, harmlessly).
-          ;[, decision] = await Promise.all([
+          // Charges per invitee need the (small) body; everything else streams.
+          let parsed: Record<string, unknown> | undefined
+          if (access.charges.some((charge) => charge.perItemOf)) {
+            body = await readBody(request.body, bodyLimitBytes)
+            parsed = jsonObject(body)
+          }
+          const subject = `user:${identity.userId}`
+          // All Redis round trips: overlap them (a revoked caller's request is counted, harmlessly).
+          ;[decisions] = await Promise.all([
+            Promise.all(
+              access.charges.map((charge) =>
+                limiter.consume(
+                  charge.policy,
+                  subject,
+                  charge.perItemOf ? itemCount(parsed, charge.perItemOf) : 1,
+                ),
+              ),
+            ),
             edgeAuth.assertNotRevoked(identity),
-            limiter.consume(access.policy, `user:${identity.userId}`),
           ])
         }
+        const decision = governing(decisions)
         const limitHeaders = rateLimitHeaders(decision)
         if (!decision.allowed) throw problems.tooManyRequests(decision.retryAfterSeconds, limitHeaders)
 

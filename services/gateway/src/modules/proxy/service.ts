@@ -112,10 +112,16 @@ export async function readBody(body: ReadableStream<Uint8Array> | null, limit: n
   if (!body) return new Uint8Array()
   const chunks: Uint8Array[] = []
   let size = 0
-  for await (const chunk of body) {
-    size += chunk.byteLength
-    if (size > limit) throw problems.payloadTooLarge(limit)
-    chunks.push(chunk)
+  // A reader, not `for await`: Bun 1.3 fails to async-iterate a request body once the handler
+  // has awaited something else first.
+  const reader = body.getReader()
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    size += read.value.byteLength
+    if (size > limit) {
+      await reader.cancel()
+      throw problems.payloadTooLarge(limit)
+    }
+    chunks.push(read.value)
   }
   return Buffer.concat(chunks)
 }

@@ -18,12 +18,21 @@ export type RateLimitPolicy = Static<typeof RateLimitPolicy>
 export const DEFAULT_POLICIES = {
   /** POST /auth/login, per IP + email: slows password guessing against one account. */
   login: { limit: 5, windowSeconds: 60 },
+  /**
+   * POST /auth/login, per email from any IP: bounds credential stuffing spread over many
+   * addresses, loose enough that a stranger exhausting it locks the owner out only briefly.
+   */
+  loginEmail: { limit: 20, windowSeconds: 900 },
   /** POST /auth/register, per IP. */
   register: { limit: 5, windowSeconds: 3_600 },
   /** POST /auth/refresh, per IP. */
   refresh: { limit: 30, windowSeconds: 60 },
-  /** /auth/verify-email/*, per user: the 6-digit code must not be guessable or spammable. */
+  /** /auth/verify-email/*, per user (on top of `authenticated`): the 6-digit code must not be guessable or spammable. */
   verification: { limit: 5, windowSeconds: 900 },
+  /** POST /conversations, per user (on top of `authenticated`). */
+  conversations: { limit: 60, windowSeconds: 3_600 },
+  /** Users added to conversations (at creation or later), per inviting user, counted per invitee. */
+  invitations: { limit: 500, windowSeconds: 3_600 },
   /** Other anonymous routes (JWKS), per IP. */
   anonymous: { limit: 300, windowSeconds: 60 },
   /** Every authenticated route (and the WebSocket handshake), per user. */

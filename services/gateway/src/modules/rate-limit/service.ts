@@ -132,17 +132,22 @@ export class RateLimiter {
     this.sweeper.unref()
   }
 
-  /** Counts one request of `subject` against `policyName`. Never throws. */
-  async consume(policyName: PolicyName, subject: string): Promise<RateLimitDecision> {
+  /**
+   * Counts `cost` units (one request, or e.g. one per invited user) of `subject` against
+   * `policyName`; a cost above the limit is charged as the limit, so a full quota still admits it.
+   * Never throws.
+   */
+  async consume(policyName: PolicyName, subject: string, cost = 1): Promise<RateLimitDecision> {
     const policy = this.policies[policyName]
     const tolerance = policy.windowSeconds * 1000
     const interval = tolerance / policy.limit
+    const increment = interval * Math.min(Math.max(1, cost), policy.limit)
     const key = `ratelimit:${policyName}:${subject}`
     let store: RateLimitDecision['store'] = 'redis'
     let result: GcraResult
     try {
       if (this.redis.status !== 'ready') throw new Error(`redis is ${this.redis.status}`)
-      result = await this.takeInRedis(key, interval, tolerance)
+      result = await this.takeInRedis(key, increment, tolerance)
       if (this.degraded) {
         this.degraded = false
         this.logger.info('rate limiting is back on redis')
@@ -156,7 +161,7 @@ export class RateLimiter {
         )
       }
       store = 'memory'
-      result = this.memory.take(key, interval, tolerance)
+      result = this.memory.take(key, increment, tolerance)
     }
     const [allowed, untilRefillMs, retryAfterMs] = result
     const decision: RateLimitDecision = {

@@ -38,11 +38,15 @@ export function realtimeRoutes({ hub, edgeAuth, limiter }: RealtimeRouteOptions)
       const connectionId = crypto.randomUUID()
       connectionIds.set(ws.data, connectionId)
       // Elysia types `raw` with its own narrower interface; at run time it is Bun's ServerWebSocket.
-      await hub.open(
-        { userId: identity.userId, issuedAt: identity.issuedAt, expiresAt: identity.expiresAt },
-        connectionId,
-        ws.raw as unknown as ServerWebSocket<unknown>,
-      )
+      const owner = {
+        userId: identity.userId,
+        sessionId: identity.sessionId,
+        issuedAt: identity.issuedAt,
+        expiresAt: identity.expiresAt,
+      }
+      await hub.open(owner, connectionId, ws.raw as unknown as ServerWebSocket<unknown>)
+      // A revocation that arrived between the handshake and now found no socket to close.
+      if (await edgeAuth.isRevoked(identity)) hub.endRevoked(connectionId)
     },
     message(ws, message) {
       const connectionId = connectionIds.get(ws.data)

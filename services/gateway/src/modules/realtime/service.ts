@@ -2,6 +2,7 @@ import type { Logger, Metrics } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
 import type { CloudEvent } from '@parley/contracts'
 import { presenceKey } from '@parley/contracts'
+import type { Revocation } from '../edge-auth/service'
 import type { RealtimeEventType, RealtimePush } from './model'
 
 /** The part of a server WebSocket the hub uses (Bun's ServerWebSocket satisfies it). */
@@ -28,7 +29,7 @@ export type RealtimeOptions = {
 }
 
 /** Whose socket it is, and the validity of the token that opened it (epoch seconds). */
-export type SocketOwner = { userId: string; issuedAt: number; expiresAt: number }
+export type SocketOwner = { userId: string; sessionId: string; issuedAt: number; expiresAt: number }
 
 type Connection = SocketOwner & { id: string; socket: PushSocket; answeredPing: boolean }
 
@@ -176,11 +177,25 @@ export class RealtimeHub {
     return true
   }
 
-  /** `user.sessions_revoked`: closes the user's sockets opened with tokens issued before `revokedBefore`. */
-  revokeSessions(userId: string, revokedBefore: Date): void {
-    const seconds = revokedBefore.getTime() / 1000
-    for (const connection of this.byUser.get(userId)?.values() ?? [])
-      if (connection.issuedAt < seconds) this.closeUnauthorized(connection, 'session revoked')
+  /**
+   * Closes the sockets a revocation ends: the user's sockets opened with tokens issued before
+   * `revokedBefore` (`user.sessions_revoked`), or those of one session (`user.session_revoked`).
+   */
+  revoke(revocation: Revocation): void {
+    const seconds = revocation.kind === 'user' ? revocation.revokedBefore.getTime() / 1000 : 0
+    for (const connection of this.byUser.get(revocation.userId)?.values() ?? []) {
+      const ended =
+        revocation.kind === 'user'
+          ? connection.issuedAt < seconds
+          : connection.sessionId === revocation.sessionId
+      if (ended) this.closeUnauthorized(connection, 'session revoked')
+    }
+  }
+
+  /** Ends one socket whose session turned out to be revoked (counted like any revocation). */
+  endRevoked(connectionId: string): void {
+    const connection = this.byId.get(connectionId)
+    if (connection) this.closeUnauthorized(connection, 'session revoked')
   }
 
   /**

@@ -11,12 +11,24 @@ import {
   verificationCodeMail,
   welcomeMail,
 } from './templates'
-import type { MessageEmailThrottle } from './throttle'
+import type { MessageEmailThrottle, RecipientEmailCap } from './throttle'
 
-/** Consumer name of the email queue. */
+/** Consumer name of the queue of bulk email (welcome, new message). */
 export const EMAIL_QUEUE = 'notification.email'
+/**
+ * Consumer name of the queue of transactional email (verification codes): a queue, consumer and
+ * SMTP pool of its own, so a flood of bulk email never delays a code until it expires.
+ */
+export const TRANSACTIONAL_EMAIL_QUEUE = 'notification.email.transactional'
 
-type SkipReason = 'recipient_online' | 'throttled' | 'expired'
+/** Templates sent through the transactional SMTP pool; every other one goes through the bulk pool. */
+const TRANSACTIONAL_TEMPLATES: ReadonlySet<TemplateName> = new Set(['verification_code'])
+
+/**
+ * Why an email was not sent: `unverified`: the address is not verified (only the verification
+ * code goes to those); `hourly_cap`: the recipient had their new-message emails for the hour.
+ */
+type SkipReason = 'recipient_online' | 'throttled' | 'expired' | 'unverified' | 'hourly_cap'
 type EmailOutcome = 'sent' | 'failed' | 'rejected' | SkipReason
 
 type Prepared =
@@ -31,11 +43,13 @@ export class DeliveryIncompleteError extends Error {
 }
 
 export type MailServiceDeps = {
-  mailer: Mailer
+  /** Two pools to the relay: bulk email cannot take the connections codes need. */
+  mailers: { bulk: Mailer; transactional: Mailer }
   deliveries: EmailDeliveries
   directory: UserDirectory
   presence: PresenceReader
   throttle: MessageEmailThrottle
+  cap: RecipientEmailCap
   metrics: Metrics
   logger: Logger
 }
@@ -57,12 +71,33 @@ export class MailService {
     this.log = deps.logger.child({ component: 'mail' })
   }
 
+  /**
+   * The welcome email goes to verified addresses only: at registration if the address is
+   * verified already, else when it is (onEmailVerified). Registering someone else's address
+   * mails them the code, nothing more.
+   */
   async onUserRegistered(event: CloudEvent<'user.registered'>): Promise<void> {
-    const { userId, email, displayName } = event.data
+    const { userId, email, displayName, emailVerified } = event.data
+    if (!emailVerified) return
     await this.deliver(event.id, 'welcome', [
       {
         recipientId: userId,
         prepare: async () => ({ mail: welcomeMail(displayName), to: { address: email, name: displayName } }),
+      },
+    ])
+  }
+
+  async onEmailVerified(event: CloudEvent<'user.email_verified'>): Promise<void> {
+    const { userId, email } = event.data
+    await this.deliver(event.id, 'welcome', [
+      {
+        recipientId: userId,
+        prepare: async () => {
+          const user = (await this.deps.directory.find([userId])).get(userId)
+          // The name comes from user.registered, on the projection's own queue: wait for it.
+          if (!user) throw new DeliveryIncompleteError(`user ${userId} is not known yet`)
+          return { mail: welcomeMail(user.displayName), to: { address: email, name: user.displayName } }
+        },
       },
     ])
   }
@@ -86,12 +121,15 @@ export class MailService {
     ])
   }
 
-  /** Emails recipients who are offline, at most once per recipient and conversation per window. */
+  /**
+   * Emails recipients who are offline and verified, at most once per recipient and conversation
+   * per window and at most the cap per recipient per hour across conversations.
+   */
   async onMessageSent(event: CloudEvent<'message.sent'>): Promise<void> {
     const { senderId, conversationId, preview } = event.data
     const recipients = [...new Set(event.data.recipientIds)].filter((userId) => userId !== senderId)
     if (recipients.length === 0) return
-    const { directory, presence, throttle } = this.deps
+    const { directory, presence, throttle, cap } = this.deps
     const [people, online] = await Promise.all([
       directory.find([...recipients, senderId]),
       presence.onlineAmong(recipients),
@@ -108,11 +146,20 @@ export class MailService {
           // The users projection may lag behind chat: retry until it catches up.
           if (!recipient?.email)
             throw new DeliveryIncompleteError(`recipient ${recipientId} is not known yet`)
+          if (!recipient.verified) return { skip: 'unverified' }
           if (!(await throttle.acquire(recipientId, conversationId, event.id))) return { skip: 'throttled' }
+          if (!(await cap.acquire(recipientId, event.id))) {
+            // Nothing was sent about this conversation: its next message may mail once the hour frees up.
+            await throttle.release(recipientId, conversationId, event.id)
+            return { skip: 'hourly_cap' }
+          }
           return {
             mail: newMessageMail(recipient.displayName, senderName, preview),
             to: { address: recipient.email, name: recipient.displayName },
-            onSendFailure: () => throttle.release(recipientId, conversationId, event.id),
+            onSendFailure: async () => {
+              await throttle.release(recipientId, conversationId, event.id)
+              await cap.release(recipientId, event.id)
+            },
           }
         },
       })),
@@ -141,7 +188,8 @@ export class MailService {
   }
 
   private async deliverOne(eventId: string, template: TemplateName, job: Job): Promise<void> {
-    const { deliveries, mailer } = this.deps
+    const { deliveries, mailers } = this.deps
+    const mailer = TRANSACTIONAL_TEMPLATES.has(template) ? mailers.transactional : mailers.bulk
     const { recipientId } = job
     let prepared: Prepared
     try {

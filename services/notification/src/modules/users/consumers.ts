@@ -5,7 +5,7 @@ import type { UserDirectory } from './service'
 
 export const USERS_QUEUE = 'notification.users'
 
-/** Keeps the users projection (names and addresses for notifications) current, once per event. */
+/** Keeps the users projection (names, addresses, verification) current, once per event. */
 export function subscribeUserDirectory(
   bus: EventBus,
   { db, directory }: { db: Db; directory: UserDirectory },
@@ -20,6 +20,9 @@ export function subscribeUserDirectory(
       },
       'user.profile_updated': async (event) => {
         await consumeOnce(db, USERS_QUEUE, event.id, (tx) => directory.applyProfileUpdated(tx, event.data))
+      },
+      'user.email_verified': async (event) => {
+        await consumeOnce(db, USERS_QUEUE, event.id, (tx) => directory.applyEmailVerified(tx, event.data))
       },
     },
   })

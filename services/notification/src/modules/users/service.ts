@@ -3,12 +3,14 @@ import { inArray, sql } from 'drizzle-orm'
 import type { Queryable, Transaction } from '../../db'
 import { users } from '../../db/schema'
 
-export type Person = { id: string; email: string | null; displayName: string }
+/** `verified`: the user proved they own `email` (only such addresses get mail beyond their code). */
+export type Person = { id: string; email: string | null; displayName: string; verified: boolean }
 
 /**
- * The notification service's projection of users (from `user.registered` and
- * `user.profile_updated`): whom to address and how to greet them. Every write carries the
- * event's own timestamp, so a late or replayed older event never overwrites newer data.
+ * The notification service's projection of users (from `user.registered`,
+ * `user.profile_updated` and `user.email_verified`): whom to address, how to greet them and
+ * whether their address is verified. Every write carries the event's own timestamp, so a late or
+ * replayed older event never overwrites newer data.
  */
 export class UserDirectory {
   constructor(private readonly db: Queryable) {}
@@ -21,6 +23,7 @@ export class UserDirectory {
         email: data.email,
         displayName: data.displayName,
         updatedAt: new Date(data.createdAt),
+        verifiedEmail: data.emailVerified ? data.email : null,
       })
       .onConflictDoUpdate({
         target: users.id,
@@ -28,6 +31,8 @@ export class UserDirectory {
           email: sql`excluded.email`,
           displayName: sql`case when ${users.updatedAt} < excluded.updated_at then excluded.display_name else ${users.displayName} end`,
           updatedAt: sql`greatest(${users.updatedAt}, excluded.updated_at)`,
+          // A `user.email_verified` applied first is kept: registration never un-verifies.
+          verifiedEmail: sql`coalesce(excluded.verified_email, ${users.verifiedEmail})`,
         },
       })
   }
@@ -43,12 +48,43 @@ export class UserDirectory {
       })
   }
 
+  /**
+   * Records the verified address. Before its `user.registered` (the events may arrive in either
+   * order) the row is a placeholder dated -infinity, so any registration or profile event fills in
+   * the name; an empty name reads as not projected yet.
+   */
+  async applyEmailVerified(tx: Transaction, data: EventData<'user.email_verified'>): Promise<void> {
+    await tx
+      .insert(users)
+      .values({
+        id: data.userId,
+        email: data.email,
+        displayName: '',
+        updatedAt: sql`'-infinity'::timestamptz`,
+        verifiedEmail: data.email,
+      })
+      .onConflictDoUpdate({ target: users.id, set: { verifiedEmail: sql`excluded.verified_email` } })
+  }
+
+  /** The users known among `ids`; a placeholder row without a name yet is left out (not projected yet). */
   async find(ids: readonly string[], db: Queryable = this.db): Promise<Map<string, Person>> {
     if (ids.length === 0) return new Map()
     const rows = await db
-      .select({ id: users.id, email: users.email, displayName: users.displayName })
+      .select({
+        id: users.id,
+        email: users.email,
+        displayName: users.displayName,
+        verifiedEmail: users.verifiedEmail,
+      })
       .from(users)
       .where(inArray(users.id, [...new Set(ids)]))
-    return new Map(rows.map((row) => [row.id, row]))
+    return new Map(
+      rows
+        .filter((row) => row.displayName !== '')
+        .map(({ verifiedEmail, ...row }) => [
+          row.id,
+          { ...row, verified: row.email !== null && verifiedEmail === row.email },
+        ]),
+    )
   }
 }

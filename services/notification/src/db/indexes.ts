@@ -1,0 +1,13 @@
+import type { ConcurrentIndex } from '@parley/common/postgres'
+import { PROCESSED_EVENTS_AGE_INDEX } from '@parley/common/retention'
+
+/** Indexes built concurrently after the drizzle migrations (see ConcurrentIndex): those the retention purges scan. */
+export const INDEXES: readonly ConcurrentIndex[] = [
+  PROCESSED_EVENTS_AGE_INDEX,
+  { name: 'notifications_created_at_idx', on: 'notifications (created_at)' },
+  // Partial: `sending` rows (completed_at null) are never purged, so they need no entry.
+  {
+    name: 'email_deliveries_completed_at_idx',
+    on: 'email_deliveries (completed_at) where completed_at is not null',
+  },
+]
