@@ -52,12 +52,58 @@ export const EventSchemas = {
     participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
     createdAt: Timestamp,
   }),
+  'conversation.updated': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    title: t.Union([t.String({ maxLength: 120 }), t.Null()]),
+    updatedBy: Uuid,
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    updatedAt: Timestamp,
+  }),
+  'conversation.participants_added': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    addedBy: Uuid,
+    /** The users added by this change. */
+    userIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    /** Every participant after it, the added ones included. */
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    addedAt: Timestamp,
+  }),
+  'conversation.participant_left': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    userId: Uuid,
+    /** The participants who remain (possibly none). */
+    participantIds: t.Array(Uuid, { maxItems: 256 }),
+    leftAt: Timestamp,
+  }),
+  /** A participant's read marker moved forward (read receipts). */
+  'conversation.read': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    userId: Uuid,
+    /** Sequence number of the last message read (see `message.sent` `seq`). */
+    seq: t.Integer({ minimum: 1 }),
+    messageId: t.String({ minLength: 1 }),
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    readAt: Timestamp,
+  }),
   'message.sent': t.Object({
     messageId: t.String({ minLength: 1 }),
     conversationId: t.String({ minLength: 1 }),
+    /**
+     * Position in the conversation (1, 2, 3… in commit order, never reused). Optional only so
+     * events staged by a replica of the previous version still validate; every new event has it.
+     */
+    seq: t.Optional(t.Integer({ minimum: 1 })),
     senderId: Uuid,
     recipientIds: t.Array(Uuid, { maxItems: 256 }),
     preview: t.String({ maxLength: 200 }),
+    createdAt: Timestamp,
+  }),
+  /** An in-app notification was stored for `userId`. */
+  'notification.created': t.Object({
+    notificationId: Uuid,
+    userId: Uuid,
+    type: t.String({ minLength: 1, maxLength: 64 }),
+    payload: t.Record(t.String(), t.Unknown()),
     createdAt: Timestamp,
   }),
 } satisfies Record<string, TSchema>

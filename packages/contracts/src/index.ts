@@ -1,4 +1,5 @@
 export * from './api'
+export * from './audience'
 export * from './display-name'
 export * from './events'
 export * from './presence'

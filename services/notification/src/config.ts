@@ -1,4 +1,13 @@
-import { AmqpEnv, BaseEnv, envSchema, JwtVerifyEnv, PostgresEnv, portEnv, RedisEnv } from '@parley/common'
+import {
+  AmqpEnv,
+  BaseEnv,
+  envSchema,
+  JwtVerifyEnv,
+  OutboxEnv,
+  PostgresEnv,
+  portEnv,
+  RedisEnv,
+} from '@parley/common'
 import { RetentionEnv } from '@parley/common/retention'
 import { type Static, Type as t } from '@sinclair/typebox'
 
@@ -10,6 +19,7 @@ export const Env = envSchema({
   ...PostgresEnv,
   ...RedisEnv,
   ...AmqpEnv,
+  ...OutboxEnv,
   ...JwtVerifyEnv,
   ...RetentionEnv,
   ...portEnv('notification'),

@@ -1,6 +1,6 @@
 import { eventBusFor, type Runtime, redisFor, type VerifierOptions, verifierFor } from '@parley/common'
 import type { EventBus } from '@parley/common/events'
-import { postgresFor } from '@parley/common/postgres'
+import { postgresFor, startOutboxRelay } from '@parley/common/postgres'
 import {
   postgresPurge,
   processedEventsPurge,
@@ -75,6 +75,7 @@ export async function connect(
   await subscribeInbox(bus, notifications, retryDelaysMs)
   await subscribeMail(bus, mail, retryDelaysMs)
   await bus.start()
+  await startOutboxRelay(postgres.sql, bus, runtime, { maxAttempts: config.OUTBOX_MAX_ATTEMPTS })
 
   const retention = startRetention(
     runtime,

@@ -1,9 +1,9 @@
-import { processedEvents } from '@parley/common/postgres'
+import { outbox, outboxDead, processedEvents } from '@parley/common/postgres'
 import { sql } from 'drizzle-orm'
 import { index, jsonb, pgTable, primaryKey, text, timestamp, uuid } from 'drizzle-orm/pg-core'
 
-// notification publishes no events, so it has no outbox (only consumer deduplication)
-export { processedEvents }
+// `notification.created` goes out through the outbox, in the transaction that stores the notification.
+export { outbox, outboxDead, processedEvents }
 
 /**
  * In-app notifications. Every read is per user, so the primary key is (user_id, id): it is
@@ -71,5 +71,5 @@ export const emailDeliveries = pgTable(
   (table) => [primaryKey({ columns: [table.eventId, table.recipientId] })],
 )
 
-export const schema = { notifications, users, emailDeliveries, processedEvents }
+export const schema = { notifications, users, emailDeliveries, processedEvents, outbox, outboxDead }
 export type Schema = typeof schema

@@ -1,5 +1,6 @@
 import { type Metrics, newId, problems } from '@parley/common'
-import { consumeOnce } from '@parley/common/postgres'
+import { buildEvent } from '@parley/common/events'
+import { consumeOnce, enqueueEvents } from '@parley/common/postgres'
 import type { CloudEvent } from '@parley/contracts'
 import { and, count, desc, eq, isNotNull, isNull, lt, type SQL, sql } from 'drizzle-orm'
 import type { Db, Transaction } from '../../db'
@@ -15,6 +16,8 @@ import {
   UNREAD_COUNT_CAP,
   type UnreadCount,
 } from './model'
+
+export const EVENT_SOURCE = 'parley/notification'
 
 /** Consumer name of the in-app queue, also its processed-events key. */
 export const INBOX_QUEUE = 'notification.inbox'
@@ -129,7 +132,7 @@ export class NotificationService {
         preview: data.preview,
         sentAt: data.createdAt,
       }
-      await this.insert(tx, 'message.received', recipients, payload)
+      await this.insert(tx, 'message.received', recipients, payload, event.correlationid ?? event.id)
     })
     if (applied) this.created.inc({ type: 'message.received' }, recipients.length)
   }
@@ -148,19 +151,42 @@ export class NotificationService {
         createdByName: creator?.displayName ?? null,
         participantCount: new Set([...data.participantIds, data.createdBy]).size,
       }
-      await this.insert(tx, 'conversation.added', recipients, payload)
+      await this.insert(tx, 'conversation.added', recipients, payload, event.correlationid ?? event.id)
     })
     if (applied) this.created.inc({ type: 'conversation.added' }, recipients.length)
   }
 
+  /**
+   * Stores one notification per recipient and, in the same transaction, a `notification.created`
+   * for each, so every recipient's devices learn it live and on resume.
+   */
   private async insert(
     tx: Transaction,
     type: NotificationType,
     recipients: readonly string[],
     payload: MessageReceivedPayload | ConversationAddedPayload,
+    correlationId: string | undefined,
   ): Promise<void> {
-    await tx
+    const stored = await tx
       .insert(notifications)
       .values(recipients.map((userId) => ({ id: newId(), userId, type, payload })))
+      .returning({ id: notifications.id, userId: notifications.userId, createdAt: notifications.createdAt })
+    await enqueueEvents(
+      tx,
+      stored.map((row) =>
+        buildEvent(
+          EVENT_SOURCE,
+          'notification.created',
+          {
+            notificationId: row.id,
+            userId: row.userId,
+            type,
+            payload,
+            createdAt: row.createdAt.toISOString(),
+          },
+          { correlationId },
+        ),
+      ),
+    )
   }
 }
