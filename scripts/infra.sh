@@ -17,7 +17,8 @@
 #             superuser role parley/parley, databases parley and each service's (the roster in packages/contracts)
 #   redis     redis-server, no persistence
 #   rabbitmq  project-local node (RABBITMQ_NODENAME parley@localhost) with the management plugin
-#   mongodb   mongod if installed, else FerretDB (SQLite backend), built once into .cache/bin/ferretdb
+#   mongodb   mongod if installed, else FerretDB, built once into .cache/bin/ferretdb, on its PostgreSQL
+#             backend (database parley_ferretdb of the cluster above; SQLite with PARLEY_FERRETDB_HANDLER=sqlite)
 #   smtp      packages/mail-sink (SMTP sink + Mailpit-like JSON API), run with bun
 #
 # Environment overrides (defaults in brackets):
@@ -28,6 +29,7 @@
 #   PARLEY_REDIS_PORT [6379]
 #   PARLEY_AMQP_PORT [5672]  PARLEY_RABBITMQ_MGMT_PORT [15672]  PARLEY_RABBITMQ_NODENAME [parley@localhost]
 #   PARLEY_MONGO_PORT [27017]  PARLEY_FERRETDB_BIN [.cache/bin/ferretdb]  PARLEY_FERRETDB_VERSION [1.24.2]
+#   PARLEY_FERRETDB_HANDLER [postgresql; or sqlite]  PARLEY_FERRETDB_PG_DATABASE [parley_ferretdb]
 #   PARLEY_FERRETDB_DEBUG_ADDR [- = disabled; e.g. 127.0.0.1:8088]  PARLEY_GO [go in PATH or /usr/local/go/bin/go]
 #   (without a Go >= 1.21, scripts/lib.sh fetches one through the go command's own GOPROXY)
 #   PARLEY_SMTP_PORT [1025]  PARLEY_MAIL_HTTP_PORT [8025]
@@ -57,6 +59,8 @@ RMQ_NODENAME=${PARLEY_RABBITMQ_NODENAME:-parley@localhost}
 MONGO_PORT=${PARLEY_MONGO_PORT:-27017}
 FERRETDB_VERSION=${PARLEY_FERRETDB_VERSION:-1.24.2}
 FERRETDB_DEBUG_ADDR=${PARLEY_FERRETDB_DEBUG_ADDR:--}
+FERRETDB_HANDLER=${PARLEY_FERRETDB_HANDLER:-postgresql}
+FERRETDB_PG_DATABASE=${PARLEY_FERRETDB_PG_DATABASE:-parley_ferretdb}
 SMTP_PORT=${PARLEY_SMTP_PORT:-1025}
 MAIL_HTTP_PORT=${PARLEY_MAIL_HTTP_PORT:-8025}
 
@@ -283,6 +287,10 @@ pg_ensure_objects() {
 pg_up() {
   local bin logfile=$PG_LOG
   roster_databases
+  # FerretDB's backend database, created with the others when FerretDB will run on PostgreSQL.
+  if ferretdb_on_postgresql && [[ " $PG_EXTRA_DATABASES " != *" $FERRETDB_PG_DATABASE "* ]]; then
+    PG_EXTRA_DATABASES+=" $FERRETDB_PG_DATABASE"
+  fi
   if port_open "$PG_PORT"; then
     pg_ours_running && PG_NOTE='' || PG_NOTE='(reused)'
     pg_ensure_objects
@@ -553,21 +561,50 @@ ferretdb_bin() {
   echo "$bin"
 }
 
+# ferretdb_on_postgresql : FerretDB (no mongod) will run on the PostgreSQL backend
+ferretdb_on_postgresql() {
+  case $FERRETDB_HANDLER in
+  postgresql) ! command -v mongod >/dev/null ;;
+  sqlite) return 1 ;;
+  *) die "PARLEY_FERRETDB_HANDLER must be postgresql or sqlite, not '$FERRETDB_HANDLER'" ;;
+  esac
+}
+
+# mongo_ours_handler : the --handler of the FerretDB this script started (empty for mongod or none)
+mongo_ours_handler() {
+  local cmdline
+  pid_running "$MONGO_PIDFILE" ferretdb || return 0
+  cmdline=$(tr '\0' ' ' <"/proc/$(head -n 1 "$MONGO_PIDFILE" | tr -dc '0-9')/cmdline" 2>/dev/null) || return 0
+  [[ $cmdline =~ --handler=([a-z]+) ]] && echo "${BASH_REMATCH[1]}"
+}
+
+mongo_note() {
+  local handler
+  handler=$(mongo_ours_handler)
+  if [[ -n $handler ]]; then
+    MONGO_NOTE="(ferretdb $FERRETDB_VERSION / $handler)"
+  elif pid_running "$MONGO_PIDFILE" mongod; then
+    MONGO_NOTE='(mongod)'
+  else
+    MONGO_NOTE='(reused)'
+  fi
+}
+
 mongo_up() {
-  local logfile bin
+  local logfile bin handler
+  handler=$(mongo_ours_handler)
+  # Ours on the other backend (e.g. SQLite from an earlier run): restart it, by its pidfile, on the wanted one.
+  if [[ -n $handler && $handler != "$FERRETDB_HANDLER" ]] && ! command -v mongod >/dev/null; then
+    log "FerretDB runs on $handler, PARLEY_FERRETDB_HANDLER is $FERRETDB_HANDLER: restarting it"
+    mongo_down
+  fi
   if port_open "$MONGO_PORT"; then
-    if pid_running "$MONGO_PIDFILE" ferretdb; then
-      MONGO_NOTE="(ferretdb $FERRETDB_VERSION / sqlite)"
-    elif pid_running "$MONGO_PIDFILE" mongod; then
-      MONGO_NOTE='(mongod)'
-    else
-      MONGO_NOTE='(reused)'
-    fi
+    mongo_note
     return 0
   fi
   if pid_running "$MONGO_PIDFILE" 'ferretdb|mongod'; then # ours, still starting
     wait_for mongodb "$WAIT" "$LOGS/ferretdb.log $LOGS/mongod.log" port_open "$MONGO_PORT" || exit 1
-    pid_running "$MONGO_PIDFILE" mongod && MONGO_NOTE='(mongod)' || MONGO_NOTE="(ferretdb $FERRETDB_VERSION / sqlite)"
+    mongo_note
     return 0
   fi
   if command -v mongod >/dev/null; then
@@ -579,18 +616,26 @@ mongo_up() {
       log_tail "$logfile"
       die "mongod failed to start"
     }
-    MONGO_NOTE='(mongod)'
   else
     logfile=$LOGS/ferretdb.log
     bin=$(ferretdb_bin)
-    mkdir -p "$DATA/ferretdb" "$DATA/ferretdb-state"
-    log "starting FerretDB (SQLite backend) on 127.0.0.1:$MONGO_PORT"
-    start_bg "$MONGO_PIDFILE" "$logfile" "$bin" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" \
+    mkdir -p "$DATA/ferretdb-state"
+    local backend=(--handler=sqlite --sqlite-url="file:$DATA/ferretdb/")
+    if ferretdb_on_postgresql; then
+      # The URL (with its password) goes in the environment, not on the command line `ps` shows.
+      backend=(env "FERRETDB_POSTGRESQL_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$FERRETDB_PG_DATABASE"
+        "$bin" --handler=postgresql)
+    else
+      mkdir -p "$DATA/ferretdb"
+      backend=("$bin" "${backend[@]}")
+    fi
+    log "starting FerretDB ($FERRETDB_HANDLER backend) on 127.0.0.1:$MONGO_PORT"
+    start_bg "$MONGO_PIDFILE" "$logfile" "${backend[@]}" \
       --listen-addr="127.0.0.1:$MONGO_PORT" --state-dir="$DATA/ferretdb-state" --telemetry=disable \
       --log-level=warn --debug-addr="$FERRETDB_DEBUG_ADDR"
-    MONGO_NOTE="(ferretdb $FERRETDB_VERSION / sqlite)"
   fi
   wait_for mongodb "$WAIT" "$logfile" port_open "$MONGO_PORT" || exit 1
+  mongo_note
 }
 
 mongo_down() { stop_pidfile MongoDB "$MONGO_PIDFILE" 'ferretdb|mongod'; }
@@ -710,7 +755,8 @@ cmd_status() {
   up=1 ours=1
   port_open "$MONGO_PORT" && up=0
   pid_running "$MONGO_PIDFILE" 'ferretdb|mongod' && ours=0
-  status_line mongodb $up $ours "mongodb://127.0.0.1:$MONGO_PORT"
+  mongo_note
+  status_line mongodb $up $ours "mongodb://127.0.0.1:$MONGO_PORT  ${MONGO_NOTE/(reused)/}"
   ((up == 0)) || down=1
 
   up=1 ours=1

@@ -87,6 +87,7 @@ try {
       const batch = Array.from({ length: Math.min(10_000, count - 1 - offset) }, (_, i) => ({
         _id: newId(),
         conversationId: id,
+        seq: offset + i + 1,
         senderId: writer,
         body: `message ${offset + i} ${'lorem ipsum '.repeat(4)}`,
         createdAt: new Date(start + offset + i),

@@ -1,7 +1,9 @@
 import type { CloudEvent } from '@parley/contracts'
 import {
   type AnyBulkWriteOperation,
+  type Collection,
   type Db,
+  type Document,
   MongoBulkWriteError,
   MongoClient,
   MongoServerError,
@@ -75,8 +77,63 @@ export function isDuplicateKeyError(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === 11000
 }
 
-/** The document a state change creates: an event staged for it is published once it exists. */
-export type OutboxSubject = { collection: string; id: string }
+/**
+ * Write operations per bulkWrite call. FerretDB 1.24 on PostgreSQL holds a pooled PostgreSQL
+ * connection for every operation of a bulk until the whole bulk is done: a bulk of more
+ * operations than its pool (50) waits for itself forever, and the server stops answering anyone.
+ * Kept far below the pool, so concurrent bulks of several clients still fit.
+ */
+export const BULK_WRITE_CHUNK = 16
+
+/** `collection.bulkWrite` in chunks of BULK_WRITE_CHUNK operations, one chunk after the other. */
+export async function bulkWriteChunked<T extends Document>(
+  collection: Collection<T>,
+  operations: readonly AnyBulkWriteOperation<T>[],
+  options: { ordered: boolean },
+): Promise<{ modifiedCount: number }> {
+  let modifiedCount = 0
+  for (let start = 0; start < operations.length; start += BULK_WRITE_CHUNK) {
+    const result = await collection.bulkWrite(operations.slice(start, start + BULK_WRITE_CHUNK), options)
+    modifiedCount += result.modifiedCount
+  }
+  return { modifiedCount }
+}
+
+/**
+ * The document a state change creates: an event staged for it is published once it exists. For a
+ * change to a document that already exists, `change` names what only that update writes (see
+ * outboxChangeUpdate): the event is published once the document records `change.id` at
+ * `change.version`, so an update that failed or never ran publishes nothing.
+ */
+export type OutboxSubject = { collection: string; id: string; change?: OutboxChange }
+
+/** An update of an existing document: the version it creates and the id it records there. */
+export type OutboxChange = { version: number; id: string }
+
+/** Where versioned updates record their change ids: `outboxChanges.v<version>: <change id>`. */
+export const OUTBOX_CHANGES_FIELD = 'outboxChanges'
+/**
+ * How many change ids a document keeps (each update drops the one this many versions back). An
+ * event whose id was dropped before any relay looked at it is treated as unconfirmed (dropped
+ * after UNCONFIRMED_OUTBOX_TTL_MS): only after this many further updates during a broker outage.
+ */
+export const OUTBOX_CHANGES_KEPT = 100
+
+/**
+ * The `$set`/`$unset` an update merges in so that events staged with `change` are published once
+ * it is applied. The update must create exactly `change.version` (e.g. filter on the version
+ * before it and increment it), so no other update can record the same version.
+ */
+export function outboxChangeUpdate(change: OutboxChange): {
+  $set: Record<string, string>
+  $unset: Record<string, ''>
+} {
+  const dropped = change.version - OUTBOX_CHANGES_KEPT
+  return {
+    $set: { [`${OUTBOX_CHANGES_FIELD}.v${change.version}`]: change.id },
+    $unset: dropped > 0 ? { [`${OUTBOX_CHANGES_FIELD}.v${dropped}`]: '' } : {},
+  }
+}
 
 /**
  * An event staged for publication. `visibleAt`: when a relay looks at it next (later for an
@@ -342,7 +399,8 @@ export class MongoOutboxRelay {
       .filter((_, index) => !lost.has(index))
       .map((entry) => ({ ...entry, claims: (entry.claims ?? 0) + 1, visibleAt: until }))
     if (held.length > 0)
-      await this.entries.bulkWrite(
+      await bulkWriteChunked(
+        this.entries,
         held.map((entry) => ({
           updateOne: {
             filter: { _id: entry._id },
@@ -360,7 +418,7 @@ export class MongoOutboxRelay {
     const operations: AnyBulkWriteOperation<OutboxEntry>[] = held.map((entry) => ({
       updateOne: { filter: { _id: entry._id, claims: entry.claims }, update: { $set: fields(entry) } },
     }))
-    await this.entries.bulkWrite(operations, { ordered: false })
+    await bulkWriteChunked(this.entries, operations, { ordered: false })
   }
 
   /** Counts a failed publish of a held entry: a later retry, or outbox_dead after the last attempt. */
@@ -402,21 +460,38 @@ export class MongoOutboxRelay {
     await this.claims.deleteMany({ until: { $lt: new Date(now - this.leaseMs) } })
   }
 
-  /** Keys of the subjects of `entries` that exist: one query per collection. */
+  /** Keys of the subjects of `entries` that exist (changes: recorded): one query per collection. */
   private async existingSubjects(entries: readonly OutboxEntry[]): Promise<Set<string>> {
-    const idsByCollection = new Map<string, string[]>()
-    for (const { subject } of entries)
-      idsByCollection.set(subject.collection, [
-        ...(idsByCollection.get(subject.collection) ?? []),
-        subject.id,
-      ])
+    const idsByCollection = new Map<string, Set<string>>()
+    const versioned = new Set<string>()
+    for (const { subject } of entries) {
+      const ids = idsByCollection.get(subject.collection) ?? new Set<string>()
+      idsByCollection.set(subject.collection, ids.add(subject.id))
+      if (subject.change) versioned.add(subject.collection)
+    }
     const existing = new Set<string>()
     for (const [collection, ids] of idsByCollection) {
       const found = await this.db
-        .collection<{ _id: string }>(collection)
-        .find({ _id: { $in: ids } }, { projection: { _id: 1 } })
+        .collection<{ _id: string; [OUTBOX_CHANGES_FIELD]?: Record<string, unknown> }>(collection)
+        .find(
+          { _id: { $in: [...ids] } },
+          { projection: versioned.has(collection) ? { _id: 1, [OUTBOX_CHANGES_FIELD]: 1 } : { _id: 1 } },
+        )
         .toArray()
-      for (const doc of found) existing.add(subjectKey({ collection, id: doc._id }))
+      for (const doc of found) {
+        existing.add(subjectKey({ collection, id: doc._id }))
+        const changes = doc[OUTBOX_CHANGES_FIELD]
+        if (changes === null || typeof changes !== 'object') continue
+        for (const [key, changeId] of Object.entries(changes))
+          if (typeof changeId === 'string' && /^v[0-9]+$/.test(key))
+            existing.add(
+              subjectKey({
+                collection,
+                id: doc._id,
+                change: { version: Number(key.slice(1)), id: changeId },
+              }),
+            )
+      }
     }
     return existing
   }
@@ -435,4 +510,5 @@ export function startMongoOutboxRelay(
   return relay
 }
 
-const subjectKey = (subject: OutboxSubject) => `${subject.collection}/${subject.id}`
+const subjectKey = ({ collection, id, change }: OutboxSubject) =>
+  change ? `${collection}/${id}@${change.version}/${change.id}` : `${collection}/${id}`

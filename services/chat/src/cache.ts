@@ -88,7 +88,11 @@ export class ChatCache {
       const payload = await this.redis.hget(latestPageKey(conversation._id), 'payload')
       if (payload === null) return undefined
       const page = reviveLatestPage(payload)
-      return page.messagesVersion === conversation.messagesVersion ? page : undefined
+      // A page cached by the previous version has no seqs: a miss.
+      const current =
+        page.messagesVersion === conversation.messagesVersion &&
+        page.messages.every((message) => typeof message.seq === 'number')
+      return current ? page : undefined
     })
   }
 

@@ -49,12 +49,20 @@ export type ChatDeps = AppDeps & {
 export function chatServices(db: Db, cache: ChatCache, relay: RelayKick, metrics: Metrics) {
   const collections = chatCollections(db)
   const users = new UserDirectory(collections.users)
-  const store = new ConversationStore(collections.conversations, collections.messages, cache)
   const outbox = new MongoOutbox(db)
+  const store = new ConversationStore(db, collections.conversations, collections.messages, cache, outbox)
   return {
     users,
     conversations: new ConversationService(collections.conversations, store, users, outbox, relay),
-    messages: new MessageService(collections.messages, store, cache, outbox, relay, metrics),
+    messages: new MessageService(
+      collections.messages,
+      collections.conversations,
+      store,
+      cache,
+      outbox,
+      relay,
+      metrics,
+    ),
   }
 }
 

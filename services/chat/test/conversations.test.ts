@@ -44,8 +44,8 @@ describe('POST /conversations', () => {
       unreadCount: 0,
     })
     expect(reply.body.participants).toEqual([
-      { userId: alice, displayName: 'Alice', lastReadMessageId: null },
-      { userId: bob, displayName: 'Bob', lastReadMessageId: null },
+      { userId: alice, displayName: 'Alice', lastReadMessageId: null, lastReadSeq: null },
+      { userId: bob, displayName: 'Bob', lastReadMessageId: null, lastReadSeq: null },
     ])
     expect(reply.body.id).toMatch(/^[0-9a-f-]{36}$/)
   })
@@ -276,6 +276,7 @@ describe('participants', () => {
       userId: carol,
       displayName: 'Carol',
       lastReadMessageId: hello.body.id,
+      lastReadSeq: hello.body.seq,
     })
     const asCarol = await chat.call<Conversation>(carol, 'GET', `/conversations/${conversation.id}`)
     expect(asCarol.status).toBe(200)

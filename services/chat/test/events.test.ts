@@ -15,7 +15,14 @@ let publisher: EventBus
 
 beforeAll(async () => {
   chat = await createHarness()
-  sink = await createEventSink(chat.vhost.url, ['conversation.created', 'message.sent'])
+  sink = await createEventSink(chat.vhost.url, [
+    'conversation.created',
+    'conversation.updated',
+    'conversation.participants_added',
+    'conversation.participant_left',
+    'conversation.read',
+    'message.sent',
+  ])
   const runtime = createRuntime('auth', 'silent', testLogger('auth'))
   publisher = new EventBus({
     url: chat.vhost.url,
@@ -145,6 +152,7 @@ describe('outbox', () => {
     expect(messageEvent?.data).toEqual({
       messageId: sent.body.id,
       conversationId,
+      seq: 1,
       senderId: bob,
       recipientIds: [alice, carol],
       preview: `${sent.body.body.slice(0, 199)}…`,
@@ -160,6 +168,116 @@ describe('outbox', () => {
     )
     await Bun.sleep(200)
     expect(eventsOf('message.sent', (e) => e.data.conversationId === conversationId)).toHaveLength(1)
+  })
+
+  test('rename, add, read and leave each publish their event once, with the state after the change', async () => {
+    const [alice, bob, carol] = await Promise.all([chat.newUser('A'), chat.newUser('B'), chat.newUser('C')])
+    const created = await chat.call<Conversation>(alice, 'POST', '/conversations', { participantIds: [bob] })
+    const conversationId = created.body.id
+    const ofThis = <T extends CloudEvent['type']>(type: T) =>
+      eventsOf(type, (e) => (e.data as { conversationId: string }).conversationId === conversationId)
+    const once = async <T extends CloudEvent['type']>(type: T) => {
+      const [event] = await waitFor(() => ofThis(type).length > 0 && ofThis(type), { what: type })
+      return event as CloudEvent<T>
+    }
+
+    const renamed = await chat.call<Conversation>(alice, 'PATCH', `/conversations/${conversationId}`, {
+      title: ' Renamed ',
+    })
+    expect(renamed.status).toBe(200)
+    const updated = await once('conversation.updated')
+    expect(updated.correlationid).toBe(renamed.headers.get('x-request-id') ?? '')
+    expect(updated.data).toEqual({
+      conversationId,
+      title: 'Renamed',
+      updatedBy: alice,
+      participantIds: [alice, bob],
+      updatedAt: renamed.body.updatedAt,
+    })
+
+    const added = await chat.call<Conversation>(
+      bob,
+      'POST',
+      `/conversations/${conversationId}/participants`,
+      {
+        userIds: [carol, alice],
+      },
+    )
+    expect(added.status).toBe(200)
+    const participantsAdded = await once('conversation.participants_added')
+    expect(participantsAdded.data).toEqual({
+      conversationId,
+      addedBy: bob,
+      userIds: [carol],
+      participantIds: [alice, bob, carol],
+      addedAt: added.body.updatedAt,
+    })
+    // Adding someone already there changes nothing and publishes nothing.
+    await chat.call(bob, 'POST', `/conversations/${conversationId}/participants`, { userIds: [carol] })
+
+    const sent = await chat.call<Message>(alice, 'POST', `/conversations/${conversationId}/messages`, {
+      body: 'read me',
+    })
+    const read = await chat.call(carol, 'POST', `/conversations/${conversationId}/read`, {
+      messageId: sent.body.id,
+    })
+    expect(read.status).toBe(200)
+    const readEvent = await once('conversation.read')
+    expect(readEvent.data).toMatchObject({
+      conversationId,
+      userId: carol,
+      seq: sent.body.seq,
+      messageId: sent.body.id,
+      participantIds: [alice, bob, carol],
+    })
+    // The marker did not move (again, and the sender's own message): no event.
+    await chat.call(carol, 'POST', `/conversations/${conversationId}/read`, { messageId: sent.body.id })
+    await chat.call(alice, 'POST', `/conversations/${conversationId}/read`, { messageId: sent.body.id })
+
+    expect((await chat.call(bob, 'DELETE', `/conversations/${conversationId}/participants/me`)).status).toBe(
+      204,
+    )
+    const left = await once('conversation.participant_left')
+    expect(left.data).toMatchObject({ conversationId, userId: bob, participantIds: [alice, carol] })
+
+    // A rename by someone who is no longer in it fails and publishes nothing.
+    expect((await chat.call(bob, 'PATCH', `/conversations/${conversationId}`, { title: 'x' })).status).toBe(
+      404,
+    )
+    await waitFor(
+      async () =>
+        (await chat.deps.db
+          .collection('outbox')
+          .countDocuments({ 'event.data.conversationId': conversationId })) === 0,
+      { what: 'the drained outbox' },
+    )
+    await Bun.sleep(300)
+    expect(ofThis('conversation.updated')).toHaveLength(1)
+    expect(ofThis('conversation.participants_added')).toHaveLength(1)
+    expect(ofThis('conversation.read')).toHaveLength(1)
+    expect(ofThis('conversation.participant_left')).toHaveLength(1)
+  })
+
+  test('a change staged for an update that never happened is not published', async () => {
+    const [alice, bob] = await Promise.all([chat.newUser('A'), chat.newUser('B')])
+    const { body } = await chat.call<Conversation>(alice, 'POST', '/conversations', { participantIds: [bob] })
+    // Staged for version 2, but the update never ran; a later rename creates version 2 itself.
+    const orphan = buildEvent('parley/chat', 'conversation.updated', {
+      conversationId: body.id,
+      title: 'never applied',
+      updatedBy: alice,
+      participantIds: [alice, bob],
+      updatedAt: new Date().toISOString(),
+    })
+    await new MongoOutbox(chat.deps.db).stage(
+      { collection: 'conversations', id: body.id, change: { version: 2, id: orphan.id } },
+      [orphan],
+    )
+    await chat.call(alice, 'PATCH', `/conversations/${body.id}`, { title: 'applied' })
+    await waitFor(() => eventsOf('conversation.updated', (e) => e.data.conversationId === body.id).length > 0)
+    await Bun.sleep(300)
+    const published = eventsOf('conversation.updated', (e) => e.data.conversationId === body.id)
+    expect(published.map((event) => event.data.title)).toEqual(['applied'])
   })
 
   test('the relay never writes conversations: writes right after a create all persist', async () => {

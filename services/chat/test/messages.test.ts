@@ -68,6 +68,7 @@ describe('POST /conversations/:id/messages', () => {
     const conversation = await chat.call<Conversation>(bob, 'GET', `/conversations/${conversationId}`)
     expect(conversation.body.lastMessage).toEqual({
       id: reply.body.id,
+      seq: 1,
       senderId: alice,
       preview: 'hello Bob',
       createdAt: reply.body.createdAt,
@@ -185,6 +186,7 @@ describe('idempotent send', () => {
     const orphan: MessageDoc = {
       _id: newId(),
       conversationId,
+      seq: 1,
       senderId: alice,
       body: 'half written',
       clientMessageId: 'crash-1',
@@ -213,16 +215,22 @@ describe('GET /conversations/:id/messages', () => {
     const latest = await page(bob, conversationId, '?limit=3')
     expect(latest.status).toBe(200)
     expect(latest.body.items.map((m) => m.id)).toEqual(ids.slice(4))
-    expect(latest.body.nextCursor).toBe(ids[4] ?? '')
+    expect(latest.body.nextCursor).toBe('5')
     const older = await page(bob, conversationId, `?limit=3&before=${latest.body.nextCursor}`)
     expect(older.body.items.map((m) => m.id)).toEqual(ids.slice(1, 4))
     const oldest = await page(bob, conversationId, `?limit=3&before=${older.body.nextCursor}`)
     expect(oldest.body.items.map((m) => m.id)).toEqual(ids.slice(0, 1))
     expect(oldest.body.nextCursor).toBeNull()
 
+    // A message id (the cursor format of the previous version) still works.
     const forward = await page(bob, conversationId, `?limit=4&after=${ids[0]}`)
     expect(forward.body.items.map((m) => m.id)).toEqual(ids.slice(1, 5))
-    expect(forward.body.nextCursor).toBe(ids[4] ?? '')
+    expect(forward.body.items.map((m) => m.seq)).toEqual([2, 3, 4, 5])
+    expect(forward.body.nextCursor).toBe('5')
+    const fromStart = await page(bob, conversationId, '?limit=4&after=0')
+    expect(fromStart.body.items.map((m) => m.id)).toEqual(ids.slice(0, 4))
+    const oldBefore = await page(bob, conversationId, `?limit=2&before=${ids[3]}`)
+    expect(oldBefore.body.items.map((m) => m.id)).toEqual(ids.slice(1, 3))
     const rest = await page(bob, conversationId, `?limit=4&after=${forward.body.nextCursor}`)
     expect(rest.body.items.map((m) => m.id)).toEqual(ids.slice(5))
     expect(rest.body.nextCursor).toBeNull()
@@ -291,7 +299,12 @@ describe('POST /conversations/:id/read', () => {
       messageId: ids[1],
     })
     expect(receipt.status).toBe(200)
-    expect(receipt.body).toEqual({ conversationId, lastReadMessageId: ids[1] ?? '', unreadCount: 3 })
+    expect(receipt.body).toEqual({
+      conversationId,
+      lastReadMessageId: ids[1] ?? '',
+      lastReadSeq: 2,
+      unreadCount: 3,
+    })
     expect(await unread(bob)).toBe(3)
     expect(await unread(carol)).toBe(5)
 
@@ -299,6 +312,7 @@ describe('POST /conversations/:id/read', () => {
       messageId: ids[0],
     })
     expect(backwards.body.lastReadMessageId).toBe(ids[1] ?? '')
+    expect(backwards.body.lastReadSeq).toBe(2)
     expect(backwards.body.unreadCount).toBe(3)
 
     // Bob's own messages never count as unread for him, and replying marks the rest read.
@@ -316,6 +330,7 @@ describe('POST /conversations/:id/read', () => {
       Array.from({ length: 110 }, (_, i) => ({
         _id: newId(),
         conversationId,
+        seq: i + 1,
         senderId: alice,
         body: `bulk ${i}`,
         createdAt: new Date(base + i),

@@ -7,7 +7,6 @@ import { createHarness, type Harness } from './harness'
 
 const MESSAGES = 10_000
 const LIMIT = 100
-const NIL_ID = '00000000-0000-0000-0000-000000000000'
 
 let chat: Harness
 let reader: string
@@ -29,6 +28,7 @@ beforeAll(async () => {
   const seeded: MessageDoc[] = Array.from({ length: MESSAGES - 1 }, (_, i) => ({
     _id: newId(),
     conversationId,
+    seq: i + 1,
     senderId: writer,
     body: `#${i}`,
     createdAt: new Date(start + i),
@@ -66,7 +66,7 @@ async function pageBackward(): Promise<string[]> {
 
 async function pageForward(): Promise<string[]> {
   const ids: string[] = []
-  let cursor: string | null = NIL_ID
+  let cursor: string | null = '0'
   while (cursor) {
     const page: MessagePage = await pageOf(`?limit=${LIMIT}&after=${cursor}`)
     ids.push(...page.items.map((message) => message.id))

@@ -4,12 +4,15 @@ import type { Config } from './config'
 import { docsRoutes } from './modules/docs'
 import type { DocsAggregator } from './modules/docs/service'
 import type { EdgeAuth } from './modules/edge-auth/service'
+import type { EphemeralHub } from './modules/ephemeral/service'
 import { proxyRoutes } from './modules/proxy'
 import type { Upstream } from './modules/proxy/service'
 import type { RateLimiter } from './modules/rate-limit/service'
 import { realtimeRoutes } from './modules/realtime'
 import type { RealtimeHub } from './modules/realtime/service'
 import { security } from './modules/security'
+import { syncRoutes } from './modules/sync'
+import type { UserStreams } from './modules/sync/service'
 
 const MAX_CLIENT_FRAME_BYTES = 16 * 1024
 
@@ -22,11 +25,23 @@ export type AppDeps = {
   edgeAuth: EdgeAuth
   limiter: RateLimiter
   hub: RealtimeHub
+  ephemeral: EphemeralHub
+  streams: UserStreams
   docs: DocsAggregator
 }
 
 /** Builds the gateway; deps.ts connects the clients and index.ts listens. */
-export function buildApp({ runtime, config, upstreams, edgeAuth, limiter, hub, docs }: AppDeps) {
+export function buildApp({
+  runtime,
+  config,
+  upstreams,
+  edgeAuth,
+  limiter,
+  hub,
+  ephemeral,
+  streams,
+  docs,
+}: AppDeps) {
   // Clients only ever send tiny control frames; Bun drops a connection that sends a bigger one.
   return new Elysia({ websocket: { maxPayloadLength: MAX_CLIENT_FRAME_BYTES } })
     .use(
@@ -42,7 +57,8 @@ export function buildApp({ runtime, config, upstreams, edgeAuth, limiter, hub, d
     )
     .use(security({ corsOrigins: config.CORS_ORIGINS, hstsMaxAge: config.HSTS_MAX_AGE }))
     .use(docsRoutes(docs))
-    .use(realtimeRoutes({ hub, edgeAuth, limiter }))
+    .use(realtimeRoutes({ hub, edgeAuth, limiter, ephemeral }))
+    .use(syncRoutes({ streams, edgeAuth, limiter, hub }))
     .use(
       proxyRoutes({
         upstreams,

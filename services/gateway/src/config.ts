@@ -56,7 +56,7 @@ export const Env = envSchema({
   RATE_LIMIT_POLICIES: t.String({
     default: '{}',
     description:
-      'JSON overriding rate-limit policies by name (login, loginEmail, register, refresh, verification, conversations, invitations, anonymous, authenticated), e.g. {"login":{"limit":5,"windowSeconds":60}}',
+      'JSON overriding rate-limit policies by name (login, loginEmail, register, refresh, verification, conversations, invitations, anonymous, typing, presence, authenticated), e.g. {"login":{"limit":5,"windowSeconds":60}}',
   }),
   JWKS_REFETCH_COOLDOWN_MS: t.Integer({
     minimum: 0,
@@ -101,6 +101,19 @@ export const Env = envSchema({
     minimum: 1024,
     default: 1_048_576,
     description: 'Unsent bytes a WebSocket may accumulate before it is closed as a slow consumer (1013)',
+  }),
+  STREAM_RETENTION_DAYS: t.Integer({
+    minimum: 1,
+    maximum: 90,
+    default: 7,
+    description:
+      'Days the per-user event streams keep events (resume and /sync); an older resume point answers resync_required',
+  }),
+  STREAM_MAX_EVENTS: t.Integer({
+    minimum: 10,
+    default: 10_000,
+    description:
+      'Events kept per user (about: trimmed by whole Redis stream nodes); resuming before the oldest kept answers resync_required',
   }),
 })
 

@@ -6,11 +6,15 @@ import { GATEWAY_DOCUMENT } from './modules/docs/model'
 import { DocsAggregator } from './modules/docs/service'
 import { subscribeRevocations } from './modules/edge-auth/consumers'
 import { EdgeAuth, RevocationStore } from './modules/edge-auth/service'
+import { subscribeMembership } from './modules/ephemeral/consumers'
+import { EphemeralHub } from './modules/ephemeral/service'
 import { API_PREFIX, type Upstream } from './modules/proxy/service'
 import { parsePolicies, type RateLimitPolicies } from './modules/rate-limit/model'
 import { RateLimiter } from './modules/rate-limit/service'
 import { subscribeRealtime } from './modules/realtime/consumers'
 import { RealtimeHub } from './modules/realtime/service'
+import { subscribeStreamWriter } from './modules/sync/consumers'
+import { StreamFeed, UserStreams } from './modules/sync/service'
 
 /** The services behind the gateway, in roster order, with their configured URL and timeout. */
 export function upstreamsOf(config: Config): Upstream[] {
@@ -74,6 +78,11 @@ export async function connect(
   })
   const edgeAuth = new EdgeAuth(verifier, revocations)
   const limiter = new RateLimiter(redis, policies, logger, metrics)
+  const streams = new UserStreams(
+    redis,
+    { retentionDays: config.STREAM_RETENTION_DAYS, maxEvents: config.STREAM_MAX_EVENTS },
+    metrics,
+  )
   const hub = new RealtimeHub(
     redis,
     {
@@ -84,8 +93,22 @@ export async function connect(
     },
     logger,
     metrics,
+    streams,
+    new StreamFeed(redis, streams.channel, logger),
   )
   const upstreams = upstreamsOf(config)
+  const ephemeral = new EphemeralHub(
+    redis,
+    hub,
+    limiter,
+    {
+      chat: { baseUrl: config.CHAT_URL.replace(/\/$/, ''), timeoutMs: config.CHAT_TIMEOUT_MS },
+      intervalMs: config.WS_PING_INTERVAL_MS,
+      presenceTtlMs: PRESENCE_TTL_MS,
+    },
+    logger,
+    metrics,
+  )
   const docs = new DocsAggregator(
     GATEWAY_DOCUMENT,
     upstreams.map((upstream) => ({
@@ -100,10 +123,14 @@ export async function connect(
   await bus.start()
   await subscribeRevocations(bus, revocations)
   await subscribeRealtime(bus, hub, revocations)
+  await subscribeStreamWriter(bus, streams)
+  await subscribeMembership(bus, ephemeral)
   hub.start()
+  await ephemeral.start()
 
   lifecycle.onDrain('websockets', () => hub.close())
   lifecycle.onClose('rate-limiter', () => limiter.close())
+  lifecycle.onClose('ephemeral', () => ephemeral.close())
 
   return {
     runtime,
@@ -112,6 +139,8 @@ export async function connect(
     edgeAuth,
     limiter,
     hub,
+    ephemeral,
+    streams,
     docs,
     // The gateway degrades without either (in-process limits, no pushes); upstreams have their own probes.
     readiness: [

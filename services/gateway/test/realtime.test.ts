@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Metrics } from '@parley/common'
 import { buildEvent, EventBus } from '@parley/common/events'
 import { closeRedis, createRedis, type Redis } from '@parley/common/redis'
-import { type CloudEvent, presenceKey } from '@parley/contracts'
+import { presenceKey } from '@parley/contracts'
 import {
   createTestSigner,
   createTestVhost,
@@ -12,6 +12,7 @@ import {
   testRedisPrefix,
   waitFor,
 } from '@parley/testkit'
+import { EPOCH_KEY, type StreamPush } from '../src/modules/sync/service'
 import {
   metricValue,
   openSocket,
@@ -133,7 +134,12 @@ describe('fan-out across replicas', () => {
     })
     await publisher.publishEvent(event)
     const received = await bobSocket.next<{ type: string }>((message) => message.type === 'message.sent')
-    expect(received as unknown).toEqual({ type: 'message.sent', id: event.id, data: event.data })
+    expect(received as unknown).toEqual({
+      type: 'message.sent',
+      id: event.id,
+      cursor: expect.any(String),
+      data: event.data,
+    })
     await aliceSocket.next((message: { id: string }) => message.id === event.id)
 
     const created = buildEvent('parley/chat', 'conversation.created', {
@@ -206,22 +212,24 @@ describe('limits', () => {
   test('a consumer that stops reading is closed (1013) instead of buffering without bound', async () => {
     const userId = Bun.randomUUIDv7()
     const slow = await rawWebSocket(second.wsUrl, await signer.sign({ sub: userId }))
+    // Live once `ready` is sent; then it stops reading.
+    await new Promise<void>((resolve) =>
+      slow.socket.on('data', (chunk: Buffer) => chunk.includes('"ready"') && resolve()),
+    )
     slow.socket.pause()
     await waitFor(async () => (await presenceOf(userId)).length === 1, { what: 'the connection' })
-    // Oversized on purpose (the hub does not re-check contracts): fills the socket buffers fast.
-    const event: CloudEvent<'message.sent'> = {
-      ...buildEvent('parley/chat', 'message.sent', {
-        messageId: 'big',
-        conversationId: 'c',
-        senderId: Bun.randomUUIDv7(),
-        recipientIds: [userId],
-        preview: '',
-        createdAt: new Date().toISOString(),
-      }),
-    }
-    event.data.preview = 'x'.repeat(512 * 1024)
+    const epoch = (await redis.get(EPOCH_KEY)) as string
+    // An announcement as the stream writer makes it, oversized on purpose: fills the socket buffers fast.
+    const push = (index: number): StreamPush => ({
+      epoch,
+      to: [[userId, `${Date.now() + 60_000}-${index}`]],
+      type: 'message.sent',
+      id: `big-${index}`,
+      time: new Date().toISOString(),
+      data: JSON.stringify({ preview: 'x'.repeat(512 * 1024) }),
+    })
     let reached = 0
-    for (let index = 0; index < 200 && second.deps.hub.deliver(event) === 1; index++) reached++
+    for (let index = 0; index < 200 && second.deps.hub.deliver(push(index)) === 1; index++) reached++
     expect(reached).toBeLessThan(200)
     expect(metricValue(await second.metrics(), 'websocket_closed_total', { reason: 'slow' })).toBe(1)
     slow.socket.destroy()

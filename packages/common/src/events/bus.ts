@@ -44,6 +44,11 @@ export type Subscription<T extends EventType> = {
    * that has no handler, is logged and dropped.
    */
   transient?: boolean
+  /**
+   * One consumer at a time across every process (the broker fails over to the next), so
+   * events are handled in queue order (e.g. appended to ordered streams).
+   */
+  singleActiveConsumer?: boolean
 }
 
 export type EventBusOptions = {
@@ -89,6 +94,7 @@ type RegisteredSubscription = {
   retryDelaysMs: readonly number[]
   retryForever: boolean
   transient: boolean
+  singleActiveConsumer: boolean
 }
 
 /**
@@ -174,6 +180,7 @@ export class EventBus {
       retryDelaysMs = DEFAULT_RETRY_DELAYS_MS,
       retryForever = false,
       transient = false,
+      singleActiveConsumer = false,
     } = subscription
     // Widened for the lookup; sound because deliver calls a handler only with an event of its key's type.
     const byType = new Map(Object.entries(handlers) as [EventType, EventHandler<EventType>][])
@@ -186,6 +193,7 @@ export class EventBus {
       retryDelaysMs,
       retryForever,
       transient,
+      singleActiveConsumer,
     }
     this.subscriptions.push(registered)
     const model = this.currentModel
@@ -245,6 +253,7 @@ export class EventBus {
         'x-delivery-limit': DELIVERY_LIMIT,
         'x-dead-letter-exchange': '',
         'x-dead-letter-routing-key': `${queue}.dead`,
+        ...(subscription.singleActiveConsumer ? { 'x-single-active-consumer': true } : {}),
       },
     })
     for (const [index, delay] of subscription.retryDelaysMs.entries()) {

@@ -47,37 +47,49 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
     })
     .patch(
       '/conversations/:id',
-      ({ identity, params, body }) => conversations.rename(identity.userId, params.id, body.title),
+      ({ identity, params, body, requestId }) =>
+        conversations.rename(identity.userId, params.id, body.title, requestId),
       {
         auth: true,
         params: ConversationParams,
         body: RenameConversationBody,
         response: { 200: Conversation, ...problemResponses(400, 401, 404, 422) },
-        detail: { summary: 'Rename a conversation (null clears the title)' },
+        detail: {
+          summary: 'Rename a conversation (null clears the title)',
+          description: 'Publishes `conversation.updated`.',
+        },
       },
     )
     .post(
       '/conversations/:id/participants',
-      ({ identity, params, body }) => conversations.addParticipants(identity.userId, params.id, body.userIds),
+      ({ identity, params, body, requestId }) =>
+        conversations.addParticipants(identity.userId, params.id, body.userIds, requestId),
       {
         auth: true,
         params: ConversationParams,
         body: AddParticipantsBody,
         response: { 200: Conversation, ...problemResponses(400, 401, 404, 422) },
-        detail: { summary: 'Add known users to a conversation' },
+        detail: {
+          summary: 'Add known users to a conversation',
+          description:
+            'Users already in it are ignored. Publishes `conversation.participants_added` when someone was added.',
+        },
       },
     )
     .delete(
       '/conversations/:id/participants/me',
-      async ({ identity, params, status }) => {
-        await conversations.leave(identity.userId, params.id)
+      async ({ identity, params, requestId, status }) => {
+        await conversations.leave(identity.userId, params.id, requestId)
         return status(204, undefined)
       },
       {
         auth: true,
         params: ConversationParams,
         response: { 204: t.Void(), ...problemResponses(401, 404, 422) },
-        detail: { summary: 'Leave a conversation' },
+        detail: {
+          summary: 'Leave a conversation',
+          description: 'Publishes `conversation.participant_left`.',
+        },
       },
     )
 }

@@ -45,10 +45,14 @@ export const Participant = t.Object({
   userId: Id('User id'),
   displayName: t.Union([t.String(), t.Null()], { description: 'Null until the user is known to chat' }),
   lastReadMessageId: t.Union([t.String(), t.Null()]),
+  lastReadSeq: t.Union([t.Integer({ minimum: 1 }), t.Null()], {
+    description: 'Sequence number of that message (see Message.seq)',
+  }),
 })
 
 export const LastMessage = t.Object({
   id: t.String(),
+  seq: t.Integer({ minimum: 1, description: 'The highest sequence number of the conversation' }),
   senderId: t.String(),
   preview: t.String({ maxLength: 200 }),
   createdAt: Timestamp,

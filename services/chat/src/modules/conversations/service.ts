@@ -79,6 +79,7 @@ export class ConversationService {
       participantIds,
       readMarkers: {},
       lastMessage: null,
+      lastSeq: 0,
       createdAt: now,
       updatedAt: now,
       version: 1,
@@ -137,53 +138,104 @@ export class ConversationService {
     return this.view(callerId, await this.store.forParticipant(id, callerId))
   }
 
-  async rename(callerId: string, id: string, title: string | null): Promise<Conversation> {
-    const doc = await this.store.update(
-      { _id: id, participantIds: callerId },
-      { $set: { title: normalizeTitle(title) }, $max: { updatedAt: new Date() } },
-    )
-    if (!doc) throw problems.notFound('No such conversation')
+  /** Renames (null clears the title); publishes `conversation.updated`. */
+  async rename(callerId: string, id: string, title: string | null, correlationId?: string) {
+    const updatedAt = new Date()
+    const { doc } = await this.store.change(id, callerId, (current) => ({
+      update: { $set: { title: normalizeTitle(title) }, $max: { updatedAt } },
+      event: buildEvent(
+        EVENT_SOURCE,
+        'conversation.updated',
+        {
+          conversationId: id,
+          title: normalizeTitle(title),
+          updatedBy: callerId,
+          participantIds: current.participantIds,
+          updatedAt: updatedAt.toISOString(),
+        },
+        { correlationId },
+      ),
+    }))
+    this.relay.kick()
     return this.view(callerId, doc)
   }
 
-  /** Adds known users; ids already in the conversation are ignored. */
-  async addParticipants(callerId: string, id: string, userIds: readonly string[]): Promise<Conversation> {
-    const current = await this.store.forParticipant(id, callerId)
+  /** Adds known users (ids already in the conversation are ignored); publishes `conversation.participants_added`. */
+  async addParticipants(
+    callerId: string,
+    id: string,
+    userIds: readonly string[],
+    correlationId?: string,
+  ): Promise<Conversation> {
+    await this.store.forParticipant(id, callerId)
     const requested = [...new Set(userIds)]
     const unknown = await this.users.unknownIds(requested)
     if (unknown.length > 0) throw unknownUsersProblem('body.userIds', userIds, unknown)
-    const added = requested.filter((userId) => !current.participantIds.includes(userId))
-    if (added.length === 0) return this.view(callerId, current)
-    const tooMany = problems.validation([
-      { field: 'body.userIds', message: `A conversation has at most ${MAX_PARTICIPANTS} participants` },
-    ])
-    if (current.participantIds.length + added.length > MAX_PARTICIPANTS) throw tooMany
-
-    // Newcomers start with the history read, so it does not show up as unread.
-    const lastMessageId = current.lastMessage?.id
-    const markers = lastMessageId
-      ? Object.fromEntries(added.map((userId) => [readMarkerPath(userId), lastMessageId]))
-      : {}
-    const doc = await this.store.update(
-      {
-        _id: id,
-        participantIds: callerId,
-        // Room for every newcomer even if others were added concurrently: no element at that index.
-        [`participantIds.${MAX_PARTICIPANTS - added.length}`]: { $exists: false },
+    const tooMany = () =>
+      problems.validation([
+        { field: 'body.userIds', message: `A conversation has at most ${MAX_PARTICIPANTS} participants` },
+      ])
+    const addedAt = new Date()
+    const { doc, event } = await this.store.change(
+      id,
+      callerId,
+      (current) => {
+        const added = requested.filter((userId) => !current.participantIds.includes(userId))
+        if (added.length === 0) return null
+        if (current.participantIds.length + added.length > MAX_PARTICIPANTS) throw tooMany()
+        // Newcomers start with the history read, so it does not show up as unread.
+        const last = current.lastMessage
+        const markers = last
+          ? Object.fromEntries(
+              added.map((userId) => [readMarkerPath(userId), { seq: last.seq, id: last.id }]),
+            )
+          : {}
+        return {
+          // Room for every newcomer: no element at that index (the version check already rules out
+          // concurrent additions on MongoDB; this keeps the limit where updates are not atomic).
+          filter: { [`participantIds.${MAX_PARTICIPANTS - added.length}`]: { $exists: false } },
+          update: {
+            $addToSet: { participantIds: { $each: added } },
+            $max: { updatedAt: addedAt, ...markers },
+          },
+          event: buildEvent(
+            EVENT_SOURCE,
+            'conversation.participants_added',
+            {
+              conversationId: id,
+              addedBy: callerId,
+              userIds: added,
+              participantIds: [...current.participantIds, ...added],
+              addedAt: addedAt.toISOString(),
+            },
+            { correlationId },
+          ),
+        }
       },
-      { $addToSet: { participantIds: { $each: added } }, $max: { updatedAt: new Date(), ...markers } },
+      tooMany,
     )
-    if (doc) return this.view(callerId, doc)
-    await this.store.forParticipant(id, callerId)
-    throw tooMany
+    if (event) this.relay.kick()
+    return this.view(callerId, doc)
   }
 
-  async leave(callerId: string, id: string): Promise<void> {
-    const doc = await this.store.update(
-      { _id: id, participantIds: callerId },
-      { $pullAll: { participantIds: [callerId] }, $unset: { [readMarkerPath(callerId)]: '' } },
-    )
-    if (!doc) throw problems.notFound('No such conversation')
+  /** Removes the caller; publishes `conversation.participant_left`. */
+  async leave(callerId: string, id: string, correlationId?: string): Promise<void> {
+    const leftAt = new Date()
+    await this.store.change(id, callerId, (current) => ({
+      update: { $pullAll: { participantIds: [callerId] }, $unset: { [readMarkerPath(callerId)]: '' } },
+      event: buildEvent(
+        EVENT_SOURCE,
+        'conversation.participant_left',
+        {
+          conversationId: id,
+          userId: callerId,
+          participantIds: current.participantIds.filter((userId) => userId !== callerId),
+          leftAt: leftAt.toISOString(),
+        },
+        { correlationId },
+      ),
+    }))
+    this.relay.kick()
   }
 
   private async view(callerId: string, doc: ConversationDoc): Promise<Conversation> {
@@ -202,7 +254,8 @@ export class ConversationService {
         participants: doc.participantIds.map((userId) => ({
           userId,
           displayName: names.get(userId) ?? null,
-          lastReadMessageId: doc.readMarkers[userId] ?? null,
+          lastReadMessageId: doc.readMarkers[userId]?.id ?? null,
+          lastReadSeq: doc.readMarkers[userId]?.seq ?? null,
         })),
         lastMessage: doc.lastMessage && {
           ...doc.lastMessage,

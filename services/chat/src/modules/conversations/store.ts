@@ -1,10 +1,21 @@
 import { problems } from '@parley/common'
-import type { Collection, Filter, UpdateFilter } from 'mongodb'
+import { type MongoOutbox, type OutboxChange, outboxChangeUpdate } from '@parley/common/mongo'
+import type { CloudEvent } from '@parley/contracts'
+import type { Collection, Db, Filter, UpdateFilter } from 'mongodb'
 import type { ChatCache } from '../../cache'
-import { CONVERSATION_FIELDS, type ConversationDoc, conversationState, type MessageDoc } from '../../db'
+import {
+  CONVERSATION_FIELDS,
+  type ConversationDoc,
+  conversationState,
+  type MessageDoc,
+  numberConversation,
+} from '../../db'
 import { UNREAD_COUNT_CAP } from './model'
 
 const USER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/** How often a change is retried after a concurrent update moved the version under it. */
+const CHANGE_ATTEMPTS = 20
 
 /**
  * The document path of a participant's read marker. User ids become field names, so only
@@ -15,21 +26,42 @@ export function readMarkerPath(userId: string): `readMarkers.${string}` {
   return `readMarkers.${userId}`
 }
 
+/** What a change of a conversation writes, given its current state; null when there is nothing to do. */
+export type ConversationChange = {
+  /** Conditions beyond id, version and membership (e.g. room for newcomers); unmatched: `onUnmatched`. */
+  filter?: Filter<ConversationDoc>
+  update: UpdateFilter<ConversationDoc>
+  /** Published if and only if the update is applied. */
+  event: CloudEvent
+}
+
 /**
- * Conversation documents behind the cache: every update goes through `update`, which bumps
- * `version` and stores the resulting document in the cache, so readers never need a delete.
+ * Conversation documents behind the cache: every update goes through `update` or `change`, which
+ * bump `version` and store the resulting document in the cache, so readers never need a delete.
  */
 export class ConversationStore {
   constructor(
+    private readonly db: Db,
     private readonly conversations: Collection<ConversationDoc>,
     private readonly messages: Collection<MessageDoc>,
     private readonly cache: ChatCache,
+    private readonly outbox: MongoOutbox,
   ) {}
 
   async find(id: string): Promise<ConversationDoc | null> {
     const cached = await this.cache.conversation(id)
-    if (cached) return cached
-    const doc = await this.conversations.findOne({ _id: id }, { projection: CONVERSATION_FIELDS })
+    // A copy cached by the previous version has no lastSeq: read (and number) the stored one.
+    if (cached && typeof cached.lastSeq === 'number') return cached
+    return this.load(id)
+  }
+
+  /** The stored conversation (cache bypassed and refreshed); numbers it first if the previous version wrote it. */
+  async load(id: string): Promise<ConversationDoc | null> {
+    let doc = await this.conversations.findOne({ _id: id }, { projection: CONVERSATION_FIELDS })
+    if (doc && typeof doc.lastSeq !== 'number') {
+      await numberConversation(this.db, id)
+      doc = await this.conversations.findOne({ _id: id }, { projection: CONVERSATION_FIELDS })
+    }
     if (doc) await this.cache.storeConversation(doc)
     return doc
   }
@@ -62,19 +94,66 @@ export class ConversationStore {
   }
 
   /**
+   * A change of the conversation `id` by its participant `userId` that publishes an event: the
+   * update is conditional on the version it was computed from and creates the next one, recording
+   * the event's id there (the outbox subject), so the event goes out if and only if the update
+   * happened. A concurrent update in between: recomputed from the new state. Returns the state
+   * after it (or the current one when `plan` has nothing to do); 404 for non-participants,
+   * `onUnmatched` when the extra filter does not match.
+   */
+  async change(
+    id: string,
+    userId: string,
+    plan: (current: ConversationDoc) => ConversationChange | null,
+    onUnmatched: () => Error = () => problems.notFound('No such conversation'),
+  ): Promise<{ doc: ConversationDoc; event: CloudEvent | null }> {
+    let current = await this.forParticipant(id, userId)
+    for (let attempt = 1; ; attempt++) {
+      const change = plan(current)
+      if (!change) return { doc: current, event: null }
+      const outboxChange: OutboxChange = { version: current.version + 1, id: change.event.id }
+      const recorded = outboxChangeUpdate(outboxChange)
+      await this.outbox.stage({ collection: this.conversations.collectionName, id, change: outboxChange }, [
+        change.event,
+      ])
+      const { update } = change
+      let doc: ConversationDoc | null
+      try {
+        doc = await this.update(
+          { ...change.filter, _id: id, participantIds: userId, version: current.version },
+          {
+            ...update,
+            $set: { ...update.$set, ...recorded.$set },
+            ...(Object.keys(recorded.$unset).length > 0 && {
+              $unset: { ...update.$unset, ...recorded.$unset },
+            }),
+          },
+        )
+      } catch (error) {
+        await this.outbox.discard([change.event]).catch(() => undefined)
+        throw error
+      }
+      if (doc) return { doc, event: change.event }
+      await this.outbox.discard([change.event]).catch(() => undefined)
+      const stored = await this.load(id)
+      if (!stored?.participantIds.includes(userId)) throw problems.notFound('No such conversation')
+      // Same version: the extra filter did not match; otherwise someone else changed it first.
+      if (stored.version === current.version) throw onUnmatched()
+      if (attempt >= CHANGE_ATTEMPTS)
+        throw problems.serviceUnavailable('The conversation is changing too fast, try again')
+      current = stored
+    }
+  }
+
+  /**
    * Messages from others after the user's read marker, counted up to UNREAD_COUNT_CAP along
-   * the (conversationId, _id) index. Most calls need no query: the marker is at the newest message.
+   * the (conversationId, seq) index. Most calls need no query: the marker is at the newest message.
    */
   async unreadCount(conversation: ConversationDoc, userId: string): Promise<number> {
-    const { lastMessage } = conversation
-    const marker = conversation.readMarkers[userId]
-    if (!lastMessage || (marker !== undefined && marker >= lastMessage.id)) return 0
+    const read = conversation.readMarkers[userId]?.seq ?? 0
+    if (read >= conversation.lastSeq) return 0
     return this.messages.countDocuments(
-      {
-        conversationId: conversation._id,
-        senderId: { $ne: userId },
-        ...(marker === undefined ? {} : { _id: { $gt: marker } }),
-      },
+      { conversationId: conversation._id, seq: { $gt: read }, senderId: { $ne: userId } },
       { limit: UNREAD_COUNT_CAP },
     )
   }

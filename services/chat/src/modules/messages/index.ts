@@ -37,19 +37,23 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
         detail: {
           summary: 'Page through messages',
           description:
-            'Without a cursor: the latest page. `before`/`after` page along message ids; each message appears exactly once across pages.',
+            'Without a cursor: the latest page. `before`/`after` page along sequence numbers; each message appears exactly once across pages, and paging `after` the last cursor never skips a message sent concurrently.',
         },
       },
     )
     .post(
       '/conversations/:id/read',
-      ({ identity, params, body }) => messages.markRead(identity.userId, params.id, body.messageId),
+      ({ identity, params, body, requestId }) =>
+        messages.markRead(identity.userId, params.id, body.messageId, requestId),
       {
         auth: true,
         params: ConversationParams,
         body: ReadBody,
         response: { 200: ReadReceipt, ...problemResponses(400, 401, 404, 422) },
-        detail: { summary: 'Mark messages read up to a message (read receipt)' },
+        detail: {
+          summary: 'Mark messages read up to a message (read receipt)',
+          description: 'The marker moves by seq, never back. Publishes `conversation.read` when it moved.',
+        },
       },
     )
 }

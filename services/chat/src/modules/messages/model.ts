@@ -21,16 +21,31 @@ export const SendMessageBody = t.Object({
 })
 export type SendMessageBody = typeof SendMessageBody.static
 
+/**
+ * Opaque to clients. Today the decimal seq of the message at the edge; a message id (the format
+ * of the previous version) is still accepted and stands for that message's seq.
+ */
+const Cursor = (description: string) =>
+  t.String({
+    pattern: '^(?:0|[1-9][0-9]{0,14}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$',
+    description: `${description}. Opaque: a \`nextCursor\` (a message id is accepted too)`,
+  })
+
 export const MessagePageQuery = t.Object({
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 50 })),
-  after: t.Optional(Id('Return the messages right after this message id (oldest first)')),
-  before: t.Optional(Id('Return the messages right before this message id')),
+  after: t.Optional(Cursor('Return the messages right after this position (oldest first)')),
+  before: t.Optional(Cursor('Return the messages right before this position')),
 })
 export type MessagePageQuery = typeof MessagePageQuery.static
 
 export const Message = t.Object({
-  id: t.String({ description: 'UUIDv7: sorts in send order' }),
+  id: t.String({ description: 'UUIDv7' }),
   conversationId: t.String(),
+  seq: t.Integer({
+    minimum: 1,
+    description:
+      'Position in the conversation: 1, 2, 3… in commit order, never reused; a message with a higher seq is never visible before one with a lower seq',
+  }),
   senderId: t.String(),
   body: t.String(),
   clientMessageId: t.Union([t.String(), t.Null()]),
@@ -39,10 +54,10 @@ export const Message = t.Object({
 export type Message = typeof Message.static
 
 export const MessagePage = t.Object({
-  items: t.Array(Message, { description: 'Always oldest first' }),
+  items: t.Array(Message, { description: 'Always oldest first (ascending seq)' }),
   nextCursor: t.Union([t.String(), t.Null()], {
     description:
-      'Continue in the same direction: pass as `before` (latest or `before` pages) or as `after` (`after` pages); null at that end',
+      'Opaque. Continue in the same direction: pass as `before` (latest or `before` pages) or as `after` (`after` pages); null at that end',
   }),
 })
 export type MessagePage = typeof MessagePage.static
@@ -52,6 +67,7 @@ export const ReadBody = t.Object({ messageId: Id('The newest message the caller 
 export const ReadReceipt = t.Object({
   conversationId: t.String(),
   lastReadMessageId: t.String({ description: 'Never moves backwards' }),
+  lastReadSeq: t.Integer({ minimum: 1, description: 'Sequence number of that message' }),
   unreadCount: t.Integer({ minimum: 0 }),
 })
 export type ReadReceipt = typeof ReadReceipt.static

@@ -1,10 +1,9 @@
 import { type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
 import { isDuplicateKeyError, type MongoOutbox } from '@parley/common/mongo'
-import { MESSAGE_PREVIEW_LENGTH } from '@parley/contracts'
 import type { Collection } from 'mongodb'
 import { type ChatCache, LATEST_PAGE_SIZE, type LatestPage } from '../../cache'
-import { type ConversationDoc, MESSAGE_FIELDS, type MessageDoc } from '../../db'
+import { type ConversationDoc, lastMessageOf, MESSAGE_FIELDS, type MessageDoc, previewOf } from '../../db'
 import { EVENT_SOURCE, type RelayKick } from '../conversations/service'
 import { type ConversationStore, readMarkerPath } from '../conversations/store'
 import {
@@ -16,21 +15,18 @@ import {
   type SendMessageBody,
 } from './model'
 
-/** The body cut to MESSAGE_PREVIEW_LENGTH UTF-16 units on a character boundary, with an ellipsis if cut. */
-export function previewOf(body: string): string {
-  if (body.length <= MESSAGE_PREVIEW_LENGTH) return body
-  let preview = ''
-  for (const character of body) {
-    if (preview.length + character.length > MESSAGE_PREVIEW_LENGTH - 1) break
-    preview += character
-  }
-  return `${preview}…`
-}
+export { previewOf }
+
+/** Inserts tried for one send before giving up (each collision moves past every seq seen taken). */
+const SEQ_ATTEMPTS = 200
+
+const SEQ_CURSOR = /^(?:0|[1-9][0-9]*)$/
 
 export function toMessage(doc: MessageDoc): Message {
   return {
     id: doc._id,
     conversationId: doc.conversationId,
+    seq: doc.seq,
     senderId: doc.senderId,
     body: doc.body,
     clientMessageId: doc.clientMessageId ?? null,
@@ -42,9 +38,11 @@ export type SendResult = { created: boolean; message: Message }
 
 export class MessageService {
   private readonly sent
+  private readonly seqCollisions
 
   constructor(
     private readonly messages: Collection<MessageDoc>,
+    private readonly conversations: Collection<ConversationDoc>,
     private readonly store: ConversationStore,
     private readonly cache: ChatCache,
     private readonly outbox: MongoOutbox,
@@ -52,10 +50,19 @@ export class MessageService {
     metrics: Metrics,
   ) {
     this.sent = metrics.counter('chat_messages_sent_total', 'Message sends by outcome', ['outcome'])
+    this.seqCollisions = metrics.counter(
+      'chat_message_seq_collisions_total',
+      'Message inserts that lost their sequence number to a concurrent send and were retried with the next one',
+    )
   }
 
   /**
-   * Stages the `message.sent` event for the message, then inserts it. A repeated
+   * Inserts the message with the next sequence number: the unique (conversationId, seq) index
+   * makes the insert itself the atomic assignment (FerretDB has no atomic `$inc`). A sender tries
+   * seq N+1 only after seeing N taken (or recorded in `lastSeq`, written after its insert), so a
+   * seq becomes visible only after every lower one: paging `after` a seq never skips, and there
+   * are no holes. The `message.sent` event is staged before each attempt for that attempt's
+   * message id (a lost attempt's event has no subject and is never published). A repeated
    * (sender, clientMessageId) collides on the unique idempotency key and returns the stored
    * message instead, also when the sends race.
    */
@@ -72,80 +79,122 @@ export class MessageService {
         { field: 'body.body', message: `Must be 1 to ${MAX_BODY_LENGTH} characters after trimming` },
       ])
     const conversation = await this.store.forParticipant(conversationId, senderId)
-
-    const createdAt = new Date()
     const { clientMessageId } = input
     const idempotencyKey =
       clientMessageId === undefined ? undefined : `${conversationId}:${senderId}:${clientMessageId}`
-    const message: MessageDoc = {
-      _id: newId(),
-      conversationId,
-      senderId,
-      body,
-      ...(idempotencyKey === undefined ? {} : { clientMessageId, idempotencyKey }),
-      createdAt,
-    }
-    const event = buildEvent(
-      EVENT_SOURCE,
-      'message.sent',
-      {
-        messageId: message._id,
+    const recipientIds = conversation.participantIds.filter((id) => id !== senderId)
+
+    let seq = conversation.lastSeq + 1
+    for (let attempt = 1; ; attempt++) {
+      const createdAt = new Date()
+      const message: MessageDoc = {
+        _id: newId(),
         conversationId,
+        seq,
         senderId,
-        recipientIds: conversation.participantIds.filter((id) => id !== senderId),
-        preview: previewOf(body),
-        createdAt: createdAt.toISOString(),
-      },
-      { correlationId },
-    )
-    await this.outbox.stage({ collection: this.messages.collectionName, id: message._id }, [event])
-    try {
-      await this.messages.insertOne(message)
-    } catch (error) {
-      // The staged event's message will never exist.
-      await this.outbox.discard([event]).catch(() => undefined)
-      if (idempotencyKey === undefined || !isDuplicateKeyError(error)) throw error
-      const existing = await this.messages.findOne({ idempotencyKey }, { projection: MESSAGE_FIELDS })
-      if (!existing) throw error
-      // Recording is idempotent and repairs an update lost to a crash; both fields only move
-      // forward, so a conversation copy that already shows the message proves it is recorded.
-      const recorded =
-        (conversation.lastMessage?.id ?? '') >= existing._id &&
-        (conversation.readMarkers[senderId] ?? '') >= existing._id
-      if (!recorded) await this.record(existing)
-      this.sent.inc({ outcome: 'duplicate' })
-      return { created: false, message: toMessage(existing) }
+        body,
+        ...(idempotencyKey === undefined ? {} : { clientMessageId, idempotencyKey }),
+        createdAt,
+      }
+      const event = buildEvent(
+        EVENT_SOURCE,
+        'message.sent',
+        {
+          messageId: message._id,
+          conversationId,
+          seq,
+          senderId,
+          recipientIds,
+          preview: previewOf(body),
+          createdAt: createdAt.toISOString(),
+        },
+        { correlationId },
+      )
+      await this.outbox.stage({ collection: this.messages.collectionName, id: message._id }, [event])
+      try {
+        await this.messages.insertOne(message)
+      } catch (error) {
+        // The staged event's message will never exist.
+        await this.outbox.discard([event]).catch(() => undefined)
+        if (!isDuplicateKeyError(error)) throw error
+        const existing =
+          idempotencyKey === undefined
+            ? null
+            : await this.messages.findOne({ idempotencyKey }, { projection: MESSAGE_FIELDS })
+        if (existing) return this.duplicate(conversation, existing)
+        // The seq was taken: move past it, and past whatever has been recorded since.
+        this.seqCollisions.inc()
+        if (attempt >= SEQ_ATTEMPTS)
+          throw problems.serviceUnavailable('Too many concurrent messages, try again')
+        const stored = await this.conversations.findOne(
+          { _id: conversationId },
+          { projection: { lastSeq: 1 } },
+        )
+        const recorded = stored?.lastSeq ?? 0
+        if (recorded >= seq) seq = recorded + 1
+        // Still behind after a few steps: lastSeq lags what is taken (e.g. a send died before
+        // recording it). Ask the index, a scan of the conversation on FerretDB, so only then.
+        else if (attempt % 4 === 0) seq = Math.max(seq + 1, (await this.highestSeq(conversationId)) + 1)
+        else seq += 1
+        continue
+      }
+      this.relay.kick()
+      await this.record(message)
+      this.sent.inc({ outcome: 'created' })
+      return { created: true, message: toMessage(message) }
     }
-    this.relay.kick()
-    await this.record(message)
-    this.sent.inc({ outcome: 'created' })
-    return { created: true, message: toMessage(message) }
+  }
+
+  private async highestSeq(conversationId: string): Promise<number> {
+    const top = await this.messages.findOne({ conversationId }, { sort: { seq: -1 }, projection: { seq: 1 } })
+    return top?.seq ?? 0
+  }
+
+  private async duplicate(conversation: ConversationDoc, existing: MessageDoc): Promise<SendResult> {
+    // Recording is idempotent and repairs an update lost to a crash; both fields only move
+    // forward, so a conversation copy that already shows the message proves it is recorded.
+    const recorded =
+      conversation.lastSeq >= existing.seq &&
+      (conversation.readMarkers[existing.senderId]?.seq ?? 0) >= existing.seq
+    if (!recorded) await this.record(existing)
+    this.sent.inc({ outcome: 'duplicate' })
+    return { created: false, message: toMessage(existing) }
   }
 
   /**
-   * Makes the message the conversation's last one unless a newer one is, moves the sender's
-   * read marker to it (sending implies having read) and bumps `messagesVersion`.
+   * Makes the message the conversation's last one unless a later one is, moves `lastSeq` and the
+   * sender's read marker to it (sending implies having read) and bumps `messagesVersion`.
    */
   private async record(message: MessageDoc): Promise<void> {
     await this.store.update(
       { _id: message.conversationId },
       {
         $max: {
-          lastMessage: {
-            id: message._id,
-            senderId: message.senderId,
-            preview: previewOf(message.body),
-            createdAt: message.createdAt,
-          },
+          lastMessage: lastMessageOf(message),
+          lastSeq: message.seq,
           updatedAt: message.createdAt,
-          [readMarkerPath(message.senderId)]: message._id,
+          [readMarkerPath(message.senderId)]: { seq: message.seq, id: message._id },
         },
         $inc: { messagesVersion: 1 },
       },
     )
   }
 
-  /** One page along the (conversationId, _id) index: cost independent of how deep the cursor is. */
+  /**
+   * The seq a cursor stands for: a seq as such, or (cursors of the previous version) a message
+   * id, looked up in this conversation.
+   */
+  private async cursorSeq(conversationId: string, cursor: string, field: string): Promise<number> {
+    if (SEQ_CURSOR.test(cursor)) return Number(cursor)
+    const message = await this.messages.findOne({ _id: cursor, conversationId }, { projection: { seq: 1 } })
+    if (!message) throw problems.validation([{ field, message: 'No such message in this conversation' }])
+    return message.seq
+  }
+
+  /**
+   * One page along the (conversationId, seq) index: cost independent of how deep the cursor is.
+   * Filters are an equality on `conversationId` (FerretDB pushes it down) and a seq range.
+   */
   async page(callerId: string, conversationId: string, query: MessagePageQuery): Promise<MessagePage> {
     const { limit = 50, after, before } = query
     if (after !== undefined && before !== undefined)
@@ -153,24 +202,27 @@ export class MessageService {
     const conversation = await this.store.forParticipant(conversationId, callerId)
 
     if (after !== undefined) {
+      const from = await this.cursorSeq(conversationId, after, 'query.after')
       const docs = await this.messages
-        .find({ conversationId, _id: { $gt: after } }, { projection: MESSAGE_FIELDS })
-        .sort({ _id: 1 })
+        .find({ conversationId, seq: { $gt: from } }, { projection: MESSAGE_FIELDS })
+        .sort({ seq: 1 })
         .limit(limit + 1)
         .toArray()
       const items = docs.slice(0, limit)
+      const last = items.at(-1)
       return {
         items: items.map(toMessage),
-        nextCursor: docs.length > limit ? (items.at(-1)?._id ?? null) : null,
+        nextCursor: docs.length > limit && last ? String(last.seq) : null,
       }
     }
 
     let items: MessageDoc[]
     let hasOlder: boolean
     if (before !== undefined) {
+      const to = await this.cursorSeq(conversationId, before, 'query.before')
       const docs = await this.messages
-        .find({ conversationId, _id: { $lt: before } }, { projection: MESSAGE_FIELDS })
-        .sort({ _id: -1 })
+        .find({ conversationId, seq: { $lt: to } }, { projection: MESSAGE_FIELDS })
+        .sort({ seq: -1 })
         .limit(limit + 1)
         .toArray()
       items = docs.slice(0, limit).reverse()
@@ -180,13 +232,14 @@ export class MessageService {
       items = latest.messages.slice(-limit)
       hasOlder = latest.messages.length > limit || latest.hasOlder
     }
-    return { items: items.map(toMessage), nextCursor: hasOlder ? (items[0]?._id ?? null) : null }
+    const first = items[0]
+    return { items: items.map(toMessage), nextCursor: hasOlder && first ? String(first.seq) : null }
   }
 
   private async loadLatest(conversation: ConversationDoc): Promise<LatestPage> {
     const docs = await this.messages
       .find({ conversationId: conversation._id }, { projection: MESSAGE_FIELDS })
-      .sort({ _id: -1 })
+      .sort({ seq: -1 })
       .limit(LATEST_PAGE_SIZE + 1)
       .toArray()
     const page: LatestPage = {
@@ -198,23 +251,52 @@ export class MessageService {
     return page
   }
 
-  /** Moves the caller's read marker forward to `messageId` (never back) and returns the unread count. */
-  async markRead(callerId: string, conversationId: string, messageId: string): Promise<ReadReceipt> {
+  /**
+   * Moves the caller's read marker forward to `messageId` by seq (never back) and returns the
+   * unread count; publishes `conversation.read` only when the marker moved.
+   */
+  async markRead(
+    callerId: string,
+    conversationId: string,
+    messageId: string,
+    correlationId?: string,
+  ): Promise<ReadReceipt> {
     await this.store.forParticipant(conversationId, callerId)
-    const message = await this.messages.findOne({ _id: messageId }, { projection: { conversationId: 1 } })
-    if (message?.conversationId !== conversationId)
+    const message = await this.messages.findOne(
+      { _id: messageId, conversationId },
+      { projection: { seq: 1 } },
+    )
+    if (!message)
       throw problems.validation([
         { field: 'body.messageId', message: 'No such message in this conversation' },
       ])
-    const conversation = await this.store.update(
-      { _id: conversationId, participantIds: callerId },
-      { $max: { [readMarkerPath(callerId)]: messageId } },
-    )
-    if (!conversation) throw problems.notFound('No such conversation')
+    const readAt = new Date()
+    const { doc } = await this.store.change(conversationId, callerId, (current) => {
+      if ((current.readMarkers[callerId]?.seq ?? 0) >= message.seq) return null
+      return {
+        update: { $max: { [readMarkerPath(callerId)]: { seq: message.seq, id: message._id } } },
+        event: buildEvent(
+          EVENT_SOURCE,
+          'conversation.read',
+          {
+            conversationId,
+            userId: callerId,
+            seq: message.seq,
+            messageId: message._id,
+            participantIds: current.participantIds,
+            readAt: readAt.toISOString(),
+          },
+          { correlationId },
+        ),
+      }
+    })
+    const marker = doc.readMarkers[callerId] ?? { seq: message.seq, id: message._id }
+    if (marker.seq === message.seq) this.relay.kick()
     return {
       conversationId,
-      lastReadMessageId: conversation.readMarkers[callerId] ?? messageId,
-      unreadCount: await this.store.unreadCount(conversation, callerId),
+      lastReadMessageId: marker.id,
+      lastReadSeq: marker.seq,
+      unreadCount: await this.store.unreadCount(doc, callerId),
     }
   }
 }

@@ -35,6 +35,10 @@ export const DEFAULT_POLICIES = {
   invitations: { limit: 500, windowSeconds: 3_600 },
   /** Other anonymous routes (JWKS), per IP. */
   anonymous: { limit: 300, windowSeconds: 60 },
+  /** WebSocket typing frames, per user and conversation. */
+  typing: { limit: 20, windowSeconds: 60 },
+  /** WebSocket presence (away/online) frames, per user: each change is pushed to all their contacts. */
+  presence: { limit: 30, windowSeconds: 60 },
   /** Every authenticated route (and the WebSocket handshake), per user. */
   authenticated: { limit: 600, windowSeconds: 60 },
 } satisfies Record<string, RateLimitPolicy>

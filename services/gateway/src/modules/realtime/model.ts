@@ -1,14 +1,3 @@
-import type { EventData } from '@parley/contracts'
-
-/** Events pushed to WebSocket clients. */
-export const REALTIME_EVENT_TYPES = ['message.sent', 'conversation.created'] as const
-export type RealtimeEventType = (typeof REALTIME_EVENT_TYPES)[number]
-
-/** A server → client frame: the event type, its id (for client-side dedup) and its data. */
-export type RealtimePush = {
-  [T in RealtimeEventType]: { type: T; id: string; data: EventData<T> }
-}[RealtimeEventType]
-
 /**
  * The client offers two subprotocols: `parley.v1` (echoed back) and `parley.bearer.<access token>`.
  * Headers never reach access logs, unlike a query string.
