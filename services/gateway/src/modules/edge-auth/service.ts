@@ -2,6 +2,7 @@ import { type AccessTokenVerifier, type Identity, type Logger, type Metrics, pro
 import type { Redis } from '@parley/common/redis'
 import { type EventData, type LimitedRoute, type PublicRoute, ROSTER } from '@parley/contracts'
 import type { PolicyName } from '../rate-limit/model'
+import type { RateLimitCharge, RateLimiter } from '../rate-limit/service'
 
 /** A policy a request is charged against; `perItemOf` charges one unit per entry of that body array. */
 export type PolicyCharge = { policy: PolicyName; perItemOf?: string }
@@ -238,10 +239,23 @@ export class EdgeAuth {
       throw problems.unauthorized('The session has been revoked')
   }
 
-  /** Both checks, for callers with nothing to overlap them with. */
-  async authenticate(token: string): Promise<Identity> {
+  /**
+   * Everything a bearer route of the edge does before its work: the token verified (401), then
+   * the revocation check overlapped with the caller's rate-limit charges (both Redis round
+   * trips; a revoked caller's request is counted, harmlessly), 429 past a limit. Returns the
+   * identity and the RateLimit headers to answer with.
+   */
+  async admit(
+    token: string | undefined,
+    limiter: RateLimiter,
+    charges: (identity: Identity) => RateLimitCharge[] | Promise<RateLimitCharge[]>,
+  ): Promise<{ identity: Identity; limitHeaders: Record<string, string> }> {
+    if (!token) throw problems.unauthorized()
     const identity = await this.identify(token)
-    await this.assertNotRevoked(identity)
-    return identity
+    const [limitHeaders] = await Promise.all([
+      (async () => limiter.enforce(await charges(identity)))(),
+      this.assertNotRevoked(identity),
+    ])
+    return { identity, limitHeaders }
   }
 }

@@ -1,7 +1,7 @@
 import { bearerToken, canonicalPath, type Metrics, problems, requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
 import { type EdgeAuth, routeAccess } from '../edge-auth/service'
-import { type RateLimitDecision, type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
+import type { RateLimiter } from '../rate-limit/service'
 import {
   API_PREFIX,
   clientAddress,
@@ -54,16 +54,6 @@ function itemCount(body: Record<string, unknown> | undefined, field: string): nu
   return Array.isArray(items) ? Math.max(1, items.length) : 1
 }
 
-/** The decision the client is told about: a denial if any, else the policy closest to its limit. */
-function governing(decisions: readonly RateLimitDecision[]): RateLimitDecision {
-  let chosen = decisions[0] as RateLimitDecision
-  for (const decision of decisions) {
-    if (!decision.allowed) return decision
-    if (decision.remaining / decision.limit < chosen.remaining / chosen.limit) chosen = decision
-  }
-  return chosen
-}
-
 /**
  * `/api/v1/<area>/…` → the owning service, with edge authentication and rate limiting.
  * Bodies stream both ways; only bodies a limit counts by are buffered (login: the email;
@@ -97,45 +87,33 @@ export function proxyRoutes(options: ProxyOptions) {
         )
         const access = routeAccess(request.method, path)
         let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body
-        let decisions: RateLimitDecision[]
+        let limitHeaders: Record<string, string>
         if (access.anonymous) {
           const ip = `ip:${client.ip}`
           if (access.keyedByEmail) {
             body = await readBody(request.body, bodyLimitBytes)
             const email = emailSubject(jsonObject(body))
-            decisions = await Promise.all([
-              limiter.consume(access.policy, `${ip}:email:${email}`),
-              limiter.consume('loginEmail', `email:${email}`),
+            limitHeaders = await limiter.enforce([
+              { policy: access.policy, subject: `${ip}:email:${email}` },
+              { policy: 'loginEmail', subject: `email:${email}` },
             ])
-          } else decisions = [await limiter.consume(access.policy, ip)]
+          } else limitHeaders = await limiter.enforce([{ policy: access.policy, subject: ip }])
         } else {
           const token = bearerToken(request.headers.get('authorization'))
-          if (!token) throw problems.unauthorized()
-          const identity = await edgeAuth.identify(token)
-          // Charges per invitee need the (small) body; everything else streams.
-          let parsed: Record<string, unknown> | undefined
-          if (access.charges.some((charge) => charge.perItemOf)) {
-            body = await readBody(request.body, bodyLimitBytes)
-            parsed = jsonObject(body)
-          }
-          const subject = `user:${identity.userId}`
-          // All Redis round trips: overlap them (a revoked caller's request is counted, harmlessly).
-          ;[decisions] = await Promise.all([
-            Promise.all(
-              access.charges.map((charge) =>
-                limiter.consume(
-                  charge.policy,
-                  subject,
-                  charge.perItemOf ? itemCount(parsed, charge.perItemOf) : 1,
-                ),
-              ),
-            ),
-            edgeAuth.assertNotRevoked(identity),
-          ])
+          ;({ limitHeaders } = await edgeAuth.admit(token, limiter, async (identity) => {
+            // Charges per invitee need the (small) body; everything else streams.
+            let parsed: Record<string, unknown> | undefined
+            if (access.charges.some((charge) => charge.perItemOf)) {
+              body = await readBody(request.body, bodyLimitBytes)
+              parsed = jsonObject(body)
+            }
+            return access.charges.map((charge) => ({
+              policy: charge.policy,
+              subject: `user:${identity.userId}`,
+              cost: charge.perItemOf ? itemCount(parsed, charge.perItemOf) : 1,
+            }))
+          }))
         }
-        const decision = governing(decisions)
-        const limitHeaders = rateLimitHeaders(decision)
-        if (!decision.allowed) throw problems.tooManyRequests(decision.retryAfterSeconds, limitHeaders)
 
         // Content-Length is enforced by httpKit; an undeclared (chunked) length is counted while streaming.
         const limited =

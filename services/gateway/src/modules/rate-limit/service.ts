@@ -1,4 +1,4 @@
-import type { Logger, Metrics } from '@parley/common'
+import { type Logger, type Metrics, problems } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
 import type { PolicyName, RateLimitPolicies } from './model'
 
@@ -52,6 +52,9 @@ type PendingDecision = {
   reject: (error: unknown) => void
 }
 
+/** One policy a request is counted against: `cost` units (default 1) of `subject`'s quota. */
+export type RateLimitCharge = { policy: PolicyName; subject: string; cost?: number }
+
 export type RateLimitDecision = {
   policy: PolicyName
   limit: number
@@ -97,7 +100,7 @@ export class MemoryGcra {
   }
 }
 
-export function rateLimitHeaders(decision: RateLimitDecision): Record<string, string> {
+function rateLimitHeaders(decision: RateLimitDecision): Record<string, string> {
   const name = `"${decision.policy}"`
   return {
     'ratelimit-policy': `${name};q=${decision.limit};w=${decision.windowSeconds}`,
@@ -176,6 +179,27 @@ export class RateLimiter {
     }
     this.decisions.inc({ policy: policyName, decision: decision.allowed ? 'allow' : 'deny', store })
     return decision
+  }
+
+  /**
+   * Charges every policy at once and returns the RateLimit headers of the decision the client is
+   * told about: a denial if any (thrown as the 429 problem), else the policy closest to its limit.
+   */
+  async enforce(charges: readonly RateLimitCharge[]): Promise<Record<string, string>> {
+    const decisions = await Promise.all(
+      charges.map((charge) => this.consume(charge.policy, charge.subject, charge.cost)),
+    )
+    let chosen = decisions[0] as RateLimitDecision
+    for (const decision of decisions) {
+      if (!decision.allowed) {
+        chosen = decision
+        break
+      }
+      if (decision.remaining / decision.limit < chosen.remaining / chosen.limit) chosen = decision
+    }
+    const headers = rateLimitHeaders(chosen)
+    if (!chosen.allowed) throw problems.tooManyRequests(chosen.retryAfterSeconds, headers)
+    return headers
   }
 
   close(): void {

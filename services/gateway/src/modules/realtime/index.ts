@@ -3,7 +3,7 @@ import type { ServerWebSocket } from 'bun'
 import { Elysia } from 'elysia'
 import type { EdgeAuth } from '../edge-auth/service'
 import type { EphemeralHub } from '../ephemeral/service'
-import { type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
+import type { RateLimiter } from '../rate-limit/service'
 import { decodeCursor, type StreamPosition } from '../sync/model'
 import { SUBPROTOCOL, tokenFromSubprotocols } from './model'
 import type { RealtimeHub } from './service'
@@ -33,10 +33,9 @@ export function realtimeRoutes({ hub, edgeAuth, limiter, ephemeral }: RealtimeRo
         throw problems.unauthorized(
           `Offer the WebSocket subprotocols ${SUBPROTOCOL} and parley.bearer.<access token>`,
         )
-      const identity = await edgeAuth.authenticate(token)
-      const decision = await limiter.consume('authenticated', `user:${identity.userId}`)
-      if (!decision.allowed)
-        throw problems.tooManyRequests(decision.retryAfterSeconds, rateLimitHeaders(decision))
+      const { identity } = await edgeAuth.admit(token, limiter, ({ userId }) => [
+        { policy: 'authenticated', subject: `user:${userId}` },
+      ])
       // The resume point is no secret (unlike the token), so the query string is fine for it.
       const cursor = new URL(request.url).searchParams.get('since')
       const since = cursor === null ? undefined : decodeCursor(cursor)

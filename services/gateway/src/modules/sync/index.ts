@@ -2,7 +2,7 @@ import { bearerToken, type ProblemFieldError, problems, requestContext } from '@
 import { Value } from '@sinclair/typebox/value'
 import { Elysia } from 'elysia'
 import type { EdgeAuth } from '../edge-auth/service'
-import { type RateLimiter, rateLimitHeaders } from '../rate-limit/service'
+import type { RateLimiter } from '../rate-limit/service'
 import type { RealtimeHub } from '../realtime/service'
 import { decodeCursor, encodeCursor, frameOf, ResyncRequired, type StreamFrame, SyncQuery } from './model'
 import type { UserStreams } from './service'
@@ -35,15 +35,11 @@ export function syncRoutes({ streams, edgeAuth, limiter, hub }: SyncRouteOptions
   return new Elysia({ name: 'gateway.sync' }).use(requestContext).get(
     '/api/v1/sync',
     async ({ request, set }) => {
-      const token = bearerToken(request.headers.get('authorization'))
-      if (!token) throw problems.unauthorized()
-      const identity = await edgeAuth.identify(token)
-      const [decision] = await Promise.all([
-        limiter.consume('authenticated', `user:${identity.userId}`),
-        edgeAuth.assertNotRevoked(identity),
-      ])
-      const limitHeaders = rateLimitHeaders(decision)
-      if (!decision.allowed) throw problems.tooManyRequests(decision.retryAfterSeconds, limitHeaders)
+      const { identity, limitHeaders } = await edgeAuth.admit(
+        bearerToken(request.headers.get('authorization')),
+        limiter,
+        ({ userId }) => [{ policy: 'authenticated', subject: `user:${userId}` }],
+      )
       Object.assign(set.headers, limitHeaders)
 
       const query = syncQuery(new URL(request.url))
