@@ -18,7 +18,8 @@
 #   redis     redis-server, no persistence
 #   rabbitmq  project-local node (RABBITMQ_NODENAME parley@localhost) with the management plugin
 #   mongodb   mongod if installed, else FerretDB, built once into .cache/bin/ferretdb, on its PostgreSQL
-#             backend (database parley_ferretdb of the cluster above; SQLite with PARLEY_FERRETDB_HANDLER=sqlite)
+#             backend (database parley_ferretdb of the cluster above; SQLite with PARLEY_FERRETDB_HANDLER=sqlite),
+#             with GIN twins of its indexes so its equality filters are index lookups (ferretdb-postgresql.sql)
 #   smtp      packages/mail-sink (SMTP sink + Mailpit-like JSON API), run with bun
 #
 # Environment overrides (defaults in brackets):
@@ -590,8 +591,27 @@ mongo_note() {
   fi
 }
 
+# ferretdb_pg_tune : indexes FerretDB's equality filters can use (scripts/ferretdb-postgresql.sql) in its
+# backend database; restarts our running FerretDB the first time, as only new connections get custom plans
+ferretdb_pg_tune() {
+  local psql tuned
+  psql=$(psql_bin) || die "psql not found"
+  local pg=(env "PGPASSWORD=$PG_PASSWORD" PGCONNECT_TIMEOUT=5 "$psql" -XqAt -v ON_ERROR_STOP=1 -h 127.0.0.1
+    -p "$PG_PORT" -U "$PG_USER" -d "$FERRETDB_PG_DATABASE")
+  tuned=$("${pg[@]}" -c "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+    WHERE d.datname = current_database() AND 'plan_cache_mode=force_custom_plan' = ANY (s.setconfig)") ||
+    die "cannot reach FerretDB's database $FERRETDB_PG_DATABASE on PostgreSQL port $PG_PORT"
+  "${pg[@]}" -f "$ROOT/scripts/ferretdb-postgresql.sql" >/dev/null ||
+    die "could not install FerretDB's index twins in $FERRETDB_PG_DATABASE (scripts/ferretdb-postgresql.sql)"
+  if [[ $tuned == 0 && $(mongo_ours_handler) == postgresql ]]; then
+    log "FerretDB's database is tuned now: restarting FerretDB for custom plans"
+    mongo_down
+  fi
+}
+
 mongo_up() {
   local logfile bin handler
+  ferretdb_on_postgresql && ferretdb_pg_tune
   handler=$(mongo_ours_handler)
   # Ours on the other backend (e.g. SQLite from an earlier run): restart it, by its pidfile, on the wanted one.
   if [[ -n $handler && $handler != "$FERRETDB_HANDLER" ]] && ! command -v mongod >/dev/null; then

@@ -8,6 +8,7 @@
 
 import { AccessTokenVerifier } from '../../packages/common/src/auth.ts'
 import { createRuntime, newId, parseConfig } from '../../packages/common/src/index.ts'
+import { MongoOutbox } from '../../packages/common/src/mongo.ts'
 import { closeRedis, createRedis } from '../../packages/common/src/redis.ts'
 import {
   createTestMongo,
@@ -21,7 +22,7 @@ import { MongoClient } from '../../services/chat/node_modules/mongodb'
 import { buildApp } from '../../services/chat/src/app.ts'
 import { ChatCache } from '../../services/chat/src/cache.ts'
 import { Env } from '../../services/chat/src/config.ts'
-import { ensureIndexes, type MessageDoc } from '../../services/chat/src/db/index.ts'
+import { blockOf, ensureIndexes, type MessageDoc } from '../../services/chat/src/db/index.ts'
 import { chatServices } from '../../services/chat/src/deps.ts'
 
 const depth = Number(process.env.BENCH_CHAT_DEPTH ?? 100_000)
@@ -45,8 +46,8 @@ const db = client.db(mongo.dbName)
 await ensureIndexes(db)
 const redis = createRedis(testInfra.redisUrl, runtime.logger, { keyPrefix: testRedisPrefix() })
 const cache = new ChatCache(redis, runtime.metrics, runtime.logger, config.CHAT_CACHE_TTL_SECONDS)
-// No outbox relay: events stay pending in the documents (its polling would compete with the reads).
-const deps = { ...chatServices(db, cache, { kick: () => undefined }, runtime.metrics), db, redis }
+// No outbox relay and no direct publishes: events stay staged (publishing would compete with the reads).
+const deps = { ...chatServices(db, cache, new MongoOutbox(db), runtime.metrics), db, redis }
 const app = buildApp({
   runtime,
   config,
@@ -88,6 +89,7 @@ try {
         _id: newId(),
         conversationId: id,
         seq: offset + i + 1,
+        seqBlock: blockOf(offset + i + 1),
         senderId: writer,
         body: `message ${offset + i} ${'lorem ipsum '.repeat(4)}`,
         createdAt: new Date(start + offset + i),

@@ -4,11 +4,13 @@ import {
   type Collection,
   type Db,
   type Document,
+  type Filter,
   MongoBulkWriteError,
   MongoClient,
   MongoServerError,
 } from 'mongodb'
 import { BrokerUnavailableError, type EventBus } from './events/bus'
+import { GroupCommit } from './group-commit'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
 import {
@@ -75,6 +77,49 @@ export function mongoFor(
 
 export function isDuplicateKeyError(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === 11000
+}
+
+const ferretDB = new WeakMap<Db, Promise<boolean>>()
+
+/** Whether `db` is served by FerretDB (its buildInfo names its own version); asked once per Db. */
+export function isFerretDB(db: Db): Promise<boolean> {
+  let answer = ferretDB.get(db)
+  if (!answer) {
+    answer = db
+      .admin()
+      .command({ buildInfo: 1 })
+      .then((info) => typeof (info as { ferretdbVersion?: unknown }).ferretdbVersion === 'string')
+    // A failed ask is asked again next time.
+    answer.catch(() => ferretDB.delete(db))
+    ferretDB.set(db, answer)
+  }
+  return answer
+}
+
+/**
+ * The documents with these `_id`s (those that exist, in no particular order). MongoDB: one `$in`
+ * along the _id index. FerretDB pushes only equality filters down to PostgreSQL (index lookups
+ * with the twins of scripts/ferretdb-postgresql.sql) and answers `$in` by reading the whole
+ * collection: one lookup per id there, BULK_WRITE_CHUNK at a time.
+ */
+export async function findByIds<T extends { _id: string }>(
+  collection: Collection<T>,
+  ids: Iterable<string>,
+  projection: Document,
+): Promise<T[]> {
+  const unique = [...new Set(ids)]
+  if (unique.length === 0) return []
+  const filter = (value: unknown) => ({ _id: value }) as Filter<T>
+  if (!(await isFerretDB(collection.db))) {
+    return (await collection.find(filter({ $in: unique }), { projection }).toArray()) as T[]
+  }
+  const found: T[] = []
+  for (let start = 0; start < unique.length; start += BULK_WRITE_CHUNK) {
+    const chunk = unique.slice(start, start + BULK_WRITE_CHUNK)
+    const docs = await Promise.all(chunk.map((id) => collection.findOne(filter(id), { projection })))
+    for (const doc of docs) if (doc) found.push(doc as T)
+  }
+  return found
 }
 
 /**
@@ -174,36 +219,144 @@ export const UNCONFIRMED_OUTBOX_TTL_MS = 10 * 60_000
 const UNCONFIRMED_GRACE_MS = 5_000
 const UNCONFIRMED_RECHECK_MS = 30_000
 
+/** How long a stager publishing its own events holds them before a relay may (default 10 s). */
+export const DEFAULT_DIRECT_HOLD_MS = 10_000
+
+export type MongoOutboxOptions = {
+  /** Woken when events wait for it: after a write, or when a direct publish failed. */
+  relay?: { kick(): void }
+  /**
+   * Publish each event as soon as its write happened (see `committed`) instead of leaving it to
+   * the relay's next round; the relay takes over what was not confirmed within `holdMs`.
+   */
+  direct?: { bus: EventBus; runtime: Pick<Runtime, 'logger' | 'metrics'>; holdMs?: number }
+}
+
 /**
  * A MongoDB outbox without multi-document transactions (FerretDB has none), in which the relay
  * never writes a document that requests write. FerretDB applies an update by reading the
  * document, changing it in Go and writing it back whole, so two concurrent updates of one
  * document can lose one: a relay clearing events embedded in a conversation undid a participant
  * leaving it. So events are staged in their own collection before the write that creates their
- * subject, and the relay publishes an entry only once its subject exists: published if and only
- * if the state change happened, as with a transaction.
+ * subject, and are published only once that write happened: as with a transaction.
+ *
+ * With `direct`, the stager publishes its events itself right after the write (`committed`), in
+ * the order of the calls, and deletes them once confirmed: no relay round trip between a message
+ * and its push. Its entries are staged as claimed by it (generation 1, hidden for `holdMs`), so
+ * no relay takes them meanwhile; if the process dies or the broker does not confirm, the relay
+ * publishes them after the hold (or at once, when the broker refused). Stages and deletes of
+ * concurrent requests share writes (GroupCommit).
  */
 export class MongoOutbox {
   private readonly entries
+  private readonly staging: GroupCommit<OutboxEntry>
+  private readonly deleting: GroupCommit<string>
+  private readonly inFlight = new Set<Promise<void>>()
+  private readonly published
+  private readonly directOutcomes
+  private readonly log: Logger | undefined
 
-  constructor(db: Db) {
+  constructor(
+    db: Db,
+    private readonly options: MongoOutboxOptions = {},
+  ) {
     this.entries = db.collection<OutboxEntry>(OUTBOX)
+    this.staging = new GroupCommit((entries) => this.insert(entries), BULK_WRITE_CHUNK)
+    this.deleting = new GroupCommit(async (ids) => {
+      await this.entries.deleteMany({ _id: { $in: ids }, claims: DIRECT_CLAIM })
+    }, BULK_WRITE_CHUNK * 4)
+    const runtime = options.direct?.runtime
+    this.log = runtime?.logger.child({ component: 'outbox' })
+    this.published = runtime?.metrics.counter(
+      'outbox_published_total',
+      'Outbox events published to the broker',
+    )
+    this.directOutcomes = runtime?.metrics.counter(
+      'outbox_direct_publishes_total',
+      'Events published by the request that wrote them (published) or left to the relay (relayed)',
+      ['outcome'],
+    )
   }
 
-  /** Stages events for a document about to be created; call before the insert. */
+  /** Stages events for a write about to happen; call before it, then `committed` or `discard`. */
   async stage(subject: OutboxSubject, events: readonly CloudEvent[]): Promise<void> {
-    if (events.length === 0) return
     const stagedAt = new Date()
-    await this.entries.insertMany(
-      events.map((event) => ({ _id: event.id, event, subject, stagedAt, visibleAt: stagedAt })),
+    const hold = this.options.direct?.holdMs ?? DEFAULT_DIRECT_HOLD_MS
+    await this.staging.add(
+      events.map((event) =>
+        this.options.direct
+          ? {
+              _id: event.id,
+              event,
+              subject,
+              stagedAt,
+              visibleAt: new Date(stagedAt.getTime() + hold),
+              claims: DIRECT_CLAIM,
+            }
+          : { _id: event.id, event, subject, stagedAt, visibleAt: stagedAt },
+      ),
     )
+  }
+
+  /**
+   * The write the events were staged for happened: publishes them (direct) or wakes the relay.
+   * Returns at once; the broker's confirms and the deletes follow (see `settled`).
+   */
+  committed(events: readonly CloudEvent[]): void {
+    const { direct, relay } = this.options
+    if (!direct) {
+      relay?.kick()
+      return
+    }
+    // Called in order, so published in order: publishEvent hands the event to the channel synchronously.
+    for (const event of events) {
+      const done = direct.bus.publishEvent(event).then(
+        async () => {
+          this.published?.inc()
+          this.directOutcomes?.inc({ outcome: 'published' })
+          // Not deleted: the relay publishes it again after the hold (consumers are idempotent).
+          await this.deleting.add([event.id]).catch((error: unknown) => {
+            this.log?.warn({ err: error, eventId: event.id }, 'published outbox event not deleted')
+          })
+        },
+        async () => {
+          this.directOutcomes?.inc({ outcome: 'relayed' })
+          await this.handBack(event.id)
+        },
+      )
+      this.inFlight.add(done)
+      void done.finally(() => this.inFlight.delete(done))
+    }
   }
 
   /** Drops staged events whose write did not happen (the relay would drop them after the TTL). */
   async discard(events: readonly CloudEvent[]): Promise<void> {
     await this.entries.deleteMany({ _id: { $in: events.map((event) => event.id) } })
   }
+
+  /** Resolves once every direct publish started so far is confirmed and deleted, or handed back. */
+  async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight])
+  }
+
+  private async insert(entries: OutboxEntry[]): Promise<void> {
+    await this.entries.insertMany(entries, { ordered: false })
+  }
+
+  /** Makes an unconfirmed event due now, for the relay (it backs off while the broker is down). */
+  private async handBack(id: string): Promise<void> {
+    try {
+      await this.entries.updateOne({ _id: id, claims: DIRECT_CLAIM }, { $set: { visibleAt: new Date() } })
+    } catch (error) {
+      // It is still due after the hold.
+      this.log?.warn({ err: error, eventId: id }, 'outbox event not handed back to the relay')
+    }
+    this.options.relay?.kick()
+  }
 }
+
+/** The generation a direct stager holds its entries in (a relay's ticket for them names it). */
+const DIRECT_CLAIM = 1
 
 /** Indexes the outbox relay needs: due entries, the oldest pending one, expired claims. */
 export async function ensureOutboxIndexes(db: Db): Promise<void> {
@@ -471,13 +624,11 @@ export class MongoOutboxRelay {
     }
     const existing = new Set<string>()
     for (const [collection, ids] of idsByCollection) {
-      const found = await this.db
-        .collection<{ _id: string; [OUTBOX_CHANGES_FIELD]?: Record<string, unknown> }>(collection)
-        .find(
-          { _id: { $in: [...ids] } },
-          { projection: versioned.has(collection) ? { _id: 1, [OUTBOX_CHANGES_FIELD]: 1 } : { _id: 1 } },
-        )
-        .toArray()
+      const documents = this.db.collection<{ _id: string; [OUTBOX_CHANGES_FIELD]?: Record<string, unknown> }>(
+        collection,
+      )
+      const projection = versioned.has(collection) ? { _id: 1, [OUTBOX_CHANGES_FIELD]: 1 } : { _id: 1 }
+      const found = await findByIds(documents, ids, projection)
       for (const doc of found) {
         existing.add(subjectKey({ collection, id: doc._id }))
         const changes = doc[OUTBOX_CHANGES_FIELD]

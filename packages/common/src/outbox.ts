@@ -96,7 +96,7 @@ export class RelayLoop {
     private readonly options: RelayOptions = {},
   ) {
     this.log = logger.child({ component: 'outbox' })
-    this.published = metrics.counter('outbox_published_total', 'Outbox events relayed to the broker')
+    this.published = metrics.counter('outbox_published_total', 'Outbox events published to the broker')
     this.deadLettered = metrics.counter(
       'outbox_dead_total',
       'Outbox events moved to outbox_dead after failing OUTBOX_MAX_ATTEMPTS times, by reason',

@@ -21,7 +21,7 @@ import type { AppDeps } from './app'
 import { ChatCache } from './cache'
 import type { Config } from './config'
 import { chatCollections, ensureIndexes } from './db'
-import { ConversationService, EVENT_SOURCE, type RelayKick } from './modules/conversations/service'
+import { ConversationService, EVENT_SOURCE } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
 import { MessageService } from './modules/messages/service'
 import { subscribeUserProjection } from './modules/users/consumers'
@@ -46,21 +46,19 @@ export type ChatDeps = AppDeps & {
 }
 
 /** The chat services over open clients: `connect` opens them; the benchmark brings its own. */
-export function chatServices(db: Db, cache: ChatCache, relay: RelayKick, metrics: Metrics) {
+export function chatServices(db: Db, cache: ChatCache, outbox: MongoOutbox, metrics: Metrics) {
   const collections = chatCollections(db)
   const users = new UserDirectory(collections.users)
-  const outbox = new MongoOutbox(db)
   const store = new ConversationStore(db, collections.conversations, collections.messages, cache, outbox)
   return {
     users,
-    conversations: new ConversationService(collections.conversations, store, users, outbox, relay),
+    conversations: new ConversationService(collections.conversations, store, users, outbox),
     messages: new MessageService(
       collections.messages,
       collections.conversations,
       store,
       cache,
       outbox,
-      relay,
       metrics,
     ),
   }
@@ -80,13 +78,19 @@ export async function connect(
 
   const bus = eventBusFor(config, runtime, EVENT_SOURCE)
 
-  // Recovery tests write with no relay running; the services still need something to kick.
+  // Recovery tests write with no relay running and nothing published directly.
   const relay =
     options.relay === false
       ? new MongoOutboxRelay(mongo.db, bus, logger, metrics)
       : startMongoOutboxRelay(mongo.db, bus, runtime, { maxAttempts: config.OUTBOX_MAX_ATTEMPTS })
+  const outbox = new MongoOutbox(mongo.db, {
+    relay,
+    ...(options.relay !== false && { direct: { bus, runtime } }),
+  })
+  // Drains run before the broker and MongoDB clients close: confirms and deletes in flight finish.
+  runtime.lifecycle.onDrain('outbox direct publishes', () => outbox.settled())
   const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
-  const { users, conversations, messages } = chatServices(mongo.db, cache, relay, metrics)
+  const { users, conversations, messages } = chatServices(mongo.db, cache, outbox, metrics)
 
   await subscribeUserProjection(bus, mongo.db, users)
   await bus.start()

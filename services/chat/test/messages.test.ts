@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { newId } from '@parley/common'
 import type { Problem } from '@parley/contracts'
-import type { MessageDoc } from '../src/db'
+import { blockOf, type MessageDoc } from '../src/db'
 import type { Conversation } from '../src/modules/conversations/model'
 import type { Message, MessagePage, ReadReceipt } from '../src/modules/messages/model'
 import { createHarness, type Harness } from './harness'
@@ -187,6 +187,7 @@ describe('idempotent send', () => {
       _id: newId(),
       conversationId,
       seq: 1,
+      seqBlock: blockOf(1),
       senderId: alice,
       body: 'half written',
       clientMessageId: 'crash-1',
@@ -331,6 +332,7 @@ describe('POST /conversations/:id/read', () => {
         _id: newId(),
         conversationId,
         seq: i + 1,
+        seqBlock: blockOf(i + 1),
         senderId: alice,
         body: `bulk ${i}`,
         createdAt: new Date(base + i),

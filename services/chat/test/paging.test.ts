@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { newId } from '@parley/common'
-import type { MessageDoc } from '../src/db'
+import { blockOf, type MessageDoc } from '../src/db'
 import type { Conversation } from '../src/modules/conversations/model'
 import type { Message, MessagePage } from '../src/modules/messages/model'
 import { createHarness, type Harness } from './harness'
@@ -29,6 +29,7 @@ beforeAll(async () => {
     _id: newId(),
     conversationId,
     seq: i + 1,
+    seqBlock: blockOf(i + 1),
     senderId: writer,
     body: `#${i}`,
     createdAt: new Date(start + i),

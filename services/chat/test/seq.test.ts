@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { newId } from '@parley/common'
-import { type ConversationDoc, type MessageDoc, migrate } from '../src/db'
+import { blockOf, type ConversationDoc, type MessageDoc, migrate } from '../src/db'
 import type { Conversation } from '../src/modules/conversations/model'
 import type { Message, MessagePage, ReadReceipt } from '../src/modules/messages/model'
 import { createHarness, type Harness } from './harness'
@@ -48,6 +48,7 @@ describe('sequence numbers', () => {
       _id: newId(),
       conversationId,
       seq,
+      seqBlock: blockOf(seq),
       senderId: alice,
       body: 'raw',
       createdAt: new Date(),
@@ -161,6 +162,7 @@ describe('migration of the previous version', () => {
     await migrate(chat.deps.config)
     const numbered = await messages().find({ conversationId: first }).sort({ _id: 1 }).toArray()
     expect(numbered.map((doc) => doc.seq)).toEqual(firstMessages.map((_, i) => i + 1))
+    expect(numbered.every((doc) => doc.seqBlock === blockOf(doc.seq))).toBe(true)
     const conversation = await chat.call<Conversation>(bob, 'GET', `/conversations/${first}`)
     expect(conversation.body.lastMessage?.seq).toBe(1203)
     expect(conversation.body.unreadCount).toBe(100)
@@ -170,5 +172,55 @@ describe('migration of the previous version', () => {
     })
     // New messages continue the numbering.
     expect((await send(bob, first, 'after the upgrade')).body.seq).toBe(1204)
+  }, 60_000)
+
+  test('gives messages numbered without blocks their seqBlock, once, and pages them', async () => {
+    const conversationId = newId()
+    const base = Date.now() - 10_000
+    // As the version before blocks wrote them: seq, no seqBlock.
+    const unblocked = Array.from({ length: 150 }, (_, i) => ({
+      _id: newId(),
+      conversationId,
+      seq: i + 1,
+      senderId: alice,
+      body: `numbered ${i}`,
+      createdAt: new Date(base + i),
+    }))
+    await chat.deps.db.collection<{ _id: string }>('messages').insertMany(unblocked)
+    const last = unblocked.at(-1) ?? unblocked[0]
+    await conversations().insertOne({
+      _id: conversationId,
+      title: null,
+      createdBy: alice,
+      participantIds: [alice, bob],
+      readMarkers: {},
+      lastMessage: last
+        ? { seq: last.seq, id: last._id, senderId: alice, preview: last.body, createdAt: last.createdAt }
+        : null,
+      lastSeq: 150,
+      createdAt: new Date(base),
+      updatedAt: new Date(base),
+      version: 1,
+      messagesVersion: 150,
+    })
+    // That version's databases have no record of the migration.
+    const migrations = chat.deps.db.collection<{ _id: string }>('migrations')
+    await migrations.deleteOne({ _id: 'messages.seqBlock' })
+    await migrate(chat.deps.config)
+    const stored = await messages().find({ conversationId }).toArray()
+    expect(stored.filter((doc) => doc.seqBlock !== blockOf(doc.seq))).toEqual([])
+    expect(await migrations.countDocuments({ _id: 'messages.seqBlock' })).toBe(1)
+    const seen: number[] = []
+    for (let cursor = '0'; ; ) {
+      const page = await chat.call<MessagePage>(
+        bob,
+        'GET',
+        `/conversations/${conversationId}/messages?limit=40&after=${cursor}`,
+      )
+      seen.push(...page.body.items.map((message) => message.seq))
+      if (page.body.nextCursor === null) break
+      cursor = page.body.nextCursor
+    }
+    expect(seen).toEqual(unblocked.map((message) => message.seq))
   }, 60_000)
 })

@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { ConfigError, parseConfig } from '@parley/common'
+import { isFerretDB } from '@parley/common/mongo'
 import { Problem } from '@parley/contracts'
 import { createTestMongo, testInfra } from '@parley/testkit'
 import { MongoClient } from 'mongodb'
 import { Env } from '../src/config'
-import { isFerretDB, migrate } from '../src/db'
+import { migrate } from '../src/db'
 import { createHarness, type Harness } from './harness'
 
 let chat: Harness

@@ -4,9 +4,10 @@ import {
   ensureOutboxIndexes,
   ensureProcessedEventsIndexes,
   isDuplicateKeyError,
+  isFerretDB,
 } from '@parley/common/mongo'
 import { MESSAGE_PREVIEW_LENGTH } from '@parley/contracts'
-import { type Collection, type Db, type Document, MongoBulkWriteError } from 'mongodb'
+import { type Collection, type Db, type Document, type Filter, MongoBulkWriteError } from 'mongodb'
 import type { Config } from '../config'
 
 /**
@@ -54,6 +55,8 @@ export type MessageDoc = {
    * lower one is visible (see MessageService.send), so paging by seq never skips a message.
    */
   seq: number
+  /** blockOf(seq): the equality a page filters on, which FerretDB can push down (ranges it cannot). */
+  seqBlock: number
   senderId: string
   body: string
   clientMessageId?: string
@@ -63,6 +66,78 @@ export type MessageDoc = {
    */
   idempotencyKey?: string
   createdAt: Date
+}
+
+/**
+ * Messages per block of seqs: 1–63 are block 0, 64–127 block 1… A page reads one or two blocks.
+ * FerretDB answers a filter it cannot push down (a seq range) by reading into memory every
+ * message that matches the rest of it: the whole conversation without blocks, at most a block with.
+ */
+export const SEQ_BLOCK_SIZE = 64
+
+export function blockOf(seq: number): number {
+  return Math.floor(seq / SEQ_BLOCK_SIZE)
+}
+
+/** Seqs strictly between `after` and `before`, in `order`: what readSeqRange and countSeqRange walk. */
+export type SeqRange = { after: number; before: number; order: 1 | -1 }
+
+/** The blocks a range covers, in its order. */
+function* blocksOf({ after, before, order }: SeqRange): Generator<number> {
+  if (before - after < 2) return
+  const first = blockOf(after + 1)
+  const last = blockOf(before - 1)
+  if (order === 1) for (let block = first; block <= last; block++) yield block
+  else for (let block = last; block >= first; block--) yield block
+}
+
+const rangeFilter = (
+  conversationId: string,
+  block: number,
+  { after, before }: SeqRange,
+): Filter<MessageDoc> => ({
+  conversationId,
+  seqBlock: block,
+  seq: { $gt: after, $lt: before },
+})
+
+/** Up to `limit` messages of a conversation in `range`, one block at a time. */
+export async function readSeqRange(
+  messages: Collection<MessageDoc>,
+  conversationId: string,
+  range: SeqRange,
+  limit: number,
+): Promise<MessageDoc[]> {
+  const found: MessageDoc[] = []
+  for (const block of blocksOf(range)) {
+    const docs = await messages
+      .find(rangeFilter(conversationId, block, range), { projection: MESSAGE_FIELDS })
+      .sort({ seq: range.order })
+      .limit(limit - found.length)
+      .toArray()
+    found.push(...docs)
+    if (found.length >= limit) break
+  }
+  return found
+}
+
+/** How many messages of a conversation in `range` match `filter`, counted up to `limit`. */
+export async function countSeqRange(
+  messages: Collection<MessageDoc>,
+  conversationId: string,
+  range: SeqRange,
+  filter: Filter<MessageDoc>,
+  limit: number,
+): Promise<number> {
+  let count = 0
+  for (const block of blocksOf(range)) {
+    count += await messages.countDocuments(
+      { ...filter, ...rangeFilter(conversationId, block, range) },
+      { limit: limit - count },
+    )
+    if (count >= limit) break
+  }
+  return count
 }
 
 /** The users projection fed by `user.registered` / `user.profile_updated`. */
@@ -96,6 +171,10 @@ export async function ensureIndexes(db: Db): Promise<void> {
   // Message pages and unread counts: an index range per conversation, never skip/offset. Unique:
   // the insert itself is the atomic assignment of a seq (FerretDB enforces it in PostgreSQL too).
   await messages.createIndex({ conversationId: 1, seq: 1 }, { unique: true })
+  // MongoDB pages along the index above (the block filter costs nothing there); FerretDB needs an
+  // index on the block for its equality lookup (see scripts/ferretdb-postgresql.sql).
+  if (await isFerretDB(db)) await messages.createIndex({ conversationId: 1, seqBlock: 1 })
+  await blockAllMessages(db)
   await dropIndexIfPresent(messages, 'conversationId_1__id_1')
   await messages.createIndex({ idempotencyKey: 1 }, { unique: true, sparse: true })
   await ensureOutboxIndexes(db)
@@ -104,12 +183,6 @@ export async function ensureIndexes(db: Db): Promise<void> {
 }
 
 const CONVERSATION_LIST_INDEX = 'participantIds_1_updatedAt_-1__id_-1'
-
-/** FerretDB answers buildInfo with its own version besides the MongoDB one it emulates. */
-export async function isFerretDB(db: Db): Promise<boolean> {
-  const info = (await db.admin().command({ buildInfo: 1 })) as { ferretdbVersion?: string }
-  return typeof info.ferretdbVersion === 'string'
-}
 
 async function dropIndexIfPresent<T extends Document>(
   collection: Collection<T>,
@@ -121,6 +194,42 @@ async function dropIndexIfPresent<T extends Document>(
 }
 
 const NUMBERING_BATCH = 500
+
+/** Migrations done, `{_id: <name>, at}`: checked before a migration that would read every message. */
+const MIGRATIONS = 'migrations'
+const SEQ_BLOCKS_MIGRATION = 'messages.seqBlock'
+
+/**
+ * Gives messages numbered by the previous version (seq, no seqBlock) their block; once, then
+ * recorded in `migrations` so later start-ups do not read every message again.
+ */
+export async function blockAllMessages(db: Db): Promise<number> {
+  const migrations = db.collection<{ _id: string; at: Date }>(MIGRATIONS)
+  if (await migrations.findOne({ _id: SEQ_BLOCKS_MIGRATION })) return 0
+  const { messages } = chatCollections(db)
+  let blocked = 0
+  for (;;) {
+    const batch = await messages
+      .find({ seqBlock: { $exists: false }, seq: { $exists: true } }, { projection: { _id: 1, seq: 1 } })
+      .limit(NUMBERING_BATCH)
+      .toArray()
+    if (batch.length === 0) break
+    await bulkWriteChunked(
+      messages,
+      batch.map(({ _id, seq }) => ({
+        updateOne: { filter: { _id, seq }, update: { $set: { seqBlock: blockOf(seq) } } },
+      })),
+      { ordered: false },
+    )
+    blocked += batch.length
+  }
+  try {
+    await migrations.insertOne({ _id: SEQ_BLOCKS_MIGRATION, at: new Date() })
+  } catch (error) {
+    if (!isDuplicateKeyError(error)) throw error
+  }
+  return blocked
+}
 
 /** Numbers every conversation of the previous version (no `lastSeq`); idempotent, one conversation at a time. */
 export async function numberAllConversations(db: Db): Promise<number> {
@@ -166,7 +275,10 @@ export async function numberConversation(db: Db, conversationId: string): Promis
       const result = await bulkWriteChunked(
         messages,
         batch.map(({ _id }, index) => ({
-          updateOne: { filter: { _id, seq: { $exists: false } }, update: { $set: { seq: top + index + 1 } } },
+          updateOne: {
+            filter: { _id, seq: { $exists: false } },
+            update: { $set: { seq: top + index + 1, seqBlock: blockOf(top + index + 1) } },
+          },
         })),
         { ordered: true },
       )
@@ -251,6 +363,7 @@ export const CONVERSATION_FIELDS = {
 export const MESSAGE_FIELDS = {
   conversationId: 1,
   seq: 1,
+  seqBlock: 1,
   senderId: 1,
   body: 1,
   clientMessageId: 1,

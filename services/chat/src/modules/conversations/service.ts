@@ -14,9 +14,6 @@ import { type ConversationStore, readMarkerPath } from './store'
 
 export const EVENT_SOURCE = 'parley/chat'
 
-/** Wakes the outbox relay after a write so events leave without waiting for its poll. */
-export type RelayKick = { kick(): void }
-
 type ListCursor = { updatedAt: Date; id: string }
 
 function encodeCursor({ updatedAt, id }: ListCursor): string {
@@ -56,7 +53,6 @@ export class ConversationService {
     private readonly store: ConversationStore,
     private readonly users: UserDirectory,
     private readonly outbox: MongoOutbox,
-    private readonly relay: RelayKick,
   ) {}
 
   async create(callerId: string, input: CreateConversationBody, correlationId?: string) {
@@ -102,7 +98,7 @@ export class ConversationService {
       await this.outbox.discard([event]).catch(() => undefined)
       throw error
     })
-    this.relay.kick()
+    this.outbox.committed([event])
     await this.store.remember(doc)
     return this.view(callerId, doc)
   }
@@ -156,7 +152,6 @@ export class ConversationService {
         { correlationId },
       ),
     }))
-    this.relay.kick()
     return this.view(callerId, doc)
   }
 
@@ -176,7 +171,7 @@ export class ConversationService {
         { field: 'body.userIds', message: `A conversation has at most ${MAX_PARTICIPANTS} participants` },
       ])
     const addedAt = new Date()
-    const { doc, event } = await this.store.change(
+    const { doc } = await this.store.change(
       id,
       callerId,
       (current) => {
@@ -214,7 +209,6 @@ export class ConversationService {
       },
       tooMany,
     )
-    if (event) this.relay.kick()
     return this.view(callerId, doc)
   }
 
@@ -235,7 +229,6 @@ export class ConversationService {
         { correlationId },
       ),
     }))
-    this.relay.kick()
   }
 
   private async view(callerId: string, doc: ConversationDoc): Promise<Conversation> {

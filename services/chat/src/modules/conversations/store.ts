@@ -7,6 +7,7 @@ import {
   CONVERSATION_FIELDS,
   type ConversationDoc,
   conversationState,
+  countSeqRange,
   type MessageDoc,
   numberConversation,
 } from '../../db'
@@ -133,7 +134,10 @@ export class ConversationStore {
         await this.outbox.discard([change.event]).catch(() => undefined)
         throw error
       }
-      if (doc) return { doc, event: change.event }
+      if (doc) {
+        this.outbox.committed([change.event])
+        return { doc, event: change.event }
+      }
       await this.outbox.discard([change.event]).catch(() => undefined)
       const stored = await this.load(id)
       if (!stored?.participantIds.includes(userId)) throw problems.notFound('No such conversation')
@@ -146,15 +150,18 @@ export class ConversationStore {
   }
 
   /**
-   * Messages from others after the user's read marker, counted up to UNREAD_COUNT_CAP along
-   * the (conversationId, seq) index. Most calls need no query: the marker is at the newest message.
+   * Messages from others after the user's read marker, counted up to UNREAD_COUNT_CAP block by
+   * block (see countSeqRange). Most calls need no query: the marker is at the newest message.
    */
   async unreadCount(conversation: ConversationDoc, userId: string): Promise<number> {
     const read = conversation.readMarkers[userId]?.seq ?? 0
     if (read >= conversation.lastSeq) return 0
-    return this.messages.countDocuments(
-      { conversationId: conversation._id, seq: { $gt: read }, senderId: { $ne: userId } },
-      { limit: UNREAD_COUNT_CAP },
+    return countSeqRange(
+      this.messages,
+      conversation._id,
+      { after: read, before: conversation.lastSeq + 1, order: 1 },
+      { senderId: { $ne: userId } },
+      UNREAD_COUNT_CAP,
     )
   }
 }

@@ -3,8 +3,16 @@ import { buildEvent } from '@parley/common/events'
 import { isDuplicateKeyError, type MongoOutbox } from '@parley/common/mongo'
 import type { Collection } from 'mongodb'
 import { type ChatCache, LATEST_PAGE_SIZE, type LatestPage } from '../../cache'
-import { type ConversationDoc, lastMessageOf, MESSAGE_FIELDS, type MessageDoc, previewOf } from '../../db'
-import { EVENT_SOURCE, type RelayKick } from '../conversations/service'
+import {
+  blockOf,
+  type ConversationDoc,
+  lastMessageOf,
+  MESSAGE_FIELDS,
+  type MessageDoc,
+  previewOf,
+  readSeqRange,
+} from '../../db'
+import { EVENT_SOURCE } from '../conversations/service'
 import { type ConversationStore, readMarkerPath } from '../conversations/store'
 import {
   MAX_BODY_LENGTH,
@@ -49,7 +57,6 @@ export class MessageService {
     private readonly store: ConversationStore,
     private readonly cache: ChatCache,
     private readonly outbox: MongoOutbox,
-    private readonly relay: RelayKick,
     metrics: Metrics,
   ) {
     this.sent = metrics.counter('chat_messages_sent_total', 'Message sends by outcome', ['outcome'])
@@ -65,7 +72,8 @@ export class MessageService {
    * seq N+1 only after seeing N taken (or recorded in `lastSeq`, written after its insert), so a
    * seq becomes visible only after every lower one: paging `after` a seq never skips, and there
    * are no holes. The `message.sent` event is staged before each attempt for that attempt's
-   * message id (a lost attempt's event has no subject and is never published). A repeated
+   * message id (a lost attempt's event has no subject and is never published) and published
+   * right after its insert, in the conversation's order on this replica. A repeated
    * (sender, clientMessageId) collides on the unique idempotency key and returns the stored
    * message instead, also when the sends race.
    */
@@ -90,7 +98,7 @@ export class MessageService {
     // Sends of one conversation on this replica go one after the other: concurrent ones would
     // all try the same seq and retry in turn (16 at once cost 3 msg/s on FerretDB). Sends from
     // other replicas still meet on the unique index.
-    return this.serially(conversationId, async () => {
+    const sent = await this.serially(conversationId, async (): Promise<SendResult | MessageDoc> => {
       // After this replica's previous send of the conversation, which `conversation` may predate.
       let seq = Math.max(conversation.lastSeq, this.assigned.get(conversationId) ?? 0) + 1
       for (let attempt = 1; ; attempt++) {
@@ -99,6 +107,7 @@ export class MessageService {
           _id: newId(),
           conversationId,
           seq,
+          seqBlock: blockOf(seq),
           senderId,
           body,
           ...(idempotencyKey === undefined ? {} : { clientMessageId, idempotencyKey }),
@@ -142,17 +151,20 @@ export class MessageService {
           if (recorded >= seq) seq = recorded + 1
           // Still behind after a few steps: lastSeq lags what is taken (e.g. a send died before
           // recording it). Ask the index, a scan of the conversation on FerretDB, so only then.
-          else if (attempt % 4 === 0) seq = Math.max(seq + 1, (await this.highestSeq(conversationId)) + 1)
+          else if (attempt % 4 === 0) seq = (await this.highestSeq(conversationId, seq)) + 1
           else seq += 1
           continue
         }
         this.assigned.set(conversationId, seq)
-        this.relay.kick()
-        await this.record(message)
-        this.sent.inc({ outcome: 'created' })
-        return { created: true, message: toMessage(message) }
+        this.outbox.committed([event])
+        return message
       }
     })
+    if ('created' in sent) return sent
+    // Outside the queue: the next send needs only `assigned`, and `$max` takes records in any order.
+    await this.record(sent)
+    this.sent.inc({ outcome: 'created' })
+    return { created: true, message: toMessage(sent) }
   }
 
   /** Runs `task` after every earlier task of `key` on this replica has settled. */
@@ -174,9 +186,17 @@ export class MessageService {
     return run
   }
 
-  private async highestSeq(conversationId: string): Promise<number> {
-    const top = await this.messages.findOne({ conversationId }, { sort: { seq: -1 }, projection: { seq: 1 } })
-    return top?.seq ?? 0
+  /** The highest seq taken: from the block of `from` (taken) on, block by block, to the first empty one. */
+  private async highestSeq(conversationId: string, from: number): Promise<number> {
+    let highest = from
+    for (let block = blockOf(from); ; block++) {
+      const top = await this.messages.findOne(
+        { conversationId, seqBlock: block },
+        { sort: { seq: -1 }, projection: { seq: 1 } },
+      )
+      if (!top) return highest
+      highest = Math.max(highest, top.seq)
+    }
   }
 
   private async duplicate(conversation: ConversationDoc, existing: MessageDoc): Promise<SendResult> {
@@ -221,8 +241,8 @@ export class MessageService {
   }
 
   /**
-   * One page along the (conversationId, seq) index: cost independent of how deep the cursor is.
-   * Filters are an equality on `conversationId` (FerretDB pushes it down) and a seq range.
+   * One page, read block by block along the seq (see readSeqRange): its cost does not depend on
+   * how deep the cursor is or how long the conversation is, on MongoDB or FerretDB.
    */
   async page(callerId: string, conversationId: string, query: MessagePageQuery): Promise<MessagePage> {
     const { limit = 50, after, before } = query
@@ -232,11 +252,9 @@ export class MessageService {
 
     if (after !== undefined) {
       const from = await this.cursorSeq(conversationId, after, 'query.after')
-      const docs = await this.messages
-        .find({ conversationId, seq: { $gt: from } }, { projection: MESSAGE_FIELDS })
-        .sort({ seq: 1 })
-        .limit(limit + 1)
-        .toArray()
+      // Up to the last recorded seq: a message inserted but not yet recorded is on the next page.
+      const range = { after: from, before: Math.max(conversation.lastSeq, from) + 1, order: 1 } as const
+      const docs = await readSeqRange(this.messages, conversationId, range, limit + 1)
       const items = docs.slice(0, limit)
       const last = items.at(-1)
       return {
@@ -249,11 +267,12 @@ export class MessageService {
     let hasOlder: boolean
     if (before !== undefined) {
       const to = await this.cursorSeq(conversationId, before, 'query.before')
-      const docs = await this.messages
-        .find({ conversationId, seq: { $lt: to } }, { projection: MESSAGE_FIELDS })
-        .sort({ seq: -1 })
-        .limit(limit + 1)
-        .toArray()
+      const docs = await readSeqRange(
+        this.messages,
+        conversationId,
+        { after: 0, before: to, order: -1 },
+        limit + 1,
+      )
       items = docs.slice(0, limit).reverse()
       hasOlder = docs.length > limit
     } else {
@@ -266,11 +285,8 @@ export class MessageService {
   }
 
   private async loadLatest(conversation: ConversationDoc): Promise<LatestPage> {
-    const docs = await this.messages
-      .find({ conversationId: conversation._id }, { projection: MESSAGE_FIELDS })
-      .sort({ seq: -1 })
-      .limit(LATEST_PAGE_SIZE + 1)
-      .toArray()
+    const range = { after: 0, before: conversation.lastSeq + 1, order: -1 } as const
+    const docs = await readSeqRange(this.messages, conversation._id, range, LATEST_PAGE_SIZE + 1)
     const page: LatestPage = {
       messagesVersion: conversation.messagesVersion,
       messages: docs.slice(0, LATEST_PAGE_SIZE).reverse(),
@@ -320,7 +336,6 @@ export class MessageService {
       }
     })
     const marker = doc.readMarkers[callerId] ?? { seq: message.seq, id: message._id }
-    if (marker.seq === message.seq) this.relay.kick()
     return {
       conversationId,
       lastReadMessageId: marker.id,

@@ -1,4 +1,4 @@
-import { isDuplicateKeyError } from '@parley/common/mongo'
+import { findByIds, isDuplicateKeyError } from '@parley/common/mongo'
 import type { Collection } from 'mongodb'
 import type { UserDoc } from '../../db'
 
@@ -28,16 +28,14 @@ export class UserDirectory {
   /** The ids among `ids` that the projection does not know, in the order given. */
   async unknownIds(ids: readonly string[]): Promise<string[]> {
     if (ids.length === 0) return []
-    const known = await this.users.find({ _id: { $in: [...ids] } }, { projection: { _id: 1 } }).toArray()
+    const known = await findByIds(this.users, ids, { _id: 1 })
     const knownIds = new Set(known.map((user) => user._id))
     return ids.filter((id) => !knownIds.has(id))
   }
 
   async displayNames(ids: readonly string[]): Promise<Map<string, string>> {
     if (ids.length === 0) return new Map()
-    const users = await this.users
-      .find({ _id: { $in: [...new Set(ids)] } }, { projection: { displayName: 1 } })
-      .toArray()
+    const users = await findByIds(this.users, ids, { displayName: 1 })
     return new Map(users.map((user) => [user._id, user.displayName]))
   }
 }
