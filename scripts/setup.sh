@@ -13,8 +13,9 @@ LOG_TAG=setup
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-# git: the tests list the repository's files (a clone has it, an unpacked archive may not)
-need_tools curl:curl update-ca-certificates:ca-certificates git:git
+# git: the tests list the repository's files (a clone has it, an unpacked archive may not);
+# prometheus: test/observability runs a real one over the dashboards and rules
+need_tools curl:curl update-ca-certificates:ca-certificates git:git prometheus:prometheus
 
 pinned=$(sed -n 's/.*"packageManager": *"bun@\([^"]*\)".*/\1/p' package.json)
 [[ -n $pinned ]] || die "no bun@<version> packageManager in package.json"

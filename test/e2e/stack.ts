@@ -75,7 +75,13 @@ export async function startPrivateRedis() {
  * Every service of the roster as a real process (from source, as `bun run dev` runs them) on free
  * loopback ports, against per-stack databases, vhost and Redis, plus a second gateway.
  */
-export async function startStack(options: { gatewayEnv?: Record<string, string> } = {}) {
+export async function startStack(
+  options: {
+    gatewayEnv?: Record<string, string>
+    /** Extra variables of the upstream services, e.g. a lower cap a test wants to reach. */
+    serviceEnv?: Partial<Record<UpstreamName, Record<string, string>>>
+  } = {},
+) {
   // Every service of the roster with its own store: a database each, one MongoDB database.
   const databases = new Map<string, TestDatabase>()
   await Promise.all(
@@ -137,6 +143,7 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
   const envOf = (name: ServiceName) => ({
     ...(name === 'gateway' ? {} : storeEnv(name)),
     ...extraEnv[name],
+    ...(name === 'gateway' ? {} : options.serviceEnv?.[name]),
   })
 
   const running: RunningService[] = []
@@ -187,6 +194,8 @@ export async function startStack(options: { gatewayEnv?: Record<string, string> 
     gateway,
     gateway2,
     redis,
+    /** The stack's RabbitMQ vhost (its queues, e.g. for the broker's per-queue metrics). */
+    vhost,
     /** Stops every process (SIGTERM) and returns their exit codes by name, then drops the data. */
     async stop(): Promise<Record<string, number>> {
       const codes: Record<string, number> = {}
