@@ -17,7 +17,8 @@
  * Run: `bun bench/realtime/fanout.ts` (infra up). Not a test.
  * Env: BENCH_SCENARIOS (default "1000x200,1000x1000,5000x200,5000x1000": sockets x msg/s),
  *      BENCH_DURATION_S (15 per scenario), BENCH_DRAIN_S (10: wait for late pushes),
- *      BENCH_SKIP_BASELINE=1.
+ *      BENCH_SKIP_BASELINE=1, BENCH_LOG_DIR (write the services' logs there: chat.log, gateway-<n>.log),
+ *      BENCH_CPU_PROF_DIR (CPU profiles of chat and the gateways there, as markdown, written at exit).
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -90,6 +91,8 @@ type Measured = {
   expected: number
   received: number
   failures: number
+  /** Answers other than 201 by status (0: no answer), e.g. "504×12". */
+  failedStatuses: Map<number, number>
   sent: number
 }
 
@@ -103,8 +106,11 @@ async function drive(options: {
   conversations: readonly Conversation[]
   rate: number
   connect: (user: User, index: number, onFrame: (frame: string) => void) => Promise<WebSocket>
-  send: (conversation: Conversation, senderIndex: number, body: string, gateway: number) => Promise<boolean>
+  /** Performs one send and returns its HTTP status (0 when there was no answer). */
+  send: (conversation: Conversation, senderIndex: number, body: string, gateway: number) => Promise<number>
   seqOf: (frame: string) => number | undefined
+  /** The frame after which a socket is set up (the stack: its presence snapshot); sends wait for all. */
+  isSetUp?: (frame: string) => boolean
   afterConnect?: () => void
 }): Promise<Measured> {
   const { users, conversations, rate } = options
@@ -113,9 +119,15 @@ async function drive(options: {
   const latencies: number[] = []
   const sockets: WebSocket[] = []
   const byUser = new Map(users.map((user, index) => [user.id, index]))
+  let setUp = 0
   for (const [index, user] of users.entries()) {
+    let mine = false
     sockets.push(
       await options.connect(user, index, (frame) => {
+        if (!mine && options.isSetUp?.(frame)) {
+          mine = true
+          setUp++
+        }
         const seq = options.seqOf(frame)
         if (seq === undefined) return
         const sent = sentAt.get(seq)
@@ -128,8 +140,17 @@ async function drive(options: {
     )
   }
   options.afterConnect?.()
+  // Set-up, not measured: every socket has its contacts (the gateways load them from chat).
+  const setUpStarted = performance.now()
+  while (options.isSetUp && setUp < sockets.length && performance.now() - setUpStarted < 180_000)
+    await Bun.sleep(100)
+  if (options.isSetUp)
+    console.log(
+      `${sockets.length} sockets open, ${setUp} set up ${((performance.now() - setUpStarted) / 1000).toFixed(1)} s after the last opened`,
+    )
   let seq = 0
   let failures = 0
+  const failedStatuses = new Map<number, number>()
   let expected = 0
   const inFlight: Promise<void>[] = []
   const sendLatencies: number[] = []
@@ -148,10 +169,11 @@ async function drive(options: {
     sentAt.set(mySeq, { at: performance.now(), sender })
     const sendStarted = performance.now()
     inFlight.push(
-      options.send(conversation, byUser.get(sender) as number, `bench ${mySeq}`, mySeq % 2).then((ok) => {
+      options.send(conversation, byUser.get(sender) as number, `bench ${mySeq}`, mySeq % 2).then((status) => {
         sendLatencies.push(performance.now() - sendStarted)
-        if (!ok) {
+        if (status !== 201) {
           failures++
+          failedStatuses.set(status, (failedStatuses.get(status) ?? 0) + 1)
           expected -= receivers
         }
       }),
@@ -163,7 +185,7 @@ async function drive(options: {
   for (const socket of sockets) socket.close()
   latencies.sort((a, b) => a - b)
   sendLatencies.sort((a, b) => a - b)
-  return { latencies, sendLatencies, expected, received: seen.size, failures, sent: total }
+  return { latencies, sendLatencies, expected, received: seen.size, failures, failedStatuses, sent: total }
 }
 
 function openSocket(url: string, protocols: string[], onFrame: (frame: string) => void): Promise<WebSocket> {
@@ -199,9 +221,14 @@ const baseEnv = {
   AMQP_URL: vhost.url,
   JWKS_URL: jwksUrl,
 }
+const logDir = process.env.BENCH_LOG_DIR
+const logTo = (name: string) => (logDir ? Bun.file(join(logDir, `${name}.log`)) : 'ignore')
+const profDir = process.env.BENCH_CPU_PROF_DIR
+const bunRun = (name: string) =>
+  profDir ? ['bun', '--cpu-prof-md', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}.md`] : ['bun']
 const chatPort = freePort()
 const chatOpsPort = freePort()
-const chat = Bun.spawn(['bun', join(root, 'services/chat/src/index.ts')], {
+const chat = Bun.spawn([...bunRun('chat'), join(root, 'services/chat/src/index.ts')], {
   env: {
     ...baseEnv,
     PORT: String(chatPort),
@@ -209,24 +236,27 @@ const chat = Bun.spawn(['bun', join(root, 'services/chat/src/index.ts')], {
     MONGO_URL: testInfra.mongoUrl,
     MONGO_DB: mongoDb,
   },
-  stdout: 'ignore',
+  stdout: logTo('chat'),
   stderr: 'inherit',
 })
-const gateways = [0, 1].map(() => {
+const gateways = [0, 1].map((replica) => {
   const port = freePort()
   const opsPort = freePort()
-  const process_ = Bun.spawn(['bun', join(root, 'services/gateway/src/index.ts')], {
-    env: {
-      ...baseEnv,
-      PORT: String(port),
-      OPS_PORT: String(opsPort),
-      CHAT_URL: `http://127.0.0.1:${chatPort}`,
-      RATE_LIMIT_POLICIES: limits,
-      WS_MAX_CONNECTIONS_PER_USER: '5',
+  const process_ = Bun.spawn(
+    [...bunRun(`gateway-${replica + 1}`), join(root, 'services/gateway/src/index.ts')],
+    {
+      env: {
+        ...baseEnv,
+        PORT: String(port),
+        OPS_PORT: String(opsPort),
+        CHAT_URL: `http://127.0.0.1:${chatPort}`,
+        RATE_LIMIT_POLICIES: limits,
+        WS_MAX_CONNECTIONS_PER_USER: '5',
+      },
+      stdout: logTo(`gateway-${replica + 1}`),
+      stderr: 'inherit',
     },
-    stdout: 'ignore',
-    stderr: 'inherit',
-  })
+  )
   return { port, opsPort, process: process_, url: `http://127.0.0.1:${port}` }
 })
 
@@ -323,11 +353,12 @@ try {
             },
           )
           await response.arrayBuffer()
-          return response.status === 201
+          return response.status
         } catch {
-          return false
+          return 0
         }
       },
+      isSetUp: (frame) => frame.includes('"presence.snapshot"'),
       seqOf: (frame) => {
         if (!frame.includes('"message.sent"')) return undefined
         const match = BODY_SEQ.exec(frame)
@@ -367,7 +398,8 @@ try {
               },
             }),
           })
-          return response.status === 201
+          await response.arrayBuffer()
+          return response.status
         },
         seqOf: (frame) => {
           const match = BODY_SEQ.exec(frame)
@@ -401,11 +433,17 @@ console.log(
 for (const { scenario, target, measured, rssPer1000 } of rows) {
   const { latencies, sendLatencies, expected, received, failures, sent } = measured
   const sendFigures = `${fmt(percentile(sendLatencies, 50))} / ${fmt(percentile(sendLatencies, 99))}`
-  const lost = expected - received
+  // A send that timed out at the client may still have been delivered: loss never goes below 0.
+  const lost = Math.max(0, expected - received)
   console.log(
     `${scenario.padEnd(26)}${target.padEnd(36)}${fmt(percentile(latencies, 50)).padEnd(11)}${fmt(percentile(latencies, 99)).padEnd(11)}${fmt(latencies.at(-1) ?? Number.NaN).padEnd(11)}${`${lost} of ${expected}`.padEnd(16)}${sendFigures.padEnd(20)}${`${failures} of ${sent}`.padEnd(13)}${rssPer1000 === undefined ? '' : `${rssPer1000.toFixed(1)} MiB`}`,
   )
 }
+for (const { scenario, target, measured } of rows)
+  if (measured.failedStatuses.size > 0)
+    console.log(
+      `${scenario}, ${target}: failed POSTs by status ${[...measured.failedStatuses].map(([status, count]) => `${status || 'no answer'}×${count}`).join(', ')}`,
+    )
 for (const { scenario } of scenarios.map((s) => ({ scenario: `${s.sockets} sockets, ${s.rate} msg/s` }))) {
   const [stack, baseline] = [
     rows.find((row) => row.scenario === scenario && row.target.startsWith('gateway')),

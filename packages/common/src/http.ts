@@ -7,12 +7,16 @@ import {
   problemResponse,
   problems,
 } from './errors'
+import { registerFormats } from './formats'
 import { exitOnSignals, type Lifecycle } from './lifecycle'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
 import { canonicalPath } from './paths'
 import { RequestState, recordRequest, requestStateOf } from './request-context'
 import type { Runtime } from './runtime'
+
+// Now that the openapi plugin has replaced TypeBox's formats with slow ones (see formats.ts).
+registerFormats()
 
 export type ReadinessCheck = {
   name: string

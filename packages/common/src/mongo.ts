@@ -8,9 +8,10 @@ import {
   MongoBulkWriteError,
   MongoClient,
   MongoServerError,
+  type OptionalUnlessRequiredId,
 } from 'mongodb'
+import { GroupCommit } from './concurrency'
 import { BrokerUnavailableError, type EventBus } from './events/bus'
-import { GroupCommit } from './group-commit'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
 import {
@@ -77,6 +78,31 @@ export function mongoFor(
 
 export function isDuplicateKeyError(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === 11000
+}
+
+/**
+ * An unordered insertMany that says per document what failed (as the MongoServerError an
+ * insertOne would have thrown), for GroupCommit: one round trip for many requests' inserts
+ * (FerretDB's cost is mostly per command). Any other failure throws for all of them.
+ */
+export async function insertEach<T extends Document>(
+  collection: Collection<T>,
+  docs: readonly OptionalUnlessRequiredId<T>[],
+): Promise<(MongoServerError | undefined)[]> {
+  const errors: (MongoServerError | undefined)[] = docs.map(() => undefined)
+  try {
+    await collection.insertMany([...docs], { ordered: false })
+  } catch (error) {
+    if (!(error instanceof MongoBulkWriteError)) throw error
+    const failures = Array.isArray(error.writeErrors) ? error.writeErrors : [error.writeErrors]
+    if (failures.length === 0) throw error
+    for (const failure of failures)
+      errors[failure.index] = new MongoServerError({
+        message: failure.errmsg ?? 'write failed',
+        code: failure.code,
+      })
+  }
+  return errors
 }
 
 const ferretDB = new WeakMap<Db, Promise<boolean>>()

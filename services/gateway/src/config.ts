@@ -84,6 +84,12 @@ export const Env = envSchema({
     default: 2_000,
     description: 'Time each service has to answer its /docs/json when the gateway merges the docs',
   }),
+  PRESENCE_CONTACT_LOADS: t.Integer({
+    minimum: 1,
+    default: 4,
+    description:
+      "Contact lists (a user's conversations) a replica asks chat for at once when sockets open; more wait, so a reconnect storm cannot flood chat",
+  }),
   WS_MAX_CONNECTIONS_PER_USER: t.Integer({
     minimum: 1,
     default: 5,

@@ -102,7 +102,11 @@ export async function connect(
     hub,
     limiter,
     {
-      chat: { baseUrl: config.CHAT_URL.replace(/\/$/, ''), timeoutMs: config.CHAT_TIMEOUT_MS },
+      chat: {
+        baseUrl: config.CHAT_URL.replace(/\/$/, ''),
+        timeoutMs: config.CHAT_TIMEOUT_MS,
+        contactLoads: config.PRESENCE_CONTACT_LOADS,
+      },
       intervalMs: config.WS_PING_INTERVAL_MS,
       presenceTtlMs: PRESENCE_TTL_MS,
     },

@@ -348,6 +348,42 @@ describe('presence changes', () => {
     )
   })
 
+  test('a reconnect storm asks chat for PRESENCE_CONTACT_LOADS contact lists at a time; every socket gets its snapshot', async () => {
+    let inFlight = 0
+    let most = 0
+    const slowChat = startUpstream(async (request) => {
+      inFlight++
+      most = Math.max(most, inFlight)
+      await Bun.sleep(40)
+      inFlight--
+      return chatStub(request)
+    })
+    const gateway = await startGateway(
+      {
+        AMQP_URL: vhost.url,
+        JWKS_URL: jwks.url,
+        CHAT_URL: slowChat.url,
+        WS_PING_INTERVAL_MS: '200',
+        PRESENCE_CONTACT_LOADS: '2',
+      },
+      { redisKeyPrefix },
+    )
+    try {
+      const users = Array.from({ length: 12 }, newUser)
+      for (let i = 0; i < users.length; i += 2) conversation([users[i] as string, users[i + 1] as string])
+      const opened = await Promise.all(users.map((user) => connectAs(gateway, user)))
+      expect(opened).toHaveLength(12)
+      expect(slowChat.requests.filter((request) => request.path.startsWith('/conversations?'))).toHaveLength(
+        12,
+      )
+      expect(most).toBe(2)
+      expect(metricValue(await gateway.metrics(), 'presence_contact_loads_waiting')).toBe(0)
+    } finally {
+      await gateway.stop()
+      await slowChat.stop()
+    }
+  })
+
   test('membership events add and remove contacts', async () => {
     const [alice, dave] = [newUser(), newUser()]
     const daveSocket = await connectAs(second, dave)

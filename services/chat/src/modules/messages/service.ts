@@ -1,6 +1,6 @@
-import { type Metrics, newId, problems } from '@parley/common'
+import { GroupCommit, type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
-import { isDuplicateKeyError, type MongoOutbox } from '@parley/common/mongo'
+import { BULK_WRITE_CHUNK, insertEach, isDuplicateKeyError, type MongoOutbox } from '@parley/common/mongo'
 import type { Collection } from 'mongodb'
 import { type ChatCache, LATEST_PAGE_SIZE, type LatestPage } from '../../cache'
 import {
@@ -50,6 +50,8 @@ export class MessageService {
   /** Per conversation: the tail of this replica's queue of sends, and the last seq it assigned. */
   private readonly queues = new Map<string, Promise<void>>()
   private readonly assigned = new Map<string, number>()
+  /** Inserts of concurrent sends (of different conversations) share one insertMany. */
+  private readonly inserts: GroupCommit<MessageDoc>
 
   constructor(
     private readonly messages: Collection<MessageDoc>,
@@ -59,6 +61,7 @@ export class MessageService {
     private readonly outbox: MongoOutbox,
     metrics: Metrics,
   ) {
+    this.inserts = new GroupCommit((docs) => insertEach(messages, docs), BULK_WRITE_CHUNK)
     this.sent = metrics.counter('chat_messages_sent_total', 'Message sends by outcome', ['outcome'])
     this.seqCollisions = metrics.counter(
       'chat_message_seq_collisions_total',
@@ -129,7 +132,7 @@ export class MessageService {
         )
         await this.outbox.stage({ collection: this.messages.collectionName, id: message._id }, [event])
         try {
-          await this.messages.insertOne(message)
+          await this.inserts.add([message])
         } catch (error) {
           // The staged event's message will never exist.
           await this.outbox.discard([event]).catch(() => undefined)

@@ -1,4 +1,4 @@
-import type { Logger, Metrics } from '@parley/common'
+import { ConcurrencyLimit, type Logger, type Metrics } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
 import { presenceKey } from '@parley/contracts'
 import { Value } from '@sinclair/typebox/value'
@@ -211,7 +211,8 @@ type RedisWithPresence = Redis & {
 }
 
 export type EphemeralOptions = {
-  chat: { baseUrl: string; timeoutMs: number }
+  /** `contactLoads`: contact lists fetched from chat at once; more wait (a reconnect storm). */
+  chat: { baseUrl: string; timeoutMs: number; contactLoads: number }
   /** Interval of presence refreshes and of the sweep for users whose last replica died. */
   intervalMs: number
   presenceTtlMs: number
@@ -255,6 +256,7 @@ export class EphemeralHub {
   private readonly typingPushed
   private readonly presencePublished
   private readonly presencePushed
+  private readonly contactLoads: ConcurrencyLimit
 
   constructor(
     private readonly redis: Redis,
@@ -269,6 +271,16 @@ export class EphemeralHub {
     // Pub/sub channels are not keys: ioredis does not prefix them, so the prefix is added here.
     this.channel = `${redis.options.keyPrefix ?? ''}${EPHEMERAL_CHANNEL}`
     this.subscriber = redis.duplicate()
+    this.contactLoads = new ConcurrencyLimit(options.chat.contactLoads)
+    const contactLoads = this.contactLoads
+    metrics.gauge(
+      'presence_contact_loads_waiting',
+      "Sockets waiting for their user's contacts from chat (loads run PRESENCE_CONTACT_LOADS at a time)",
+      [],
+      function () {
+        this.set(contactLoads.waiting)
+      },
+    )
     this.typingReceived = metrics.counter('typing_frames_received_total', 'Typing frames sent by clients')
     this.typingRejected = metrics.counter(
       'typing_frames_rejected_total',
@@ -507,13 +519,15 @@ export class EphemeralHub {
     const inFlight = this.loading.get(userId)
     if (inFlight) return inFlight.done
     const replay: MembershipChange[] = []
-    const done = this.listConversations(token).then((listed) => {
-      this.loading.delete(userId)
-      // The user may have gone while chat answered.
-      if (!this.byUser.has(userId)) return
-      this.contacts.attach(userId, listed)
-      for (const change of replay) this.contacts.apply(change)
-    })
+    const done = this.contactLoads
+      .run(() => this.listConversations(token))
+      .then((listed) => {
+        this.loading.delete(userId)
+        // The user may have gone while chat answered.
+        if (!this.byUser.has(userId)) return
+        this.contacts.attach(userId, listed)
+        for (const change of replay) this.contacts.apply(change)
+      })
     this.loading.set(userId, { done, replay })
     return done
   }
