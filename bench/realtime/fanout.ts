@@ -286,6 +286,23 @@ const bare = Bun.spawn(['bun', '-e', bareScript], {
 type Row = { scenario: string; target: string; measured: Measured; rssPer1000?: number }
 const rows: Row[] = []
 
+const fmt = (ms: number) => (Number.isNaN(ms) ? '–' : `${ms.toFixed(1)} ms`)
+const HEADER = `${'scenario'.padEnd(26)}${'target'.padEnd(36)}${'p50'.padEnd(11)}${'p99'.padEnd(11)}${'max'.padEnd(11)}${'loss'.padEnd(16)}${'send p50/p99'.padEnd(20)}${'POST failed'.padEnd(13)}RSS/1k sockets`
+
+function formatRow({ scenario, target, measured, rssPer1000 }: Row): string {
+  const { latencies, sendLatencies, expected, received, failures, sent } = measured
+  const sendFigures = `${fmt(percentile(sendLatencies, 50))} / ${fmt(percentile(sendLatencies, 99))}`
+  // A send that timed out at the client may still have been delivered: loss never goes below 0.
+  const lost = Math.max(0, expected - received)
+  return `${scenario.padEnd(26)}${target.padEnd(36)}${fmt(percentile(latencies, 50)).padEnd(11)}${fmt(percentile(latencies, 99)).padEnd(11)}${fmt(latencies.at(-1) ?? Number.NaN).padEnd(11)}${`${lost} of ${expected}`.padEnd(16)}${sendFigures.padEnd(20)}${`${failures} of ${sent}`.padEnd(13)}${rssPer1000 === undefined ? '' : `${rssPer1000.toFixed(1)} MiB`}`
+}
+
+/** Records a measured row and prints it at once (a long run that is cut short keeps what it measured). */
+function record(row: Row): void {
+  rows.push(row)
+  console.log(`measured: ${formatRow(row)}`)
+}
+
 try {
   await waitForHttp(`http://127.0.0.1:${barePort}/`)
   await waitForHttp(`http://127.0.0.1:${chatOpsPort}/ready`)
@@ -372,7 +389,7 @@ try {
         rssPer1000 = (grown / sockets) * 1000
       },
     })
-    rows.push({
+    record({
       scenario,
       target: 'gateway ×2 (chat, broker, Redis)',
       measured: stack,
@@ -406,7 +423,7 @@ try {
           return match ? Number(match[1]) : undefined
         },
       })
-      rows.push({ scenario, target: 'bare Bun WebSocket publish', measured: baseline })
+      record({ scenario, target: 'bare Bun WebSocket publish', measured: baseline })
     }
   }
 } finally {
@@ -423,22 +440,11 @@ try {
   await vhost.drop()
 }
 
-const fmt = (ms: number) => (Number.isNaN(ms) ? '–' : `${ms.toFixed(1)} ms`)
 console.log(
   `\n${durationS} s per scenario, drain ${drainS} s, 2 gateway replicas (this machine: ${navigator.hardwareConcurrency} cores)`,
 )
-console.log(
-  `${'scenario'.padEnd(26)}${'target'.padEnd(36)}${'p50'.padEnd(11)}${'p99'.padEnd(11)}${'max'.padEnd(11)}${'loss'.padEnd(16)}${'send p50/p99'.padEnd(20)}${'POST failed'.padEnd(13)}RSS/1k sockets`,
-)
-for (const { scenario, target, measured, rssPer1000 } of rows) {
-  const { latencies, sendLatencies, expected, received, failures, sent } = measured
-  const sendFigures = `${fmt(percentile(sendLatencies, 50))} / ${fmt(percentile(sendLatencies, 99))}`
-  // A send that timed out at the client may still have been delivered: loss never goes below 0.
-  const lost = Math.max(0, expected - received)
-  console.log(
-    `${scenario.padEnd(26)}${target.padEnd(36)}${fmt(percentile(latencies, 50)).padEnd(11)}${fmt(percentile(latencies, 99)).padEnd(11)}${fmt(latencies.at(-1) ?? Number.NaN).padEnd(11)}${`${lost} of ${expected}`.padEnd(16)}${sendFigures.padEnd(20)}${`${failures} of ${sent}`.padEnd(13)}${rssPer1000 === undefined ? '' : `${rssPer1000.toFixed(1)} MiB`}`,
-  )
-}
+console.log(HEADER)
+for (const row of rows) console.log(formatRow(row))
 for (const { scenario, target, measured } of rows)
   if (measured.failedStatuses.size > 0)
     console.log(

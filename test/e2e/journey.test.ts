@@ -15,6 +15,7 @@ beforeAll(async () => {
       RATE_LIMIT_POLICIES: JSON.stringify({
         login: { limit: 3, windowSeconds: 60 },
         register: { limit: 100, windowSeconds: 60 },
+        reactions: { limit: 3, windowSeconds: 60 },
       }),
     },
   })
@@ -182,6 +183,125 @@ describe('the journey through the gateway', () => {
     const onOtherReplica = await api('GET', '/users/me', { token, gateway: stack.gateway2.url })
     expect(onOtherReplica.status).toBe(401)
     expect(onOtherReplica.headers.get('content-type')).toBe('application/problem+json')
+  }, 120_000)
+})
+
+describe('changing messages and roles through the gateway', () => {
+  test('edit, react, promote, delete: pushed live, in the resume stream, the notification loses the text', async () => {
+    const alice = await register('Alice')
+    const bob = await register('Bob')
+    const carol = await register('Carol')
+    const bobSocket = await openSocket(
+      `${stack.gateway.url.replace('http', 'ws')}/api/v1/ws`,
+      bob.accessToken,
+    )
+    const conversation = await waitFor(
+      async () => {
+        const created = await api('POST', '/conversations', {
+          token: alice.accessToken,
+          body: { participantIds: [bob.user.id, carol.user.id] },
+        })
+        return created.status === 201 ? created.body : undefined
+      },
+      { timeoutMs: 20_000, what: 'conversation creation' },
+    )
+    const path = `/conversations/${conversation.id}`
+    const resume = await api('GET', '/sync', { token: carol.accessToken })
+    expect(resume.status).toBe(200)
+
+    const sent = await api('POST', `${path}/messages`, {
+      token: alice.accessToken,
+      body: { body: 'Lunch at 1?' },
+    })
+    expect(sent.status).toBe(201)
+    const messagePath = `${path}/messages/${sent.body.id}`
+    type Frame = { type: string; data: Json }
+    const pushed = (type: string) =>
+      bobSocket.next<Frame>((frame) => frame.type === type && frame.data.messageId === sent.body.id, 20_000)
+
+    const edited = await api('PATCH', messagePath, {
+      token: alice.accessToken,
+      body: { body: 'Lunch at noon?' },
+    })
+    expect(edited.status).toBe(200)
+    expect(edited.body.editedAt).toBeString()
+    expect((await pushed('message.updated')).data.preview).toBe('Lunch at noon?')
+    expect((await api('PATCH', messagePath, { token: bob.accessToken, body: { body: 'no' } })).status).toBe(
+      403,
+    )
+
+    const thumbs = `${messagePath}/reactions/${encodeURIComponent('👍')}`
+    const reacted = await api('PUT', thumbs, { token: bob.accessToken })
+    expect(reacted.status).toBe(200)
+    expect(reacted.body.reactions).toEqual([{ emoji: '👍', count: 1, me: true }])
+    expect((await pushed('message.reaction_added')).data).toMatchObject({ userId: bob.user.id, emoji: '👍' })
+    const page = await api('GET', `${path}/messages`, { token: alice.accessToken })
+    expect((page.body.items as Json[])[0]).toMatchObject({
+      body: 'Lunch at noon?',
+      reactions: [{ emoji: '👍', count: 1, me: false }],
+    })
+    // The `reactions` policy (3 per minute here): the fourth change is refused at the edge.
+    expect((await api('DELETE', thumbs, { token: bob.accessToken })).status).toBe(200)
+    expect((await api('PUT', thumbs, { token: bob.accessToken })).status).toBe(200)
+    const limited = await api('PUT', thumbs, { token: bob.accessToken })
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get('ratelimit-policy')).toContain('"reactions"')
+
+    // Carol, a member, may not delete Alice's message until Alice makes her an admin.
+    expect((await api('DELETE', messagePath, { token: carol.accessToken })).status).toBe(403)
+    const promoted = await api('PUT', `${path}/participants/${carol.user.id}/role`, {
+      token: alice.accessToken,
+      body: { role: 'admin' },
+    })
+    expect(promoted.status).toBe(200)
+    const roleFrame = await bobSocket.next<Frame>(
+      (frame) => frame.type === 'conversation.role_changed' && frame.data.conversationId === conversation.id,
+      20_000,
+    )
+    expect(roleFrame.data).toMatchObject({ userId: carol.user.id, role: 'admin' })
+    expect((await api('DELETE', messagePath, { token: carol.accessToken })).status).toBe(204)
+    expect((await pushed('message.deleted')).data.deletedBy).toBe(carol.user.id)
+    bobSocket.close()
+
+    const tombstone = await api('GET', `${path}/messages`, { token: bob.accessToken })
+    expect((tombstone.body.items as Json[])[0]).toMatchObject({ body: '', reactions: [] })
+    expect((tombstone.body.items as Json[])[0]?.deletedAt).toBeString()
+
+    // Carol resumes from before it all: every change is in her stream, in order.
+    const resumed = await waitFor(
+      async () => {
+        const read = await api('GET', `/sync?since=${encodeURIComponent(resume.body.cursor as string)}`, {
+          token: carol.accessToken,
+        })
+        const types = (read.body.events as Frame[]).map((frame) => frame.type)
+        return types.includes('message.deleted') ? types : undefined
+      },
+      { timeoutMs: 20_000, what: "the changes in Carol's stream" },
+    )
+    expect(
+      resumed.filter((type) => type.startsWith('message.') || type === 'conversation.role_changed'),
+    ).toEqual([
+      'message.sent',
+      'message.updated',
+      'message.reaction_added',
+      'message.reaction_removed',
+      'message.reaction_added',
+      'conversation.role_changed',
+      'message.deleted',
+    ])
+
+    // Bob's in-app notification of the message no longer quotes it.
+    const redacted = await waitFor(
+      async () => {
+        const listed = await api('GET', '/notifications', { token: bob.accessToken })
+        const item = (listed.body.items as Json[] | undefined)?.find(
+          (entry) => (entry.payload as Json).messageId === sent.body.id,
+        )
+        return item && (item.payload as Json).deleted === true ? item : undefined
+      },
+      { timeoutMs: 20_000, what: "Bob's notification to lose the text" },
+    )
+    expect((redacted.payload as Json).preview).toBe('')
   }, 120_000)
 })
 

@@ -10,7 +10,12 @@ export const USER_STREAM_EVENT_TYPES = [
   'conversation.participants_added',
   'conversation.participant_left',
   'conversation.read',
+  'conversation.role_changed',
   'message.sent',
+  'message.updated',
+  'message.deleted',
+  'message.reaction_added',
+  'message.reaction_removed',
   'notification.created',
 ] as const satisfies readonly EventType[]
 
@@ -42,6 +47,11 @@ export function audienceOf(event: CloudEvent<UserStreamEventType>): string[] {
             | 'conversation.updated'
             | 'conversation.participants_added'
             | 'conversation.read'
+            | 'conversation.role_changed'
+            | 'message.updated'
+            | 'message.deleted'
+            | 'message.reaction_added'
+            | 'message.reaction_removed'
           >
         ).data.participantIds
     }

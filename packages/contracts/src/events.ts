@@ -73,6 +73,8 @@ export const EventSchemas = {
     userId: Uuid,
     /** The participants who remain (possibly none). */
     participantIds: t.Array(Uuid, { maxItems: 256 }),
+    /** The owner or admin who removed `userId`; absent when they left themselves. */
+    removedBy: t.Optional(Uuid),
     leftAt: Timestamp,
   }),
   /** A participant's read marker moved forward (read receipts). */
@@ -97,6 +99,56 @@ export const EventSchemas = {
     recipientIds: t.Array(Uuid, { maxItems: 256 }),
     preview: t.String({ maxLength: 200 }),
     createdAt: Timestamp,
+  }),
+  /** The author changed a message's body (previews follow: `preview` replaces the one of `message.sent`). */
+  'message.updated': t.Object({
+    messageId: t.String({ minLength: 1 }),
+    conversationId: t.String({ minLength: 1 }),
+    seq: t.Integer({ minimum: 1 }),
+    senderId: Uuid,
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    preview: t.String({ maxLength: 200 }),
+    editedAt: Timestamp,
+  }),
+  /** A message became a tombstone: its seq stays, its body and reactions are gone. */
+  'message.deleted': t.Object({
+    messageId: t.String({ minLength: 1 }),
+    conversationId: t.String({ minLength: 1 }),
+    seq: t.Integer({ minimum: 1 }),
+    senderId: Uuid,
+    /** The author, or an owner or admin of the conversation. */
+    deletedBy: Uuid,
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    deletedAt: Timestamp,
+  }),
+  'message.reaction_added': t.Object({
+    messageId: t.String({ minLength: 1 }),
+    conversationId: t.String({ minLength: 1 }),
+    seq: t.Integer({ minimum: 1 }),
+    userId: Uuid,
+    /** One RGI emoji (see the chat service). */
+    emoji: t.String({ minLength: 1, maxLength: 64 }),
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    at: Timestamp,
+  }),
+  'message.reaction_removed': t.Object({
+    messageId: t.String({ minLength: 1 }),
+    conversationId: t.String({ minLength: 1 }),
+    seq: t.Integer({ minimum: 1 }),
+    userId: Uuid,
+    emoji: t.String({ minLength: 1, maxLength: 64 }),
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    at: Timestamp,
+  }),
+  /** A participant's role changed (owner, admin, member): by an owner, or when the last owner left. */
+  'conversation.role_changed': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    userId: Uuid,
+    role: t.Union([t.Literal('owner'), t.Literal('admin'), t.Literal('member')]),
+    /** The owner who changed it; absent for the promotion that follows the last owner leaving. */
+    changedBy: t.Optional(Uuid),
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    changedAt: Timestamp,
   }),
   /** An in-app notification was stored for `userId`. */
   'notification.created': t.Object({

@@ -18,7 +18,7 @@ export type PublicRoute = {
 }
 
 /** Rate-limit policy a route is charged on top of `authenticated` (policies are defined by the gateway). */
-export type LimitedRoutePolicy = 'verification' | 'conversations' | 'invitations'
+export type LimitedRoutePolicy = 'verification' | 'conversations' | 'invitations' | 'reactions'
 
 /** An authenticated route with a limit of its own, counted per user. */
 export type LimitedRoute = {
@@ -111,6 +111,12 @@ export const ROSTER = [
         path: '/conversations/:id/participants',
         policy: 'invitations',
         perItemOf: 'userIds',
+      },
+      { method: 'PUT', path: '/conversations/:id/messages/:messageId/reactions/:emoji', policy: 'reactions' },
+      {
+        method: 'DELETE',
+        path: '/conversations/:id/messages/:messageId/reactions/:emoji',
+        policy: 'reactions',
       },
     ],
   },

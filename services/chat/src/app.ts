@@ -5,6 +5,7 @@ import { conversationRoutes } from './modules/conversations/index'
 import type { ConversationService } from './modules/conversations/service'
 import { messageRoutes } from './modules/messages/index'
 import type { MessageService } from './modules/messages/service'
+import { reactionRoutes } from './modules/reactions/index'
 
 export type AppDeps = {
   runtime: Runtime
@@ -30,6 +31,7 @@ export function buildApp({ runtime, config, verifier, conversations, messages }:
     )
     .use(conversationRoutes(verifier, conversations))
     .use(messageRoutes(verifier, messages))
+    .use(reactionRoutes(verifier, messages.reactions))
 }
 
 export type App = ReturnType<typeof buildApp>

@@ -1,15 +1,24 @@
 import { cacheMetrics, type Logger, type Metrics } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
-import type { ConversationDoc, MessageDoc } from './db'
+import type { ConversationDoc, MessageDoc, ReactionDoc } from './db'
 
 /** How many of the newest messages of a conversation are cached (the largest page a client may ask for). */
 export const LATEST_PAGE_SIZE = 100
 
+/** A reaction as a page needs it (the caller's `me` is worked out per request). */
+export type PageReaction = Pick<ReactionDoc, 'messageId' | 'emoji' | 'userId'>
+
 /**
- * The newest messages of a conversation, oldest first, and whether older ones exist, as read
- * after the conversation was at `messagesVersion`.
+ * The newest messages of a conversation, oldest first, whether older ones exist, and the
+ * reactions to them, as read after the conversation was at `messagesVersion` (edits, deletes
+ * and reactions bump it too).
  */
-export type LatestPage = { messagesVersion: number; messages: MessageDoc[]; hasOlder: boolean }
+export type LatestPage = {
+  messagesVersion: number
+  messages: MessageDoc[]
+  hasOlder: boolean
+  reactions: PageReaction[]
+}
 
 /** Stores the payload unless the cached copy is already at a newer version (concurrent writers, stale fills). */
 const SET_IF_NEWER = `
@@ -33,7 +42,11 @@ function reviveConversation(json: string): ConversationDoc {
 
 function reviveLatestPage(json: string): LatestPage {
   const page = JSON.parse(json) as LatestPage
-  for (const message of page.messages) message.createdAt = new Date(message.createdAt)
+  for (const message of page.messages) {
+    message.createdAt = new Date(message.createdAt)
+    if (message.editedAt) message.editedAt = new Date(message.editedAt)
+    if (message.deletedAt) message.deletedAt = new Date(message.deletedAt)
+  }
   return page
 }
 
@@ -88,9 +101,10 @@ export class ChatCache {
       const payload = await this.redis.hget(latestPageKey(conversation._id), 'payload')
       if (payload === null) return undefined
       const page = reviveLatestPage(payload)
-      // A page cached by the previous version has no seqs: a miss.
+      // A page cached by a previous version has no seqs or no reactions: a miss.
       const current =
         page.messagesVersion === conversation.messagesVersion &&
+        Array.isArray(page.reactions) &&
         page.messages.every((message) => typeof message.seq === 'number')
       return current ? page : undefined
     })

@@ -27,6 +27,17 @@ export const Env = envSchema({
     description:
       'Lifetime of cached conversation metadata and latest message pages in Redis (bounds staleness after a Redis outage)',
   }),
+  CHAT_MESSAGE_EDIT_WINDOW_SECONDS: t.Integer({
+    minimum: 1,
+    default: 172_800,
+    description: 'How long after sending its author may edit a message (default 48 h)',
+  }),
+  CHAT_MAX_REACTIONS_PER_MESSAGE: t.Integer({
+    minimum: 1,
+    maximum: 100,
+    default: 20,
+    description: 'Distinct emoji a message may carry as reactions',
+  }),
 })
 
 export type Config = Static<typeof Env>

@@ -23,7 +23,8 @@ import type { Config } from './config'
 import { chatCollections, ensureIndexes } from './db'
 import { ConversationService, EVENT_SOURCE } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
-import { MessageService } from './modules/messages/service'
+import { DEFAULT_MESSAGE_RULES, type MessageRules, MessageService } from './modules/messages/service'
+import { ReactionService } from './modules/reactions/service'
 import { subscribeUserProjection } from './modules/users/consumers'
 import { UserDirectory } from './modules/users/service'
 
@@ -45,11 +46,37 @@ export type ChatDeps = AppDeps & {
   users: UserDirectory
 }
 
+/** What the configuration decides about messages (defaults: the configuration's). */
+export type ChatRules = MessageRules & { maxReactionsPerMessage: number }
+
+export const DEFAULT_CHAT_RULES: ChatRules = { ...DEFAULT_MESSAGE_RULES, maxReactionsPerMessage: 20 }
+
+export function chatRulesOf(config: Config): ChatRules {
+  return {
+    editWindowMs: config.CHAT_MESSAGE_EDIT_WINDOW_SECONDS * 1000,
+    maxReactionsPerMessage: config.CHAT_MAX_REACTIONS_PER_MESSAGE,
+  }
+}
+
 /** The chat services over open clients: `connect` opens them; the benchmark brings its own. */
-export function chatServices(db: Db, cache: ChatCache, outbox: MongoOutbox, metrics: Metrics) {
+export function chatServices(
+  db: Db,
+  cache: ChatCache,
+  outbox: MongoOutbox,
+  metrics: Metrics,
+  rules: ChatRules = DEFAULT_CHAT_RULES,
+) {
   const collections = chatCollections(db)
   const users = new UserDirectory(collections.users)
   const store = new ConversationStore(db, collections.conversations, collections.messages, cache, outbox)
+  const reactions = new ReactionService(
+    collections.reactions,
+    collections.messages,
+    store,
+    outbox,
+    metrics,
+    rules.maxReactionsPerMessage,
+  )
   return {
     users,
     conversations: new ConversationService(collections.conversations, store, users, outbox),
@@ -60,6 +87,8 @@ export function chatServices(db: Db, cache: ChatCache, outbox: MongoOutbox, metr
       cache,
       outbox,
       metrics,
+      reactions,
+      rules,
     ),
   }
 }
@@ -90,7 +119,13 @@ export async function connect(
   // Drains run before the broker and MongoDB clients close: confirms and deletes in flight finish.
   runtime.lifecycle.onDrain('outbox direct publishes', () => outbox.settled())
   const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
-  const { users, conversations, messages } = chatServices(mongo.db, cache, outbox, metrics)
+  const { users, conversations, messages } = chatServices(
+    mongo.db,
+    cache,
+    outbox,
+    metrics,
+    chatRulesOf(config),
+  )
 
   await subscribeUserProjection(bus, mongo.db, users)
   await bus.start()

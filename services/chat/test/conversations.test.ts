@@ -44,8 +44,8 @@ describe('POST /conversations', () => {
       unreadCount: 0,
     })
     expect(reply.body.participants).toEqual([
-      { userId: alice, displayName: 'Alice', lastReadMessageId: null, lastReadSeq: null },
-      { userId: bob, displayName: 'Bob', lastReadMessageId: null, lastReadSeq: null },
+      { userId: alice, displayName: 'Alice', lastReadMessageId: null, lastReadSeq: null, role: 'owner' },
+      { userId: bob, displayName: 'Bob', lastReadMessageId: null, lastReadSeq: null, role: 'member' },
     ])
     expect(reply.body.id).toMatch(/^[0-9a-f-]{36}$/)
   })
@@ -202,8 +202,17 @@ describe('GET /conversations', () => {
 })
 
 describe('GET/PATCH /conversations/:id', () => {
-  test('participants read and rename; others get 404 as if it did not exist', async () => {
+  test('participants read, owners and admins rename; others get 404 as if it did not exist', async () => {
     const conversation = await createConversation(alice, [bob], 'before')
+    const promoted = await chat.call(
+      alice,
+      'PUT',
+      `/conversations/${conversation.id}/participants/${bob}/role`,
+      {
+        role: 'admin',
+      },
+    )
+    expect(promoted.status).toBe(200)
     const read = await chat.call<Conversation>(bob, 'GET', `/conversations/${conversation.id}`)
     expect(read.status).toBe(200)
     expect(read.body.title).toBe('before')
@@ -263,7 +272,7 @@ describe('participants', () => {
       body: 'before Carol',
     })
     const added = await chat.call<Conversation>(
-      bob,
+      alice,
       'POST',
       `/conversations/${conversation.id}/participants`,
       {
@@ -277,6 +286,7 @@ describe('participants', () => {
       displayName: 'Carol',
       lastReadMessageId: hello.body.id,
       lastReadSeq: hello.body.seq,
+      role: 'member',
     })
     const asCarol = await chat.call<Conversation>(carol, 'GET', `/conversations/${conversation.id}`)
     expect(asCarol.status).toBe(200)

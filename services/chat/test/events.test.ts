@@ -195,6 +195,16 @@ describe('outbox', () => {
       updatedAt: renamed.body.updatedAt,
     })
 
+    // Adding participants is for owners and admins.
+    const promoted = await chat.call(
+      alice,
+      'PUT',
+      `/conversations/${conversationId}/participants/${bob}/role`,
+      {
+        role: 'admin',
+      },
+    )
+    expect(promoted.status).toBe(200)
     const added = await chat.call<Conversation>(
       bob,
       'POST',

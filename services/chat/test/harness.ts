@@ -28,6 +28,8 @@ export type HarnessOptions = {
   amqpUrl?: string
   /** Reuse another harness's database, vhost, signer and Redis prefix (a second process on the same data). */
   share?: SharedInfra
+  /** More environment variables (e.g. CHAT_MESSAGE_EDIT_WINDOW_SECONDS). */
+  env?: Record<string, string>
 }
 
 /** What two harnesses standing for two processes of one deployment share. */
@@ -51,6 +53,7 @@ export async function createHarness(options: HarnessOptions = {}) {
     REDIS_URL: options.redisUrl ?? testInfra.redisUrl,
     AMQP_URL: options.amqpUrl ?? vhost.url,
     JWKS_URL: 'http://127.0.0.1:9/unused-in-tests',
+    ...options.env,
   })
   const runtime = createRuntime('chat', 'silent', testLogger('chat'))
   const deps = await connect(config, runtime, {

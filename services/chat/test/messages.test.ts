@@ -72,6 +72,7 @@ describe('POST /conversations/:id/messages', () => {
       senderId: alice,
       preview: 'hello Bob',
       createdAt: reply.body.createdAt,
+      deleted: false,
     })
     expect(conversation.body.unreadCount).toBe(1)
     expect(conversation.body.participants.find((p) => p.userId === alice)?.lastReadMessageId).toBe(

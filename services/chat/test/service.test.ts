@@ -36,6 +36,12 @@ test('health, metrics and an OpenAPI document with every chat route', async () =
       'POST /conversations/{id}/messages',
       'GET /conversations/{id}/messages',
       'POST /conversations/{id}/read',
+      'DELETE /conversations/{id}/participants/{userId}',
+      'PUT /conversations/{id}/participants/{userId}/role',
+      'PATCH /conversations/{id}/messages/{messageId}',
+      'DELETE /conversations/{id}/messages/{messageId}',
+      'PUT /conversations/{id}/messages/{messageId}/reactions/{emoji}',
+      'DELETE /conversations/{id}/messages/{messageId}/reactions/{emoji}',
     ].sort(),
   )
 })
@@ -51,7 +57,7 @@ test('every chat route documents its problem answers with the shared Problem sch
   const problemSchema = (operation: Operation | undefined, status: string) =>
     operation?.responses[status]?.content?.['application/json']?.schema?.$id
   const operations = Object.values(doc.paths).flatMap((methods) => Object.values(methods))
-  expect(operations).toHaveLength(9)
+  expect(operations).toHaveLength(15)
   for (const operation of operations) {
     expect(operation.security).toEqual([{ bearer: [] }])
     expect(problemSchema(operation, '401')).toBe(Problem.$id)
@@ -101,4 +107,14 @@ test('configuration errors name the variable', () => {
   expect(() =>
     parseConfig(Env, { MONGO_URL: 'mongodb://x', JWKS_URL: 'http://x', CHAT_CACHE_TTL_SECONDS: '0' }),
   ).toThrow('CHAT_CACHE_TTL_SECONDS')
+  const defaults = parseConfig(Env, { MONGO_URL: 'mongodb://x', JWKS_URL: 'http://x' })
+  expect(defaults.CHAT_MESSAGE_EDIT_WINDOW_SECONDS).toBe(48 * 3600)
+  expect(defaults.CHAT_MAX_REACTIONS_PER_MESSAGE).toBe(20)
+  for (const [name, value] of [
+    ['CHAT_MESSAGE_EDIT_WINDOW_SECONDS', '0'],
+    ['CHAT_MAX_REACTIONS_PER_MESSAGE', 'many'],
+  ] as const)
+    expect(() => parseConfig(Env, { MONGO_URL: 'mongodb://x', JWKS_URL: 'http://x', [name]: value })).toThrow(
+      name,
+    )
 })

@@ -56,7 +56,7 @@ export const Env = envSchema({
   RATE_LIMIT_POLICIES: t.String({
     default: '{}',
     description:
-      'JSON overriding rate-limit policies by name (login, loginEmail, register, refresh, verification, conversations, invitations, anonymous, typing, presence, authenticated), e.g. {"login":{"limit":5,"windowSeconds":60}}',
+      'JSON overriding rate-limit policies by name (login, loginEmail, register, refresh, verification, conversations, invitations, reactions, anonymous, typing, presence, authenticated), e.g. {"login":{"limit":5,"windowSeconds":60}}',
   }),
   JWKS_REFETCH_COOLDOWN_MS: t.Integer({
     minimum: 0,

@@ -87,3 +87,58 @@ describe('notification.created', () => {
     expect(announcedTo(creator)).toEqual([])
   })
 })
+
+describe('message.deleted', () => {
+  test('every notification quoting the message stops showing its text; others keep theirs; once per event', async () => {
+    const sender = newUserId()
+    const recipients = [newUserId(), newUserId()]
+    const conversationId = Bun.randomUUIDv7()
+    const sentEvent = (messageId: string, preview: string) =>
+      buildEvent('parley/chat', 'message.sent', {
+        messageId,
+        conversationId,
+        seq: 1,
+        senderId: sender,
+        recipientIds: recipients,
+        preview,
+        createdAt: new Date().toISOString(),
+      })
+    const deletedId = Bun.randomUUIDv7()
+    const keptId = Bun.randomUUIDv7()
+    await h.publishEvent(sentEvent(deletedId, 'a secret'))
+    await h.publishEvent(sentEvent(keptId, 'still here'))
+    await h.settled()
+    const deleted = buildEvent('parley/chat', 'message.deleted', {
+      messageId: deletedId,
+      conversationId,
+      seq: 1,
+      senderId: sender,
+      deletedBy: sender,
+      // Who is in the conversation now: a recipient who left keeps no copy of the text either.
+      participantIds: [sender, recipients[0] as string],
+      deletedAt: new Date().toISOString(),
+    })
+    await h.publishEvent(deleted)
+    await h.publishEvent(deleted)
+    await h.settled()
+    type Row = { user_id: string; payload: { messageId: string; preview: string; deleted?: boolean } }
+    const rows = await waitFor(
+      async () => {
+        const found = await h.sql<Row[]>`
+          select user_id, payload from notifications where user_id in ${h.sql(recipients)}`
+        const redacted = found.filter((row) => row.payload.deleted === true)
+        return redacted.length === recipients.length ? found : undefined
+      },
+      { what: 'the redacted notifications' },
+    )
+    expect(rows).toHaveLength(4)
+    for (const row of rows) {
+      if (row.payload.messageId === deletedId)
+        expect(row.payload).toMatchObject({ preview: '', deleted: true })
+      else expect(row.payload).toMatchObject({ messageId: keptId, preview: 'still here' })
+    }
+    expect(
+      (await h.sql`select count(*)::int as n from processed_events where event_id = ${deleted.id}`)[0]?.n,
+    ).toBe(1)
+  })
+})

@@ -14,17 +14,34 @@ import type { Config } from '../config'
  * Newest message of a conversation, denormalised for the conversation list. `seq` first: `$max`
  * compares embedded documents field by field, so the greatest is the one with the highest seq.
  */
-export type LastMessageDoc = { seq: number; id: string; senderId: string; preview: string; createdAt: Date }
+export type LastMessageDoc = {
+  seq: number
+  id: string
+  senderId: string
+  preview: string
+  createdAt: Date
+  /** Set when that message was deleted (its preview is then empty). */
+  deleted?: true
+}
 
 /** Where a participant has read up to; `seq` first for `$max` as above. */
 export type ReadMarker = { seq: number; id: string }
+
+/** What a participant may do: owners and admins manage the conversation, members take part. */
+export type Role = 'owner' | 'admin' | 'member'
 
 export type ConversationDoc = {
   /** UUIDv7. */
   _id: string
   title: string | null
   createdBy: string
+  /** In the order they joined (`$addToSet` appends): the oldest first. */
   participantIds: string[]
+  /**
+   * userId → role of the owners and admins (members are not listed). Missing on conversations
+   * created before roles: their creator is the owner (see roleOf).
+   */
+  roles?: Record<string, Exclude<Role, 'member'>>
   /** userId → the newest message that participant has read; only ever moves forward ($max by seq). */
   readMarkers: Record<string, ReadMarker>
   /** The message with the highest seq ($max). */
@@ -66,6 +83,36 @@ export type MessageDoc = {
    */
   idempotencyKey?: string
   createdAt: Date
+  /** When its author last changed the body. */
+  editedAt?: Date
+  /** A tombstone from then on: body empty, reactions gone, seq kept. */
+  deletedAt?: Date
+  deletedBy?: string
+  /** Incremented by every edit or delete (orders them, see MessageService.change); missing: never changed. */
+  version?: number
+  /** Event ids of the edits/deletes by version (outbox subjects, see outboxChangeUpdate); never read back. */
+  outboxChanges?: Record<string, string>
+}
+
+/**
+ * One user's reaction with one emoji to one message, `_id` `<messageId>:<emoji>:<userId>`: its own
+ * document, so concurrent reactions never rewrite a shared one (FerretDB writes updates back
+ * whole). Removing one keeps the document (`active: false`, version bumped), so the removal is a
+ * versioned update whose event the outbox can tie to it, and adding it again is one too.
+ */
+export type ReactionDoc = {
+  _id: string
+  conversationId: string
+  /** The message's block: a page reads the reactions of its blocks with one equality each. */
+  seqBlock: number
+  messageId: string
+  emoji: string
+  userId: string
+  active: boolean
+  version: number
+  /** When it was last added or removed. */
+  at: Date
+  outboxChanges?: Record<string, string>
 }
 
 /**
@@ -147,6 +194,7 @@ export type ChatCollections = {
   conversations: Collection<ConversationDoc>
   messages: Collection<MessageDoc>
   users: Collection<UserDoc>
+  reactions: Collection<ReactionDoc>
 }
 
 export function chatCollections(db: Db): ChatCollections {
@@ -154,12 +202,13 @@ export function chatCollections(db: Db): ChatCollections {
     conversations: db.collection<ConversationDoc>('conversations'),
     messages: db.collection<MessageDoc>('messages'),
     users: db.collection<UserDoc>('users'),
+    reactions: db.collection<ReactionDoc>('reactions'),
   }
 }
 
 /** Creates every index the service relies on; idempotent, so it runs at start-up and in `migrate`. */
 export async function ensureIndexes(db: Db): Promise<void> {
-  const { conversations, messages } = chatCollections(db)
+  const { conversations, messages, reactions } = chatCollections(db)
   // Conversation list: the caller's conversations by last activity, then id as tie-breaker. Not on
   // FerretDB: its PostgreSQL backend indexes the whole array as one btree entry (a conversation of
   // 256 participants exceeds PostgreSQL's row limit and cannot be written) and never uses it for
@@ -177,6 +226,8 @@ export async function ensureIndexes(db: Db): Promise<void> {
   await blockAllMessages(db)
   await dropIndexIfPresent(messages, 'conversationId_1__id_1')
   await messages.createIndex({ idempotencyKey: 1 }, { unique: true, sparse: true })
+  // The reactions of a page's blocks: one equality lookup per block, on MongoDB and FerretDB.
+  await reactions.createIndex({ conversationId: 1, seqBlock: 1 })
   await ensureOutboxIndexes(db)
   // The retention purge of consumed-event markers scans them by age.
   await ensureProcessedEventsIndexes(db)
@@ -354,6 +405,7 @@ export const CONVERSATION_FIELDS = {
   readMarkers: 1,
   lastMessage: 1,
   lastSeq: 1,
+  roles: 1,
   createdAt: 1,
   updatedAt: 1,
   version: 1,
@@ -368,7 +420,14 @@ export const MESSAGE_FIELDS = {
   body: 1,
   clientMessageId: 1,
   createdAt: 1,
+  editedAt: 1,
+  deletedAt: 1,
+  deletedBy: 1,
+  version: 1,
 } as const
+
+/** What a page needs of a reaction. */
+export const REACTION_FIELDS = { messageId: 1, emoji: 1, userId: 1 } as const
 
 /**
  * The state fields of a conversation returned by findOneAndUpdate, which cannot take a
@@ -385,6 +444,7 @@ export function conversationState(doc: ConversationDoc): ConversationDoc {
     readMarkers,
     lastMessage,
     lastSeq,
+    ...(doc.roles && { roles: doc.roles }),
     createdAt,
     updatedAt,
     version: doc.version,

@@ -5,6 +5,11 @@ import { PROCESSED_EVENTS_AGE_INDEX } from '@parley/common/retention'
 export const INDEXES: readonly ConcurrentIndex[] = [
   PROCESSED_EVENTS_AGE_INDEX,
   { name: 'notifications_created_at_idx', on: 'notifications (created_at)' },
+  // `message.deleted` finds the notifications that quote the message, whoever received them.
+  {
+    name: 'notifications_message_id_idx',
+    on: "notifications ((payload->>'messageId')) where type = 'message.received'",
+  },
   // Partial: `sending` rows (completed_at null) are never purged, so they need no entry.
   {
     name: 'email_deliveries_completed_at_idx',

@@ -7,7 +7,9 @@ import {
   ConversationPage,
   ConversationParams,
   CreateConversationBody,
+  ParticipantParams,
   RenameConversationBody,
+  SetRoleBody,
 } from './model'
 import type { ConversationService } from './service'
 
@@ -53,10 +55,10 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
         auth: true,
         params: ConversationParams,
         body: RenameConversationBody,
-        response: { 200: Conversation, ...problemResponses(400, 401, 404, 422) },
+        response: { 200: Conversation, ...problemResponses(400, 401, 403, 404, 422) },
         detail: {
           summary: 'Rename a conversation (null clears the title)',
-          description: 'Publishes `conversation.updated`.',
+          description: 'Owners and admins only (403 for members). Publishes `conversation.updated`.',
         },
       },
     )
@@ -68,11 +70,11 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
         auth: true,
         params: ConversationParams,
         body: AddParticipantsBody,
-        response: { 200: Conversation, ...problemResponses(400, 401, 404, 422) },
+        response: { 200: Conversation, ...problemResponses(400, 401, 403, 404, 422) },
         detail: {
           summary: 'Add known users to a conversation',
           description:
-            'Users already in it are ignored. Publishes `conversation.participants_added` when someone was added.',
+            'Owners and admins only (403 for members); they join as members. Users already in it are ignored. Publishes `conversation.participants_added` when someone was added.',
         },
       },
     )
@@ -88,7 +90,41 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
         response: { 204: t.Void(), ...problemResponses(401, 404, 422) },
         detail: {
           summary: 'Leave a conversation',
-          description: 'Publishes `conversation.participant_left`.',
+          description:
+            'Publishes `conversation.participant_left`. When the last owner leaves, the oldest admin (else the oldest member) becomes owner: `conversation.role_changed`.',
+        },
+      },
+    )
+    .delete(
+      '/conversations/:id/participants/:userId',
+      async ({ identity, params, requestId, status }) => {
+        await conversations.removeParticipant(identity.userId, params.id, params.userId, requestId)
+        return status(204, undefined)
+      },
+      {
+        auth: true,
+        params: ParticipantParams,
+        response: { 204: t.Void(), ...problemResponses(401, 403, 404, 422) },
+        detail: {
+          summary: 'Remove a participant',
+          description:
+            "Owners remove anyone, admins remove members (403 otherwise); one's own id is leaving. 404 when the user is not a participant. Publishes `conversation.participant_left` with `removedBy`.",
+        },
+      },
+    )
+    .put(
+      '/conversations/:id/participants/:userId/role',
+      ({ identity, params, body, requestId }) =>
+        conversations.setRole(identity.userId, params.id, params.userId, body.role, requestId),
+      {
+        auth: true,
+        params: ParticipantParams,
+        body: SetRoleBody,
+        response: { 200: Conversation, ...problemResponses(400, 401, 403, 404, 409, 422) },
+        detail: {
+          summary: "Set a participant's role",
+          description:
+            'Owners only (403 otherwise). 404 when the user is not a participant; 409 when no owner would remain. Publishes `conversation.role_changed` when the role changed.',
         },
       },
     )

@@ -11,6 +11,14 @@ const LOWERCASE_UUID = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 export const Id = (description: string) => t.String({ format: 'uuid', pattern: LOWERCASE_UUID, description })
 
 export const ConversationParams = t.Object({ id: Id('Conversation id') })
+export const ParticipantParams = t.Object({ id: Id('Conversation id'), userId: Id('User id') })
+
+const RoleName = t.Union([t.Literal('owner'), t.Literal('admin'), t.Literal('member')], {
+  description:
+    'owner: everything, and sets roles; admin: renames, adds and removes members, deletes any message; member: sends, reacts, leaves',
+})
+
+export const SetRoleBody = t.Object({ role: RoleName })
 
 const Title = t.String({
   maxLength: MAX_TITLE_LENGTH,
@@ -48,14 +56,16 @@ export const Participant = t.Object({
   lastReadSeq: t.Union([t.Integer({ minimum: 1 }), t.Null()], {
     description: 'Sequence number of that message (see Message.seq)',
   }),
+  role: RoleName,
 })
 
 export const LastMessage = t.Object({
   id: t.String(),
   seq: t.Integer({ minimum: 1, description: 'The highest sequence number of the conversation' }),
   senderId: t.String(),
-  preview: t.String({ maxLength: 200 }),
+  preview: t.String({ maxLength: 200, description: 'Follows edits; empty once deleted' }),
   createdAt: Timestamp,
+  deleted: t.Boolean({ description: 'The message was deleted' }),
 })
 
 export const Conversation = t.Object({

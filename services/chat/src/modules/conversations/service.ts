@@ -1,8 +1,9 @@
 import { newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
 import type { MongoOutbox } from '@parley/common/mongo'
+import type { CloudEvent } from '@parley/contracts'
 import type { Collection } from 'mongodb'
-import { CONVERSATION_FIELDS, type ConversationDoc } from '../../db'
+import { CONVERSATION_FIELDS, type ConversationDoc, type Role } from '../../db'
 import type { UserDirectory } from '../users/service'
 import {
   type Conversation,
@@ -10,7 +11,15 @@ import {
   type CreateConversationBody,
   MAX_PARTICIPANTS,
 } from './model'
-import { type ConversationStore, readMarkerPath } from './store'
+import {
+  type ConversationChange,
+  type ConversationStore,
+  readMarkerPath,
+  requireManager,
+  roleOf,
+  rolesOf,
+  rolesUpdate,
+} from './store'
 
 export const EVENT_SOURCE = 'parley/chat'
 
@@ -76,6 +85,7 @@ export class ConversationService {
       readMarkers: {},
       lastMessage: null,
       lastSeq: 0,
+      roles: { [callerId]: 'owner' },
       createdAt: now,
       updatedAt: now,
       version: 1,
@@ -137,21 +147,24 @@ export class ConversationService {
   /** Renames (null clears the title); publishes `conversation.updated`. */
   async rename(callerId: string, id: string, title: string | null, correlationId?: string) {
     const updatedAt = new Date()
-    const { doc } = await this.store.change(id, callerId, (current) => ({
-      update: { $set: { title: normalizeTitle(title) }, $max: { updatedAt } },
-      event: buildEvent(
-        EVENT_SOURCE,
-        'conversation.updated',
-        {
-          conversationId: id,
-          title: normalizeTitle(title),
-          updatedBy: callerId,
-          participantIds: current.participantIds,
-          updatedAt: updatedAt.toISOString(),
-        },
-        { correlationId },
-      ),
-    }))
+    const { doc } = await this.store.change(id, callerId, (current) => {
+      requireManager(current, callerId, 'rename the conversation')
+      return {
+        update: { $set: { title: normalizeTitle(title) }, $max: { updatedAt } },
+        event: buildEvent(
+          EVENT_SOURCE,
+          'conversation.updated',
+          {
+            conversationId: id,
+            title: normalizeTitle(title),
+            updatedBy: callerId,
+            participantIds: current.participantIds,
+            updatedAt: updatedAt.toISOString(),
+          },
+          { correlationId },
+        ),
+      }
+    })
     return this.view(callerId, doc)
   }
 
@@ -162,7 +175,7 @@ export class ConversationService {
     userIds: readonly string[],
     correlationId?: string,
   ): Promise<Conversation> {
-    await this.store.forParticipant(id, callerId)
+    requireManager(await this.store.forParticipant(id, callerId), callerId, 'add participants')
     const requested = [...new Set(userIds)]
     const unknown = await this.users.unknownIds(requested)
     if (unknown.length > 0) throw unknownUsersProblem('body.userIds', userIds, unknown)
@@ -175,6 +188,7 @@ export class ConversationService {
       id,
       callerId,
       (current) => {
+        requireManager(current, callerId, 'add participants')
         const added = requested.filter((userId) => !current.participantIds.includes(userId))
         if (added.length === 0) return null
         if (current.participantIds.length + added.length > MAX_PARTICIPANTS) throw tooMany()
@@ -212,23 +226,131 @@ export class ConversationService {
     return this.view(callerId, doc)
   }
 
-  /** Removes the caller; publishes `conversation.participant_left`. */
+  /**
+   * Removes the caller; publishes `conversation.participant_left`. The last owner leaving makes
+   * the oldest admin (or, without admins, the oldest member) the owner: `conversation.role_changed`.
+   */
   async leave(callerId: string, id: string, correlationId?: string): Promise<void> {
+    await this.store.change(id, callerId, (current) =>
+      this.departure(current, callerId, undefined, correlationId),
+    )
+  }
+
+  /**
+   * Removes another participant: owners remove anyone, admins remove members. The caller
+   * removing themselves is leaving. 404 when `userId` is not a participant.
+   */
+  async removeParticipant(
+    callerId: string,
+    id: string,
+    userId: string,
+    correlationId?: string,
+  ): Promise<void> {
+    if (userId === callerId) return this.leave(callerId, id, correlationId)
+    await this.store.change(id, callerId, (current) => {
+      requireManager(current, callerId, 'remove participants')
+      if (!current.participantIds.includes(userId)) throw problems.notFound('No such participant')
+      if (roleOf(current, callerId) !== 'owner' && roleOf(current, userId) !== 'member')
+        throw problems.forbidden('Only owners may remove owners and admins')
+      return this.departure(current, userId, callerId, correlationId)
+    })
+  }
+
+  /** `userId` leaves `current` (removed by `removedBy`, or of their own accord), with the promotion it may need. */
+  private departure(
+    current: ConversationDoc,
+    userId: string,
+    removedBy: string | undefined,
+    correlationId: string | undefined,
+  ): ConversationChange {
     const leftAt = new Date()
-    await this.store.change(id, callerId, (current) => ({
-      update: { $pullAll: { participantIds: [callerId] }, $unset: { [readMarkerPath(callerId)]: '' } },
+    const participantIds = current.participantIds.filter((participant) => participant !== userId)
+    const roles = { ...rolesOf(current) }
+    delete roles[userId]
+    const also: CloudEvent[] = []
+    if (participantIds.length > 0 && !Object.values(roles).includes('owner')) {
+      const heir = participantIds.find((participant) => roles[participant] === 'admin') ?? participantIds[0]
+      if (heir !== undefined) {
+        roles[heir] = 'owner'
+        also.push(
+          buildEvent(
+            EVENT_SOURCE,
+            'conversation.role_changed',
+            {
+              conversationId: current._id,
+              userId: heir,
+              role: 'owner',
+              participantIds,
+              changedAt: leftAt.toISOString(),
+            },
+            { correlationId },
+          ),
+        )
+      }
+    }
+    const roleChanges = rolesUpdate(current, roles)
+    return {
+      update: {
+        $pullAll: { participantIds: [userId] },
+        $unset: { [readMarkerPath(userId)]: '', ...roleChanges.$unset },
+        ...(Object.keys(roleChanges.$set).length > 0 && { $set: roleChanges.$set }),
+      },
       event: buildEvent(
         EVENT_SOURCE,
         'conversation.participant_left',
         {
-          conversationId: id,
-          userId: callerId,
-          participantIds: current.participantIds.filter((userId) => userId !== callerId),
+          conversationId: current._id,
+          userId,
+          participantIds,
+          ...(removedBy && { removedBy }),
           leftAt: leftAt.toISOString(),
         },
         { correlationId },
       ),
-    }))
+      also,
+    }
+  }
+
+  /**
+   * Sets a participant's role (owners only); publishes `conversation.role_changed` when it
+   * changed. 409 when it would leave the conversation without an owner.
+   */
+  async setRole(
+    callerId: string,
+    id: string,
+    userId: string,
+    role: Role,
+    correlationId?: string,
+  ): Promise<Conversation> {
+    const changedAt = new Date()
+    const { doc } = await this.store.change(id, callerId, (current) => {
+      if (roleOf(current, callerId) !== 'owner') throw problems.forbidden('Only owners may change roles')
+      if (!current.participantIds.includes(userId)) throw problems.notFound('No such participant')
+      if (roleOf(current, userId) === role) return null
+      const roles = { ...rolesOf(current) }
+      if (role === 'member') delete roles[userId]
+      else roles[userId] = role
+      if (!Object.values(roles).includes('owner'))
+        throw problems.conflict('The conversation needs an owner: make someone else owner first')
+      const { $set, $unset } = rolesUpdate(current, roles)
+      return {
+        update: { $set, ...(Object.keys($unset).length > 0 && { $unset }) },
+        event: buildEvent(
+          EVENT_SOURCE,
+          'conversation.role_changed',
+          {
+            conversationId: id,
+            userId,
+            role,
+            changedBy: callerId,
+            participantIds: current.participantIds,
+            changedAt: changedAt.toISOString(),
+          },
+          { correlationId },
+        ),
+      }
+    })
+    return this.view(callerId, doc)
   }
 
   private async view(callerId: string, doc: ConversationDoc): Promise<Conversation> {
@@ -249,10 +371,15 @@ export class ConversationService {
           displayName: names.get(userId) ?? null,
           lastReadMessageId: doc.readMarkers[userId]?.id ?? null,
           lastReadSeq: doc.readMarkers[userId]?.seq ?? null,
+          role: roleOf(doc, userId),
         })),
         lastMessage: doc.lastMessage && {
-          ...doc.lastMessage,
+          id: doc.lastMessage.id,
+          seq: doc.lastMessage.seq,
+          senderId: doc.lastMessage.senderId,
+          preview: doc.lastMessage.preview,
           createdAt: doc.lastMessage.createdAt.toISOString(),
+          deleted: doc.lastMessage.deleted === true,
         },
         unreadCount: await this.store.unreadCount(doc, callerId),
         createdAt: doc.createdAt.toISOString(),

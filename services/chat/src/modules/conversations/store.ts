@@ -10,6 +10,7 @@ import {
   countSeqRange,
   type MessageDoc,
   numberConversation,
+  type Role,
 } from '../../db'
 import { UNREAD_COUNT_CAP } from './model'
 
@@ -27,6 +28,50 @@ export function readMarkerPath(userId: string): `readMarkers.${string}` {
   return `readMarkers.${userId}`
 }
 
+/** The owners and admins; a conversation from before roles: its creator (else its oldest participant) owns it. */
+export function rolesOf(conversation: ConversationDoc): Roles {
+  if (conversation.roles) return conversation.roles
+  const owner = conversation.participantIds.includes(conversation.createdBy)
+    ? conversation.createdBy
+    : conversation.participantIds[0]
+  return owner === undefined ? {} : { [owner]: 'owner' }
+}
+
+export function roleOf(conversation: ConversationDoc, userId: string): Role {
+  return rolesOf(conversation)[userId] ?? 'member'
+}
+
+export type Roles = Record<string, Exclude<Role, 'member'>>
+
+/**
+ * The `$set`/`$unset` of role paths that turn the conversation's roles into `next`. Key by key:
+ * FerretDB 1.24 ignores a `$set` of the whole map when the new one has as many keys as the old.
+ * A conversation from before roles gets every role of `next` written.
+ */
+export function rolesUpdate(
+  current: ConversationDoc,
+  next: Roles,
+): { $set: Roles; $unset: Record<string, ''> } {
+  const before: Roles = current.roles ?? {}
+  const $set: Roles = {}
+  const $unset: Record<string, ''> = {}
+  for (const [userId, role] of Object.entries(next))
+    if (before[userId] !== role) $set[rolePath(userId)] = role
+  for (const userId of Object.keys(before)) if (!(userId in next)) $unset[rolePath(userId)] = ''
+  return { $set, $unset }
+}
+
+function rolePath(userId: string): `roles.${string}` {
+  if (!USER_ID.test(userId)) throw problems.unauthorized('The token subject is not a user id')
+  return `roles.${userId}`
+}
+
+/** 403 unless `userId` owns or administers the conversation. */
+export function requireManager(conversation: ConversationDoc, userId: string, action: string): void {
+  if (roleOf(conversation, userId) === 'member')
+    throw problems.forbidden(`Only owners and admins may ${action}`)
+}
+
 /** What a change of a conversation writes, given its current state; null when there is nothing to do. */
 export type ConversationChange = {
   /** Conditions beyond id, version and membership (e.g. room for newcomers); unmatched: `onUnmatched`. */
@@ -34,6 +79,8 @@ export type ConversationChange = {
   update: UpdateFilter<ConversationDoc>
   /** Published if and only if the update is applied. */
   event: CloudEvent
+  /** Published with it, under the same condition (e.g. the promotion that follows the last owner leaving). */
+  also?: readonly CloudEvent[]
 }
 
 /**
@@ -114,9 +161,11 @@ export class ConversationStore {
       if (!change) return { doc: current, event: null }
       const outboxChange: OutboxChange = { version: current.version + 1, id: change.event.id }
       const recorded = outboxChangeUpdate(outboxChange)
-      await this.outbox.stage({ collection: this.conversations.collectionName, id, change: outboxChange }, [
-        change.event,
-      ])
+      const events = [change.event, ...(change.also ?? [])]
+      await this.outbox.stage(
+        { collection: this.conversations.collectionName, id, change: outboxChange },
+        events,
+      )
       const { update } = change
       let doc: ConversationDoc | null
       try {
@@ -131,14 +180,14 @@ export class ConversationStore {
           },
         )
       } catch (error) {
-        await this.outbox.discard([change.event]).catch(() => undefined)
+        await this.outbox.discard(events).catch(() => undefined)
         throw error
       }
       if (doc) {
-        this.outbox.committed([change.event])
+        this.outbox.committed(events)
         return { doc, event: change.event }
       }
-      await this.outbox.discard([change.event]).catch(() => undefined)
+      await this.outbox.discard(events).catch(() => undefined)
       const stored = await this.load(id)
       if (!stored?.participantIds.includes(userId)) throw problems.notFound('No such conversation')
       // Same version: the extra filter did not match; otherwise someone else changed it first.

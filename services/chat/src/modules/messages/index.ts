@@ -1,7 +1,16 @@
 import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
-import { Elysia } from 'elysia'
+import { Elysia, t } from 'elysia'
 import { ConversationParams } from '../conversations/model'
-import { Message, MessagePage, MessagePageQuery, ReadBody, ReadReceipt, SendMessageBody } from './model'
+import {
+  EditMessageBody,
+  Message,
+  MessagePage,
+  MessagePageQuery,
+  MessageParams,
+  ReadBody,
+  ReadReceipt,
+  SendMessageBody,
+} from './model'
 import type { MessageService } from './service'
 
 export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageService) {
@@ -38,6 +47,39 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
           summary: 'Page through messages',
           description:
             'Without a cursor: the latest page. `before`/`after` page along sequence numbers; each message appears exactly once across pages, and paging `after` the last cursor never skips a message sent concurrently.',
+        },
+      },
+    )
+    .patch(
+      '/conversations/:id/messages/:messageId',
+      ({ identity, params, body, requestId }) =>
+        messages.edit(identity.userId, params.id, params.messageId, body, requestId),
+      {
+        auth: true,
+        params: MessageParams,
+        body: EditMessageBody,
+        response: { 200: Message, ...problemResponses(400, 401, 403, 404, 409, 422) },
+        detail: {
+          summary: 'Edit a message',
+          description:
+            "The author only, within CHAT_MESSAGE_EDIT_WINDOW_SECONDS of sending (default 48 h): 403 otherwise; 409 for a deleted message; 404 for a non-participant or an unknown message. Sets `editedAt`; the conversation's `lastMessage` preview follows. Publishes `message.updated` (not when the body is unchanged).",
+        },
+      },
+    )
+    .delete(
+      '/conversations/:id/messages/:messageId',
+      async ({ identity, params, requestId, status }) => {
+        await messages.delete(identity.userId, params.id, params.messageId, requestId)
+        return status(204, undefined)
+      },
+      {
+        auth: true,
+        params: MessageParams,
+        response: { 204: t.Void(), ...problemResponses(401, 403, 404, 422) },
+        detail: {
+          summary: 'Delete a message',
+          description:
+            'The author, or an owner or admin of the conversation (403 otherwise); 404 for a non-participant or an unknown message. Leaves a tombstone: `deletedAt` set, body and reactions removed, seq kept. Idempotent. Publishes `message.deleted` (once).',
         },
       },
     )

@@ -1,15 +1,23 @@
 import { t } from 'elysia'
 import { Id } from '../conversations/model'
+import { Reactions } from '../reactions/model'
+
+export const MessageParams = t.Object({ id: Id('Conversation id'), messageId: Id('Message id') })
 
 /** Body length limit, in characters (code points) after trimming. */
 export const MAX_BODY_LENGTH = 4000
 
+const Body = t.String({
+  // The precise limit (1–4000 characters after trim) is checked by the service.
+  maxLength: 4 * MAX_BODY_LENGTH,
+  description: `1–${MAX_BODY_LENGTH} characters after trimming`,
+})
+
+export const EditMessageBody = t.Object({ body: Body })
+export type EditMessageBody = typeof EditMessageBody.static
+
 export const SendMessageBody = t.Object({
-  body: t.String({
-    // The precise limit (1–4000 characters after trim) is checked by the service.
-    maxLength: 4 * MAX_BODY_LENGTH,
-    description: `1–${MAX_BODY_LENGTH} characters after trimming`,
-  }),
+  body: Body,
   clientMessageId: t.Optional(
     t.String({
       minLength: 1,
@@ -47,9 +55,16 @@ export const Message = t.Object({
       'Position in the conversation: 1, 2, 3… in commit order, never reused; a message with a higher seq is never visible before one with a lower seq',
   }),
   senderId: t.String(),
-  body: t.String(),
+  body: t.String({ description: 'Empty once the message is deleted' }),
   clientMessageId: t.Union([t.String(), t.Null()]),
   createdAt: t.String({ format: 'date-time' }),
+  editedAt: t.Union([t.String({ format: 'date-time' }), t.Null()], {
+    description: 'When its author last changed the body; null if never',
+  }),
+  deletedAt: t.Union([t.String({ format: 'date-time' }), t.Null()], {
+    description: 'Set on a tombstone: the seq stays, body and reactions are gone',
+  }),
+  reactions: Reactions,
 })
 export type Message = typeof Message.static
 

@@ -1,11 +1,19 @@
 import { GroupCommit, type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
-import { BULK_WRITE_CHUNK, insertEach, isDuplicateKeyError, type MongoOutbox } from '@parley/common/mongo'
-import type { Collection } from 'mongodb'
-import { type ChatCache, LATEST_PAGE_SIZE, type LatestPage } from '../../cache'
+import {
+  BULK_WRITE_CHUNK,
+  insertEach,
+  isDuplicateKeyError,
+  type MongoOutbox,
+  outboxChangeUpdate,
+} from '@parley/common/mongo'
+import type { CloudEvent } from '@parley/contracts'
+import type { Collection, UpdateFilter } from 'mongodb'
+import { type ChatCache, LATEST_PAGE_SIZE, type LatestPage, type PageReaction } from '../../cache'
 import {
   blockOf,
   type ConversationDoc,
+  type LastMessageDoc,
   lastMessageOf,
   MESSAGE_FIELDS,
   type MessageDoc,
@@ -13,8 +21,11 @@ import {
   readSeqRange,
 } from '../../db'
 import { EVENT_SOURCE } from '../conversations/service'
-import { type ConversationStore, readMarkerPath } from '../conversations/store'
+import { type ConversationStore, readMarkerPath, roleOf } from '../conversations/store'
+import type { Reaction } from '../reactions/model'
+import { type ReactionService, summarize } from '../reactions/service'
 import {
+  type EditMessageBody,
   MAX_BODY_LENGTH,
   type Message,
   type MessagePage,
@@ -30,7 +41,10 @@ const SEQ_ATTEMPTS = 200
 
 const SEQ_CURSOR = /^(?:0|[1-9][0-9]*)$/
 
-export function toMessage(doc: MessageDoc): Message {
+/** Versioned updates of one message retried after a concurrent one moved its version. */
+const CHANGE_ATTEMPTS = 10
+
+export function toMessage(doc: MessageDoc, reactions: readonly Reaction[] = []): Message {
   return {
     id: doc._id,
     conversationId: doc.conversationId,
@@ -39,14 +53,45 @@ export function toMessage(doc: MessageDoc): Message {
     body: doc.body,
     clientMessageId: doc.clientMessageId ?? null,
     createdAt: doc.createdAt.toISOString(),
+    editedAt: doc.editedAt?.toISOString() ?? null,
+    deletedAt: doc.deletedAt?.toISOString() ?? null,
+    // A reaction that raced with the deletion is not shown on the tombstone.
+    reactions: doc.deletedAt ? [] : [...reactions],
   }
 }
+
+/** The trimmed body, or 422 naming `body.body` unless it is 1 to MAX_BODY_LENGTH characters. */
+function validBody(raw: string): string {
+  const body = raw.trim()
+  const length = [...body].length
+  if (length === 0 || length > MAX_BODY_LENGTH)
+    throw problems.validation([
+      { field: 'body.body', message: `Must be 1 to ${MAX_BODY_LENGTH} characters after trimming` },
+    ])
+  return body
+}
+
+/** The edit window as people say it: whole hours when it is, else seconds. */
+function windowText(ms: number): string {
+  return ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${Math.round(ms / 1000)} s`
+}
+
+/** What an edit or delete writes to a message, and the event published if and only if it is written. */
+type MessageChange = { set: Partial<MessageDoc>; event: CloudEvent }
+
+export type MessageRules = {
+  /** How long after sending its author may edit a message. */
+  editWindowMs: number
+}
+
+export const DEFAULT_MESSAGE_RULES: MessageRules = { editWindowMs: 172_800_000 }
 
 export type SendResult = { created: boolean; message: Message }
 
 export class MessageService {
   private readonly sent
   private readonly seqCollisions
+  private readonly changes
   /** Per conversation: the tail of this replica's queue of sends, and the last seq it assigned. */
   private readonly queues = new Map<string, Promise<void>>()
   private readonly assigned = new Map<string, number>()
@@ -60,7 +105,13 @@ export class MessageService {
     private readonly cache: ChatCache,
     private readonly outbox: MongoOutbox,
     metrics: Metrics,
+    /** Read for pages; its routes are mounted next to the message routes. */
+    readonly reactions: ReactionService,
+    private readonly rules: MessageRules = DEFAULT_MESSAGE_RULES,
   ) {
+    this.changes = metrics.counter('chat_message_changes_total', 'Message edits and deletes applied', [
+      'action',
+    ])
     this.inserts = new GroupCommit((docs) => insertEach(messages, docs), BULK_WRITE_CHUNK)
     this.sent = metrics.counter('chat_messages_sent_total', 'Message sends by outcome', ['outcome'])
     this.seqCollisions = metrics.counter(
@@ -86,12 +137,7 @@ export class MessageService {
     input: SendMessageBody,
     correlationId?: string,
   ): Promise<SendResult> {
-    const body = input.body.trim()
-    const length = [...body].length
-    if (length === 0 || length > MAX_BODY_LENGTH)
-      throw problems.validation([
-        { field: 'body.body', message: `Must be 1 to ${MAX_BODY_LENGTH} characters after trimming` },
-      ])
+    const body = validBody(input.body)
     const conversation = await this.store.forParticipant(conversationId, senderId)
     const { clientMessageId } = input
     const idempotencyKey =
@@ -261,13 +307,14 @@ export class MessageService {
       const items = docs.slice(0, limit)
       const last = items.at(-1)
       return {
-        items: items.map(toMessage),
+        items: await this.views(items, callerId),
         nextCursor: docs.length > limit && last ? String(last.seq) : null,
       }
     }
 
     let items: MessageDoc[]
     let hasOlder: boolean
+    let reactions: PageReaction[] | undefined
     if (before !== undefined) {
       const to = await this.cursorSeq(conversationId, before, 'query.before')
       const docs = await readSeqRange(
@@ -282,21 +329,199 @@ export class MessageService {
       const latest = (await this.cache.latestPage(conversation)) ?? (await this.loadLatest(conversation))
       items = latest.messages.slice(-limit)
       hasOlder = latest.messages.length > limit || latest.hasOlder
+      reactions = latest.reactions
     }
     const first = items[0]
-    return { items: items.map(toMessage), nextCursor: hasOlder && first ? String(first.seq) : null }
+    return {
+      items: await this.views(items, callerId, reactions),
+      nextCursor: hasOlder && first ? String(first.seq) : null,
+    }
+  }
+
+  /** Message views with their reactions: given (the cached latest page), or read for the page's blocks. */
+  private async views(
+    docs: readonly MessageDoc[],
+    callerId: string,
+    known?: readonly PageReaction[],
+  ): Promise<Message[]> {
+    if (docs.length === 0) return []
+    const reactions =
+      known ??
+      (await this.reactions.ofBlocks(
+        docs[0]?.conversationId ?? '',
+        docs.map((doc) => doc.seqBlock),
+      ))
+    const byMessage = summarize(reactions, callerId)
+    return docs.map((doc) => toMessage(doc, byMessage.get(doc._id)))
   }
 
   private async loadLatest(conversation: ConversationDoc): Promise<LatestPage> {
     const range = { after: 0, before: conversation.lastSeq + 1, order: -1 } as const
     const docs = await readSeqRange(this.messages, conversation._id, range, LATEST_PAGE_SIZE + 1)
+    const messages = docs.slice(0, LATEST_PAGE_SIZE).reverse()
     const page: LatestPage = {
       messagesVersion: conversation.messagesVersion,
-      messages: docs.slice(0, LATEST_PAGE_SIZE).reverse(),
+      messages,
       hasOlder: docs.length > LATEST_PAGE_SIZE,
+      reactions: await this.reactions.ofBlocks(
+        conversation._id,
+        messages.map((message) => message.seqBlock),
+      ),
     }
     await this.cache.storeLatestPage(conversation._id, page)
     return page
+  }
+
+  /**
+   * Replaces the body: the author only, within the edit window (403 otherwise), not on a deleted
+   * message (409). The same body again changes nothing. Publishes `message.updated`; the
+   * conversation's lastMessage preview follows.
+   */
+  async edit(
+    callerId: string,
+    conversationId: string,
+    messageId: string,
+    input: EditMessageBody,
+    correlationId?: string,
+  ): Promise<Message> {
+    const body = validBody(input.body)
+    const conversation = await this.store.forParticipant(conversationId, callerId)
+    const editedAt = new Date()
+    const { doc, changed } = await this.change(conversationId, messageId, (current) => {
+      if (current.deletedAt) throw problems.conflict('The message was deleted')
+      if (current.senderId !== callerId) throw problems.forbidden('Only its author may edit a message')
+      if (editedAt.getTime() - current.createdAt.getTime() > this.rules.editWindowMs)
+        throw problems.forbidden(
+          `A message can be edited for ${windowText(this.rules.editWindowMs)} after it was sent`,
+        )
+      if (current.body === body) return null
+      return {
+        set: { body, editedAt },
+        event: buildEvent(
+          EVENT_SOURCE,
+          'message.updated',
+          {
+            messageId,
+            conversationId,
+            seq: current.seq,
+            senderId: current.senderId,
+            participantIds: conversation.participantIds,
+            preview: previewOf(body),
+            editedAt: editedAt.toISOString(),
+          },
+          { correlationId },
+        ),
+      }
+    })
+    if (changed) {
+      this.changes.inc({ action: 'edit' })
+      await this.touch(conversationId, messageId, { preview: previewOf(body) })
+    }
+    return (await this.views([doc], callerId))[0] as Message
+  }
+
+  /**
+   * Leaves a tombstone (body emptied, reactions removed, seq kept, so pages and resume stay
+   * consistent): the author, or an owner or admin (403 otherwise). Deleting a tombstone changes
+   * nothing. Publishes `message.deleted`.
+   */
+  async delete(callerId: string, conversationId: string, messageId: string, correlationId?: string) {
+    const conversation = await this.store.forParticipant(conversationId, callerId)
+    const deletedAt = new Date()
+    const { doc, changed } = await this.change(conversationId, messageId, (current) => {
+      if (current.deletedAt) return null
+      if (current.senderId !== callerId && roleOf(conversation, callerId) === 'member')
+        throw problems.forbidden('Only its author, owners and admins may delete a message')
+      return {
+        set: { body: '', deletedAt, deletedBy: callerId },
+        event: buildEvent(
+          EVENT_SOURCE,
+          'message.deleted',
+          {
+            messageId,
+            conversationId,
+            seq: current.seq,
+            senderId: current.senderId,
+            deletedBy: callerId,
+            participantIds: conversation.participantIds,
+            deletedAt: deletedAt.toISOString(),
+          },
+          { correlationId },
+        ),
+      }
+    })
+    if (!changed) return
+    this.changes.inc({ action: 'delete' })
+    await this.reactions.removeAll(doc)
+    await this.touch(conversationId, messageId, { preview: '', deleted: true })
+  }
+
+  /**
+   * Applies `plan`'s change to a message by an update conditional on the version it was planned
+   * from, which records the event's id at the next version (the outbox subject): the event goes
+   * out if and only if the update happened. 404 for a message not in the conversation.
+   */
+  private async change(
+    conversationId: string,
+    messageId: string,
+    plan: (current: MessageDoc) => MessageChange | null,
+  ): Promise<{ doc: MessageDoc; changed: boolean }> {
+    for (let attempt = 1; attempt <= CHANGE_ATTEMPTS; attempt++) {
+      const current = await this.messages.findOne(
+        { _id: messageId, conversationId },
+        { projection: MESSAGE_FIELDS },
+      )
+      if (!current) throw problems.notFound('No such message')
+      const change = plan(current)
+      if (!change) return { doc: current, changed: false }
+      const version = (current.version ?? 0) + 1
+      const outboxChange = { version, id: change.event.id }
+      const recorded = outboxChangeUpdate(outboxChange)
+      await this.outbox.stage(
+        { collection: this.messages.collectionName, id: messageId, change: outboxChange },
+        [change.event],
+      )
+      const update: UpdateFilter<MessageDoc> = {
+        $set: { ...change.set, version, ...recorded.$set },
+        ...(Object.keys(recorded.$unset).length > 0 && { $unset: recorded.$unset }),
+      }
+      let updated: MessageDoc | null
+      try {
+        updated = await this.messages.findOneAndUpdate(
+          {
+            _id: messageId,
+            conversationId,
+            version: current.version === undefined ? { $exists: false } : current.version,
+          },
+          update,
+          { returnDocument: 'after' },
+        )
+      } catch (error) {
+        await this.outbox.discard([change.event]).catch(() => undefined)
+        throw error
+      }
+      if (updated) {
+        this.outbox.committed([change.event])
+        return { doc: updated, changed: true }
+      }
+      await this.outbox.discard([change.event]).catch(() => undefined)
+    }
+    throw problems.serviceUnavailable('The message is changing too fast, try again')
+  }
+
+  /**
+   * After a change of a message: bumps `messagesVersion` (retires the cached latest page) and,
+   * while it is the conversation's last message, updates that copy too.
+   */
+  private async touch(conversationId: string, messageId: string, last: Partial<LastMessageDoc>) {
+    const set = Object.fromEntries(
+      Object.entries(last).map(([field, value]) => [`lastMessage.${field}`, value]),
+    )
+    const updated = await this.store.update(
+      { _id: conversationId, 'lastMessage.id': messageId },
+      { $set: set, $inc: { messagesVersion: 1 } },
+    )
+    if (!updated) await this.store.update({ _id: conversationId }, { $inc: { messagesVersion: 1 } })
   }
 
   /**

@@ -1,4 +1,4 @@
-import { Problem } from '@parley/contracts'
+import { Problem, USER_STREAM_EVENT_TYPES } from '@parley/contracts'
 import { Cursor, ResyncRequiredProblem, SYNC_MAX_LIMIT, SyncPage } from '../sync/model'
 import type { OpenApiDocument } from './service'
 
@@ -7,9 +7,7 @@ const problemContent = { 'application/json': { schema: Problem } }
 /** The gateway's own routes answer problems with their real media type. */
 const problemJson = { 'application/problem+json': { schema: Problem } }
 
-const STREAM_EVENTS =
-  'conversation.created, conversation.updated, conversation.participants_added, ' +
-  'conversation.participant_left, conversation.read, message.sent, notification.created'
+const STREAM_EVENTS = USER_STREAM_EVENT_TYPES.join(', ')
 
 /** The gateway's own part of the public API document; the services' paths are merged into it. */
 export const GATEWAY_DOCUMENT: OpenApiDocument = {

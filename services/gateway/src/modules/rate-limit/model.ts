@@ -33,6 +33,8 @@ export const DEFAULT_POLICIES = {
   conversations: { limit: 60, windowSeconds: 3_600 },
   /** Users added to conversations (at creation or later), per inviting user, counted per invitee. */
   invitations: { limit: 500, windowSeconds: 3_600 },
+  /** Adding and removing reactions (`…/messages/:messageId/reactions/:emoji`), per user: each is pushed to every participant. */
+  reactions: { limit: 120, windowSeconds: 60 },
   /** Other anonymous routes (JWKS), per IP. */
   anonymous: { limit: 300, windowSeconds: 60 },
   /** WebSocket typing frames, per user and conversation. */

@@ -1,7 +1,7 @@
 import type { EventBus } from '@parley/common/events'
 import { INBOX_QUEUE, type NotificationService } from './service'
 
-/** In-app notifications for new messages and conversations (the service applies each event once). */
+/** In-app notifications for new messages and conversations, and what deletions take out of them (each event applied once). */
 export function subscribeInbox(
   bus: EventBus,
   inbox: NotificationService,
@@ -12,6 +12,7 @@ export function subscribeInbox(
     retryDelaysMs,
     handlers: {
       'message.sent': (event) => inbox.onMessageSent(event),
+      'message.deleted': (event) => inbox.onMessageDeleted(event),
       'conversation.created': (event) => inbox.onConversationCreated(event),
     },
   })

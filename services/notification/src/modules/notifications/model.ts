@@ -18,8 +18,12 @@ export const MessageReceivedPayload = t.Object(
     senderName: t.Union([t.String(), t.Null()], {
       description: 'Display name of the sender when the notification was created, if known',
     }),
-    preview: t.String({ description: 'Start of the message body, as sent (plain text, not escaped)' }),
+    preview: t.String({
+      description:
+        'Start of the message body, as sent (plain text, not escaped); empty once the message is deleted',
+    }),
     sentAt: Timestamp,
+    deleted: t.Optional(t.Boolean({ description: 'True once the message was deleted' })),
   },
   { title: 'MessageReceivedPayload' },
 )

@@ -55,6 +55,7 @@ function recipientsOf(userIds: readonly string[], actorId: string): string[] {
 /** In-app notifications: created from events, read and marked read by their owner. */
 export class NotificationService {
   private readonly created
+  private readonly redacted
 
   constructor(
     private readonly db: Db,
@@ -62,6 +63,10 @@ export class NotificationService {
     metrics: Metrics,
   ) {
     this.created = metrics.counter('notifications_created_total', 'In-app notifications created', ['type'])
+    this.redacted = metrics.counter(
+      'notifications_redacted_total',
+      'In-app notifications whose message preview was cleared because the message was deleted',
+    )
   }
 
   async list(userId: string, query: ListQuery): Promise<NotificationPage> {
@@ -135,6 +140,26 @@ export class NotificationService {
       await this.insert(tx, 'message.received', recipients, payload, event.correlationid ?? event.id)
     })
     if (applied) this.created.inc({ type: 'message.received' }, recipients.length)
+  }
+
+  /** The notifications quoting a deleted message stop showing its text (whoever received them); once per event. */
+  async onMessageDeleted(event: CloudEvent<'message.deleted'>): Promise<void> {
+    const { messageId } = event.data
+    const cleared: Pick<MessageReceivedPayload, 'preview' | 'deleted'> = { preview: '', deleted: true }
+    let redacted = 0
+    const applied = await consumeOnce(this.db, INBOX_QUEUE, event.id, async (tx) => {
+      const result = await tx
+        .update(notifications)
+        .set({ payload: sql`${notifications.payload} || ${JSON.stringify(cleared)}::jsonb` })
+        .where(
+          and(
+            eq(notifications.type, 'message.received'),
+            sql`${notifications.payload}->>'messageId' = ${messageId}`,
+          ),
+        )
+      redacted = result.count
+    })
+    if (applied && redacted > 0) this.redacted.inc(redacted)
   }
 
   /** One `conversation.added` per participant other than the creator; once per event. */
