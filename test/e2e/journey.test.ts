@@ -305,6 +305,131 @@ describe('changing messages and roles through the gateway', () => {
   }, 120_000)
 })
 
+describe('direct conversations, mute, block and threads through the gateway', () => {
+  test('one direct conversation per pair, a mute that silences notifications, a block, a thread', async () => {
+    const dora = await register('Dora')
+    const eli = await register('Eli')
+    const finn = await register('Finn')
+    const doraSocket = await openSocket(
+      `${stack.gateway.url.replace('http', 'ws')}/api/v1/ws`,
+      dora.accessToken,
+    )
+    type Frame = { type: string; data: Json }
+    const resume = await api('GET', '/sync', { token: dora.accessToken })
+
+    // Both ask at once (again until chat knows both users): one conversation, created once.
+    const answers: Awaited<ReturnType<typeof api>>[] = []
+    const [fromEli, fromDora] = await waitFor(
+      async () => {
+        const round = await Promise.all([
+          api('POST', '/conversations', {
+            token: eli.accessToken,
+            body: { participantIds: [dora.user.id], direct: true },
+          }),
+          api('POST', '/conversations', {
+            token: dora.accessToken,
+            body: { participantIds: [eli.user.id], direct: true },
+          }),
+        ])
+        answers.push(...round)
+        return round.every((reply) => reply.status === 200 || reply.status === 201) ? round : undefined
+      },
+      { timeoutMs: 20_000, what: 'the direct conversation', intervalMs: 300 },
+    )
+    expect(answers.filter((reply) => reply.status === 201)).toHaveLength(1)
+    expect(new Set(answers.filter((reply) => reply.status < 300).map((reply) => reply.body.id)).size).toBe(1)
+    expect(fromEli?.body.id).toBe(fromDora?.body.id)
+    const path = `/conversations/${fromEli?.body.id}`
+    // Once chat knows Finn (a group with him succeeds), he still cannot join the direct one.
+    await waitFor(
+      async () => {
+        const group = await api('POST', '/conversations', {
+          token: eli.accessToken,
+          body: { participantIds: [finn.user.id] },
+        })
+        return group.status === 201 ? group : undefined
+      },
+      { timeoutMs: 20_000, what: 'Finn known to chat', intervalMs: 300 },
+    )
+    expect(
+      (
+        await api('POST', `${path}/participants`, {
+          token: eli.accessToken,
+          body: { userIds: [finn.user.id] },
+        })
+      ).status,
+    ).toBe(409)
+
+    // Dora mutes it: Eli's message moves her unread count but notifies her of nothing.
+    const muted = await api('PUT', `${path}/mute`, { token: dora.accessToken })
+    expect(muted.body.muted).toBe(true)
+    await doraSocket.next<Frame>((frame) => frame.type === 'conversation.muted', 20_000)
+    const quiet = await api('POST', `${path}/messages`, { token: eli.accessToken, body: { body: 'Shh' } })
+    expect(quiet.status).toBe(201)
+    await doraSocket.next<Frame>(
+      (frame) => frame.type === 'message.sent' && frame.data.messageId === quiet.body.id,
+      20_000,
+    )
+    expect((await api('GET', path, { token: dora.accessToken })).body.unreadCount).toBe(1)
+    expect((await api('DELETE', `${path}/mute`, { token: dora.accessToken })).body.muted).toBe(false)
+    const loud = await api('POST', `${path}/messages`, { token: eli.accessToken, body: { body: 'Hey!' } })
+    const notified = await waitFor(
+      async () => {
+        const listed = await api('GET', '/notifications', { token: dora.accessToken })
+        const items = (listed.body.items as Json[] | undefined) ?? []
+        return items.some((item) => (item.payload as Json).messageId === loud.body.id) ? items : undefined
+      },
+      { timeoutMs: 20_000, what: "Dora's notification of the unmuted message" },
+    )
+    // The muted one (sent, and so consumed, before) never notified her.
+    expect(notified.filter((item) => (item.payload as Json).messageId === quiet.body.id)).toEqual([])
+
+    // A thread on Eli's message.
+    const reply = await api('POST', `${path}/messages`, {
+      token: dora.accessToken,
+      body: { body: 'Why?', replyTo: quiet.body.id },
+    })
+    expect(reply.status).toBe(201)
+    expect(reply.body.replyTo).toBe(quiet.body.id)
+    const page = await api('GET', `${path}/messages`, { token: eli.accessToken })
+    expect((page.body.items as Json[]).find((item) => item.id === quiet.body.id)?.thread).toMatchObject({
+      replyCount: 1,
+      recentReplierIds: [dora.user.id],
+    })
+    const replies = await api('GET', `${path}/messages/${quiet.body.id}/replies`, { token: eli.accessToken })
+    expect((replies.body.items as Json[]).map((item) => item.id)).toEqual([reply.body.id])
+
+    // Dora blocks Finn: he can no longer start a direct conversation with her.
+    expect(
+      (await api('PUT', `/conversations/blocks/${finn.user.id}`, { token: dora.accessToken })).status,
+    ).toBe(204)
+    const refused = await api('POST', '/conversations', {
+      token: finn.accessToken,
+      body: { participantIds: [dora.user.id], direct: true },
+    })
+    expect(refused.status).toBe(403)
+    expect((refused.body.errors as Json[])[0]?.field).toBe('body.participantIds.0')
+    doraSocket.close()
+
+    // Her own changes are in her resume stream.
+    const resumed = await waitFor(
+      async () => {
+        const read = await api('GET', `/sync?since=${encodeURIComponent(resume.body.cursor as string)}`, {
+          token: dora.accessToken,
+        })
+        const types = (read.body.events as Frame[]).map((frame) => frame.type)
+        return types.includes('user.blocked') ? types : undefined
+      },
+      { timeoutMs: 20_000, what: "the changes in Dora's stream" },
+    )
+    expect(
+      resumed.filter(
+        (type) => type === 'conversation.muted' || type === 'conversation.unmuted' || type === 'user.blocked',
+      ),
+    ).toEqual(['conversation.muted', 'conversation.unmuted', 'user.blocked'])
+  }, 120_000)
+})
+
 describe('the edge', () => {
   test('the login policy answers 429 with RateLimit headers and Retry-After', async () => {
     const email = uniqueEmail('guess')

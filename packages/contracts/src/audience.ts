@@ -11,6 +11,10 @@ export const USER_STREAM_EVENT_TYPES = [
   'conversation.participant_left',
   'conversation.read',
   'conversation.role_changed',
+  'conversation.muted',
+  'conversation.unmuted',
+  'user.blocked',
+  'user.unblocked',
   'message.sent',
   'message.updated',
   'message.deleted',
@@ -40,6 +44,18 @@ export function audienceOf(event: CloudEvent<UserStreamEventType>): string[] {
       }
       case 'notification.created':
         return [(event as CloudEvent<'notification.created'>).data.userId]
+      // Private to the one who muted or blocked: nobody else is told.
+      case 'conversation.muted':
+      case 'conversation.unmuted':
+      case 'user.blocked':
+      case 'user.unblocked':
+        return [
+          (
+            event as CloudEvent<
+              'conversation.muted' | 'conversation.unmuted' | 'user.blocked' | 'user.unblocked'
+            >
+          ).data.userId,
+        ]
       default:
         return (
           event as CloudEvent<

@@ -50,6 +50,8 @@ export const EventSchemas = {
     title: t.Union([t.String({ maxLength: 120 }), t.Null()]),
     createdBy: Uuid,
     participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    /** A 1:1 conversation (exactly one per pair; it never gains participants). Absent: a group. */
+    direct: t.Optional(t.Boolean()),
     createdAt: Timestamp,
   }),
   'conversation.updated': t.Object({
@@ -97,6 +99,13 @@ export const EventSchemas = {
     seq: t.Optional(t.Integer({ minimum: 1 })),
     senderId: Uuid,
     recipientIds: t.Array(Uuid, { maxItems: 256 }),
+    /**
+     * The recipients who muted the conversation when it was sent: no email or in-app notification
+     * for them (their unread counts still move). Absent on events of the previous version.
+     */
+    mutedUserIds: t.Optional(t.Array(Uuid, { maxItems: 256 })),
+    /** The thread's first message when this is a reply (threads are one level deep). */
+    replyTo: t.Optional(t.String({ minLength: 1 })),
     preview: t.String({ maxLength: 200 }),
     createdAt: Timestamp,
   }),
@@ -149,6 +158,31 @@ export const EventSchemas = {
     changedBy: t.Optional(Uuid),
     participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
     changedAt: Timestamp,
+  }),
+  /** `userId` muted the conversation (only their own devices learn it). */
+  'conversation.muted': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    userId: Uuid,
+    at: Timestamp,
+  }),
+  'conversation.unmuted': t.Object({
+    conversationId: t.String({ minLength: 1 }),
+    userId: Uuid,
+    at: Timestamp,
+  }),
+  /**
+   * `userId` blocked `blockedUserId` (only the blocker's devices learn it): the blocked user can no
+   * longer start a direct conversation with them or add them to a conversation.
+   */
+  'user.blocked': t.Object({
+    userId: Uuid,
+    blockedUserId: Uuid,
+    at: Timestamp,
+  }),
+  'user.unblocked': t.Object({
+    userId: Uuid,
+    blockedUserId: Uuid,
+    at: Timestamp,
   }),
   /** An in-app notification was stored for `userId`. */
   'notification.created': t.Object({

@@ -1,6 +1,7 @@
 import { type AccessTokenVerifier, httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
 import { Elysia } from 'elysia'
 import type { Config } from './config'
+import { blockRoutes } from './modules/blocks/index'
 import { conversationRoutes } from './modules/conversations/index'
 import type { ConversationService } from './modules/conversations/service'
 import { messageRoutes } from './modules/messages/index'
@@ -29,6 +30,7 @@ export function buildApp({ runtime, config, verifier, conversations, messages }:
         bodyLimitBytes: config.BODY_LIMIT_BYTES,
       }),
     )
+    .use(blockRoutes(verifier, conversations.blocks))
     .use(conversationRoutes(verifier, conversations))
     .use(messageRoutes(verifier, messages))
     .use(reactionRoutes(verifier, messages.reactions))

@@ -46,6 +46,7 @@ function reviveLatestPage(json: string): LatestPage {
     message.createdAt = new Date(message.createdAt)
     if (message.editedAt) message.editedAt = new Date(message.editedAt)
     if (message.deletedAt) message.deletedAt = new Date(message.deletedAt)
+    if (message.thread) message.thread.lastReplyAt = new Date(message.thread.lastReplyAt)
   }
   return page
 }

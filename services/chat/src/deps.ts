@@ -21,6 +21,7 @@ import type { AppDeps } from './app'
 import { ChatCache } from './cache'
 import type { Config } from './config'
 import { chatCollections, ensureIndexes } from './db'
+import { BlockService } from './modules/blocks/service'
 import { ConversationService, EVENT_SOURCE } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
 import { DEFAULT_MESSAGE_RULES, type MessageRules, MessageService } from './modules/messages/service'
@@ -77,9 +78,10 @@ export function chatServices(
     metrics,
     rules.maxReactionsPerMessage,
   )
+  const blocks = new BlockService(collections.blocks, users, outbox, metrics)
   return {
     users,
-    conversations: new ConversationService(collections.conversations, store, users, outbox),
+    conversations: new ConversationService(collections.conversations, store, users, outbox, blocks, metrics),
     messages: new MessageService(
       collections.messages,
       collections.conversations,

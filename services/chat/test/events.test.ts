@@ -155,6 +155,7 @@ describe('outbox', () => {
       seq: 1,
       senderId: bob,
       recipientIds: [alice, carol],
+      mutedUserIds: [],
       preview: `${sent.body.body.slice(0, 199)}…`,
       createdAt: sent.body.createdAt,
     })

@@ -42,6 +42,12 @@ test('health, metrics and an OpenAPI document with every chat route', async () =
       'DELETE /conversations/{id}/messages/{messageId}',
       'PUT /conversations/{id}/messages/{messageId}/reactions/{emoji}',
       'DELETE /conversations/{id}/messages/{messageId}/reactions/{emoji}',
+      'GET /conversations/{id}/messages/{messageId}/replies',
+      'PUT /conversations/{id}/mute',
+      'DELETE /conversations/{id}/mute',
+      'GET /conversations/blocks',
+      'PUT /conversations/blocks/{userId}',
+      'DELETE /conversations/blocks/{userId}',
     ].sort(),
   )
 })
@@ -57,7 +63,7 @@ test('every chat route documents its problem answers with the shared Problem sch
   const problemSchema = (operation: Operation | undefined, status: string) =>
     operation?.responses[status]?.content?.['application/json']?.schema?.$id
   const operations = Object.values(doc.paths).flatMap((methods) => Object.values(methods))
-  expect(operations).toHaveLength(15)
+  expect(operations).toHaveLength(21)
   for (const operation of operations) {
     expect(operation.security).toEqual([{ bearer: [] }])
     expect(problemSchema(operation, '401')).toBe(Problem.$id)
@@ -65,6 +71,18 @@ test('every chat route documents its problem answers with the shared Problem sch
   const messages = doc.paths['/conversations/{id}/messages']
   for (const operation of [messages?.post, messages?.get, doc.paths['/conversations/{id}/read']?.post])
     for (const status of ['404', '422']) expect(problemSchema(operation, status)).toBe(Problem.$id)
+  // Direct conversations, mute, block and threads document their refusals too.
+  const documented: [Operation | undefined, string[]][] = [
+    [doc.paths['/conversations']?.post, ['403', '409', '422']],
+    [doc.paths['/conversations/{id}/participants']?.post, ['403', '409']],
+    [doc.paths['/conversations/{id}/mute']?.put, ['404', '422']],
+    [doc.paths['/conversations/{id}/mute']?.delete, ['404', '422']],
+    [doc.paths['/conversations/blocks/{userId}']?.put, ['422']],
+    [doc.paths['/conversations/blocks/{userId}']?.delete, ['422']],
+    [doc.paths['/conversations/{id}/messages/{messageId}/replies']?.get, ['404', '422']],
+  ]
+  for (const [operation, statuses] of documented)
+    for (const status of statuses) expect(problemSchema(operation, status)).toBe(Problem.$id)
 })
 
 test('migrate creates the indexes on an empty database, idempotently', async () => {

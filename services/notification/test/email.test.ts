@@ -241,6 +241,19 @@ describe('message.sent', () => {
     expect(await emails('new_message', 'recipient_online')).toBeGreaterThanOrEqual(1)
   })
 
+  test('a recipient who muted the conversation gets neither an in-app notification nor an email', async () => {
+    const [sender, muted, other] = await Promise.all([person('Mo'), person('Mute Muriel'), person('Una')])
+    await handle('message.sent', {
+      ...messageSent(sender.id, [muted.id, other.id], Bun.randomUUIDv7(), 'Quiet please'),
+      mutedUserIds: [muted.id],
+    })
+    expect(await notificationsOf(muted.id)).toEqual([])
+    expect(await messageMailsTo(muted.email)).toEqual([])
+    expect(await notificationsOf(other.id)).toHaveLength(1)
+    expect(await messageMailsTo(other.email)).toHaveLength(1)
+    expect(await emails('new_message', 'muted')).toBeGreaterThanOrEqual(1)
+  })
+
   test('greets recipients with the name from their latest profile update', async () => {
     const [sender, recipient] = await Promise.all([person('Nia'), person('Old Name')])
     await handle('user.profile_updated', {

@@ -61,7 +61,27 @@ export type ConversationDoc = {
   messagesVersion: number
   /** Event ids of recent changes by version (outbox subjects, see outboxChangeUpdate); never read back. */
   outboxChanges?: Record<string, string>
+  /** A 1:1 conversation: it never gains participants. */
+  direct?: true
+  /**
+   * `<userId>:<userId>` of a direct conversation's pair, sorted, while both are in it (unset when
+   * one leaves, so the pair may start a new one). Unique: the insert is the exactly-once creation.
+   */
+  directKey?: string
+  /** userId → true for the participants who muted it (set key by key, see rolesUpdate). */
+  mutedBy?: Record<string, true>
 }
+
+/** What a thread's first message shows of its replies (kept on it: a page reads no replies). */
+export type ThreadDoc = {
+  replyCount: number
+  lastReplyAt: Date
+  /** The most recent distinct repliers, newest first, at most THREAD_RECENT_REPLIERS. */
+  recentReplierIds: string[]
+}
+
+/** How many recent repliers a thread summary names. */
+export const THREAD_RECENT_REPLIERS = 3
 
 export type MessageDoc = {
   /** UUIDv7 (drawn before the insert: not the commit order, `seq` is). */
@@ -92,7 +112,27 @@ export type MessageDoc = {
   version?: number
   /** Event ids of the edits/deletes by version (outbox subjects, see outboxChangeUpdate); never read back. */
   outboxChanges?: Record<string, string>
+  /** The thread's first message (same conversation) when this is a reply. */
+  replyTo?: string
+  /** On a thread's first message: its replies in short. */
+  thread?: ThreadDoc
 }
+
+/**
+ * `_id` `<userId>:<blockedUserId>`. Unblocking keeps the document (`active: false`, version
+ * bumped), so both are versioned writes whose event the outbox can tie to them (as reactions).
+ */
+export type BlockDoc = {
+  _id: string
+  userId: string
+  blockedUserId: string
+  active: boolean
+  version: number
+  at: Date
+  outboxChanges?: Record<string, string>
+}
+
+export const blockId = (userId: string, blockedUserId: string) => `${userId}:${blockedUserId}`
 
 /**
  * One user's reaction with one emoji to one message, `_id` `<messageId>:<emoji>:<userId>`: its own
@@ -195,6 +235,7 @@ export type ChatCollections = {
   messages: Collection<MessageDoc>
   users: Collection<UserDoc>
   reactions: Collection<ReactionDoc>
+  blocks: Collection<BlockDoc>
 }
 
 export function chatCollections(db: Db): ChatCollections {
@@ -203,12 +244,13 @@ export function chatCollections(db: Db): ChatCollections {
     messages: db.collection<MessageDoc>('messages'),
     users: db.collection<UserDoc>('users'),
     reactions: db.collection<ReactionDoc>('reactions'),
+    blocks: db.collection<BlockDoc>('blocks'),
   }
 }
 
 /** Creates every index the service relies on; idempotent, so it runs at start-up and in `migrate`. */
 export async function ensureIndexes(db: Db): Promise<void> {
-  const { conversations, messages, reactions } = chatCollections(db)
+  const { conversations, messages, reactions, blocks } = chatCollections(db)
   // Conversation list: the caller's conversations by last activity, then id as tie-breaker. Not on
   // FerretDB: its PostgreSQL backend indexes the whole array as one btree entry (a conversation of
   // 256 participants exceeds PostgreSQL's row limit and cannot be written) and never uses it for
@@ -228,6 +270,12 @@ export async function ensureIndexes(db: Db): Promise<void> {
   await messages.createIndex({ idempotencyKey: 1 }, { unique: true, sparse: true })
   // The reactions of a page's blocks: one equality lookup per block, on MongoDB and FerretDB.
   await reactions.createIndex({ conversationId: 1, seqBlock: 1 })
+  // Exactly one direct conversation per pair: a concurrent second insert fails with 11000.
+  await conversations.createIndex({ directKey: 1 }, { unique: true, sparse: true })
+  // A thread's replies: an equality on replyTo (FerretDB's lookup), then seq order.
+  await messages.createIndex({ replyTo: 1, seq: 1 })
+  // The caller's block list.
+  await blocks.createIndex({ userId: 1 })
   await ensureOutboxIndexes(db)
   // The retention purge of consumed-event markers scans them by age.
   await ensureProcessedEventsIndexes(db)
@@ -410,6 +458,8 @@ export const CONVERSATION_FIELDS = {
   updatedAt: 1,
   version: 1,
   messagesVersion: 1,
+  direct: 1,
+  mutedBy: 1,
 } as const
 
 export const MESSAGE_FIELDS = {
@@ -424,6 +474,8 @@ export const MESSAGE_FIELDS = {
   deletedAt: 1,
   deletedBy: 1,
   version: 1,
+  replyTo: 1,
+  thread: 1,
 } as const
 
 /** What a page needs of a reaction. */
@@ -445,6 +497,8 @@ export function conversationState(doc: ConversationDoc): ConversationDoc {
     lastMessage,
     lastSeq,
     ...(doc.roles && { roles: doc.roles }),
+    ...(doc.direct && { direct: doc.direct }),
+    ...(doc.mutedBy && { mutedBy: doc.mutedBy }),
     createdAt,
     updatedAt,
     version: doc.version,

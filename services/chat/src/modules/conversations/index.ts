@@ -19,16 +19,22 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
     .use(authPlugin(verifier))
     .post(
       '/conversations',
-      async ({ identity, body, requestId, status }) =>
-        status(201, await conversations.create(identity.userId, body, requestId)),
+      async ({ identity, body, requestId, status }) => {
+        const { created, conversation } = await conversations.create(identity.userId, body, requestId)
+        return created ? status(201, conversation) : status(200, conversation)
+      },
       {
         auth: true,
         body: CreateConversationBody,
-        response: { 201: Conversation, ...problemResponses(400, 401, 422) },
+        response: {
+          200: Conversation,
+          201: Conversation,
+          ...problemResponses(400, 401, 403, 409, 422),
+        },
         detail: {
-          summary: 'Create a conversation',
+          summary: 'Create a conversation, or find the direct one of a pair',
           description:
-            'The caller is always a participant; every other id must be a known user (422 naming the unknown ones). Publishes `conversation.created`.',
+            'The caller is always a participant; every other id must be a known user (422 naming the unknown ones). 403 naming the field of each user who blocked the caller. With `direct: true`: exactly one other user (422 `body.participantIds` otherwise); the existing direct conversation of the pair is returned with 200 (also to a blocked caller), else one is created (201) — exactly one per pair even under concurrency (409 only if it was left while being looked up: try again). Publishes `conversation.created` when one was created.',
         },
       },
     )
@@ -70,11 +76,41 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
         auth: true,
         params: ConversationParams,
         body: AddParticipantsBody,
-        response: { 200: Conversation, ...problemResponses(400, 401, 403, 404, 422) },
+        response: { 200: Conversation, ...problemResponses(400, 401, 403, 404, 409, 422) },
         detail: {
           summary: 'Add known users to a conversation',
           description:
-            'Owners and admins only (403 for members); they join as members. Users already in it are ignored. Publishes `conversation.participants_added` when someone was added.',
+            'Owners and admins only (403 for members); they join as members. 403 naming the field of each user who blocked the caller; 409 for a direct conversation (it never gains participants). Users already in it are ignored. Publishes `conversation.participants_added` when someone was added.',
+        },
+      },
+    )
+    .put(
+      '/conversations/:id/mute',
+      ({ identity, params, requestId }) =>
+        conversations.setMuted(identity.userId, params.id, true, requestId),
+      {
+        auth: true,
+        params: ConversationParams,
+        response: { 200: Conversation, ...problemResponses(401, 404, 422) },
+        detail: {
+          summary: 'Mute a conversation for the caller',
+          description:
+            'No email or in-app notification for its messages from then on; unread counts still move. Idempotent; any participant (404 for anyone else). Publishes `conversation.muted` (to the caller only) when it changed.',
+        },
+      },
+    )
+    .delete(
+      '/conversations/:id/mute',
+      ({ identity, params, requestId }) =>
+        conversations.setMuted(identity.userId, params.id, false, requestId),
+      {
+        auth: true,
+        params: ConversationParams,
+        response: { 200: Conversation, ...problemResponses(401, 404, 422) },
+        detail: {
+          summary: 'Unmute a conversation for the caller',
+          description:
+            'Idempotent; any participant (404 for anyone else). Publishes `conversation.unmuted` (to the caller only) when it changed.',
         },
       },
     )

@@ -30,8 +30,14 @@ export const CreateConversationBody = t.Object({
   participantIds: t.Array(Id('User id'), {
     minItems: 1,
     maxItems: MAX_PARTICIPANTS,
-    description: 'Known users; the caller is always added',
+    description: 'Known users; the caller is always added. With `direct`: exactly the one other user',
   }),
+  direct: t.Optional(
+    t.Boolean({
+      description:
+        'A 1:1 conversation: returns the existing one of the pair (200) if there is one, else creates it (201); exactly one per pair, even under concurrency; it never gains participants',
+    }),
+  ),
 })
 export type CreateConversationBody = typeof CreateConversationBody.static
 
@@ -72,6 +78,10 @@ export const Conversation = t.Object({
   id: t.String(),
   title: t.Union([t.String(), t.Null()]),
   createdBy: t.String(),
+  direct: t.Boolean({ description: 'A 1:1 conversation (it cannot gain participants)' }),
+  muted: t.Boolean({
+    description: 'The caller muted it: no email or in-app notification for it (unread counts still move)',
+  }),
   participants: t.Array(Participant),
   lastMessage: t.Union([LastMessage, t.Null()]),
   unreadCount: t.Integer({

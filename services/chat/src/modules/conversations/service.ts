@@ -1,9 +1,10 @@
-import { newId, problems } from '@parley/common'
+import { type Metrics, newId, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
-import type { MongoOutbox } from '@parley/common/mongo'
+import { isDuplicateKeyError, type MongoOutbox } from '@parley/common/mongo'
 import type { CloudEvent } from '@parley/contracts'
 import type { Collection } from 'mongodb'
 import { CONVERSATION_FIELDS, type ConversationDoc, type Role } from '../../db'
+import type { BlockService } from '../blocks/service'
 import type { UserDirectory } from '../users/service'
 import {
   type Conversation,
@@ -14,6 +15,8 @@ import {
 import {
   type ConversationChange,
   type ConversationStore,
+  isMuted,
+  mutePath,
   readMarkerPath,
   requireManager,
   roleOf,
@@ -56,15 +59,45 @@ function unknownUsersProblem(field: string, requested: readonly string[], unknow
   )
 }
 
+/** The unique key of a direct conversation: the pair, sorted. */
+export function directKeyOf(a: string, b: string): string {
+  return [a, b].sort().join(':')
+}
+
+export type CreateResult = { created: boolean; conversation: Conversation }
+
 export class ConversationService {
+  private readonly directs
+  private readonly mutes
+
   constructor(
     private readonly conversations: Collection<ConversationDoc>,
     private readonly store: ConversationStore,
     private readonly users: UserDirectory,
     private readonly outbox: MongoOutbox,
-  ) {}
+    /** Checked on creation and additions; its routes are mounted next to the conversation routes. */
+    readonly blocks: BlockService,
+    metrics: Metrics,
+  ) {
+    this.directs = metrics.counter(
+      'chat_direct_conversations_total',
+      'Direct conversation requests: a new one created, or the existing one of the pair returned',
+      ['outcome'],
+    )
+    this.mutes = metrics.counter(
+      'chat_mutes_total',
+      'Mutes and unmutes that changed something (repeats are not counted)',
+      ['action'],
+    )
+  }
 
-  async create(callerId: string, input: CreateConversationBody, correlationId?: string) {
+  /** A group conversation, or (`direct`) the one of the pair, created if there is none (see createDirect). */
+  async create(
+    callerId: string,
+    input: CreateConversationBody,
+    correlationId?: string,
+  ): Promise<CreateResult> {
+    if (input.direct === true) return this.createDirect(callerId, input, correlationId)
     const participantIds = [...new Set([callerId, ...input.participantIds])]
     if (participantIds.length > MAX_PARTICIPANTS)
       throw problems.validation([
@@ -73,13 +106,79 @@ export class ConversationService {
           message: `A conversation has at most ${MAX_PARTICIPANTS} participants, the caller included`,
         },
       ])
-    const unknown = await this.users.unknownIds(participantIds.filter((id) => id !== callerId))
+    const others = participantIds.filter((id) => id !== callerId)
+    const unknown = await this.users.unknownIds(others)
     if (unknown.length > 0) throw unknownUsersProblem('body.participantIds', input.participantIds, unknown)
+    await this.blocks.requireNotBlockedBy(callerId, others, 'body.participantIds', input.participantIds)
+    const doc = await this.insert(this.newConversation(callerId, participantIds, input.title), correlationId)
+    return { created: true, conversation: await this.view(callerId, doc) }
+  }
 
-    const now = new Date()
+  /**
+   * The direct conversation of the caller and the one other user: the existing one of the pair,
+   * else a new one. Exactly one is ever created: the pair's sorted ids are a unique key
+   * (`directKey`), so of concurrent inserts one wins and the others return its conversation.
+   * 403 when the other user blocked the caller (an existing one is still returned).
+   */
+  private async createDirect(
+    callerId: string,
+    input: CreateConversationBody,
+    correlationId: string | undefined,
+  ): Promise<CreateResult> {
+    const [otherId, ...more] = input.participantIds
+    if (otherId === undefined || more.length > 0 || otherId === callerId)
+      throw problems.validation([
+        {
+          field: 'body.participantIds',
+          message: 'A direct conversation takes exactly one other user',
+        },
+      ])
+    if ((await this.users.unknownIds([otherId])).length > 0)
+      throw unknownUsersProblem('body.participantIds', input.participantIds, [otherId])
+    const directKey = directKeyOf(callerId, otherId)
+    const existing = await this.directOf(directKey)
+    if (existing) return this.existingDirect(callerId, existing)
+    await this.blocks.requireNotBlockedBy(callerId, [otherId], 'body.participantIds', input.participantIds)
     const doc: ConversationDoc = {
+      ...this.newConversation(callerId, [callerId, otherId], input.title),
+      // Both own it: there is nobody else to manage it.
+      roles: { [callerId]: 'owner', [otherId]: 'owner' },
+      direct: true,
+      directKey,
+    }
+    try {
+      const created = await this.insert(doc, correlationId)
+      this.directs.inc({ outcome: 'created' })
+      return { created: true, conversation: await this.view(callerId, created) }
+    } catch (error) {
+      if (!isDuplicateKeyError(error)) throw error
+      // A concurrent request created it first.
+      const winner = await this.directOf(directKey)
+      if (!winner) throw problems.conflict('The direct conversation changed meanwhile, try again')
+      return this.existingDirect(callerId, winner)
+    }
+  }
+
+  private async existingDirect(callerId: string, doc: ConversationDoc): Promise<CreateResult> {
+    this.directs.inc({ outcome: 'existing' })
+    return { created: false, conversation: await this.view(callerId, doc) }
+  }
+
+  /** The direct conversation holding `directKey`: an equality on its unique index. */
+  private async directOf(directKey: string): Promise<ConversationDoc | null> {
+    const found = await this.conversations.findOne({ directKey }, { projection: { _id: 1 } })
+    return found ? this.store.find(found._id) : null
+  }
+
+  private newConversation(
+    callerId: string,
+    participantIds: string[],
+    title: string | null | undefined,
+  ): ConversationDoc {
+    const now = new Date()
+    return {
       _id: newId(),
-      title: normalizeTitle(input.title),
+      title: normalizeTitle(title),
       createdBy: callerId,
       participantIds,
       readMarkers: {},
@@ -91,15 +190,20 @@ export class ConversationService {
       version: 1,
       messagesVersion: 0,
     }
+  }
+
+  /** Inserts a new conversation with its `conversation.created` (published if and only if inserted). */
+  private async insert(doc: ConversationDoc, correlationId: string | undefined): Promise<ConversationDoc> {
     const event = buildEvent(
       EVENT_SOURCE,
       'conversation.created',
       {
         conversationId: doc._id,
         title: doc.title,
-        createdBy: callerId,
-        participantIds,
-        createdAt: now.toISOString(),
+        createdBy: doc.createdBy,
+        participantIds: doc.participantIds,
+        ...(doc.direct && { direct: true }),
+        createdAt: doc.createdAt.toISOString(),
       },
       { correlationId },
     )
@@ -109,7 +213,36 @@ export class ConversationService {
       throw error
     })
     this.outbox.committed([event])
-    await this.store.remember(doc)
+    const { directKey: _key, ...state } = doc
+    await this.store.remember(state)
+    return state
+  }
+
+  /**
+   * Mutes (or unmutes) the conversation for the caller: no email or in-app notification for it
+   * (`message.sent` names the muted recipients); unread counts still move. Publishes
+   * `conversation.muted` / `conversation.unmuted` (to the caller's devices) when it changed.
+   */
+  async setMuted(
+    callerId: string,
+    id: string,
+    muted: boolean,
+    correlationId?: string,
+  ): Promise<Conversation> {
+    const at = new Date()
+    const { doc, event } = await this.store.change(id, callerId, (current) => {
+      if (isMuted(current, callerId) === muted) return null
+      return {
+        update: muted ? { $set: { [mutePath(callerId)]: true } } : { $unset: { [mutePath(callerId)]: '' } },
+        event: buildEvent(
+          EVENT_SOURCE,
+          muted ? 'conversation.muted' : 'conversation.unmuted',
+          { conversationId: id, userId: callerId, at: at.toISOString() },
+          { correlationId },
+        ),
+      }
+    })
+    if (event) this.mutes.inc({ action: muted ? 'mute' : 'unmute' })
     return this.view(callerId, doc)
   }
 
@@ -179,6 +312,7 @@ export class ConversationService {
     const requested = [...new Set(userIds)]
     const unknown = await this.users.unknownIds(requested)
     if (unknown.length > 0) throw unknownUsersProblem('body.userIds', userIds, unknown)
+    await this.blocks.requireNotBlockedBy(callerId, requested, 'body.userIds', userIds)
     const tooMany = () =>
       problems.validation([
         { field: 'body.userIds', message: `A conversation has at most ${MAX_PARTICIPANTS} participants` },
@@ -188,6 +322,7 @@ export class ConversationService {
       id,
       callerId,
       (current) => {
+        if (current.direct) throw problems.conflict('A direct conversation cannot gain participants')
         requireManager(current, callerId, 'add participants')
         const added = requested.filter((userId) => !current.participantIds.includes(userId))
         if (added.length === 0) return null
@@ -292,7 +427,13 @@ export class ConversationService {
     return {
       update: {
         $pullAll: { participantIds: [userId] },
-        $unset: { [readMarkerPath(userId)]: '', ...roleChanges.$unset },
+        $unset: {
+          [readMarkerPath(userId)]: '',
+          ...(isMuted(current, userId) && { [mutePath(userId)]: '' }),
+          // The pair may start a new direct conversation once one of them left this one.
+          ...(current.direct && { directKey: '' }),
+          ...roleChanges.$unset,
+        },
         ...(Object.keys(roleChanges.$set).length > 0 && { $set: roleChanges.$set }),
       },
       event: buildEvent(
@@ -366,6 +507,8 @@ export class ConversationService {
         id: doc._id,
         title: doc.title,
         createdBy: doc.createdBy,
+        direct: doc.direct === true,
+        muted: isMuted(doc, callerId),
         participants: doc.participantIds.map((userId) => ({
           userId,
           displayName: names.get(userId) ?? null,

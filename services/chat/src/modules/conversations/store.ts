@@ -66,6 +66,16 @@ function rolePath(userId: string): `roles.${string}` {
   return `roles.${userId}`
 }
 
+/** The document path of a participant's mute flag (user ids checked as for read markers). */
+export function mutePath(userId: string): `mutedBy.${string}` {
+  if (!USER_ID.test(userId)) throw problems.unauthorized('The token subject is not a user id')
+  return `mutedBy.${userId}`
+}
+
+export function isMuted(conversation: ConversationDoc, userId: string): boolean {
+  return conversation.mutedBy?.[userId] === true
+}
+
 /** 403 unless `userId` owns or administers the conversation. */
 export function requireManager(conversation: ConversationDoc, userId: string, action: string): void {
   if (roleOf(conversation, userId) === 'member')

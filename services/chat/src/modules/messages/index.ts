@@ -9,6 +9,7 @@ import {
   MessageParams,
   ReadBody,
   ReadReceipt,
+  RepliesQuery,
   SendMessageBody,
 } from './model'
 import type { MessageService } from './service'
@@ -31,7 +32,7 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
         detail: {
           summary: 'Send a message',
           description:
-            'Idempotent per (sender, clientMessageId): 201 the first time, 200 with the same message after. Publishes `message.sent`.',
+            "Idempotent per (sender, clientMessageId): 201 the first time, 200 with the same message after. `replyTo` makes it a reply (422 naming `body.replyTo` for a message not in this conversation): the thread's first message counts it in its `thread` summary. Publishes `message.sent` (with `replyTo`, and `mutedUserIds`: the recipients who muted the conversation).",
         },
       },
     )
@@ -47,6 +48,22 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
           summary: 'Page through messages',
           description:
             'Without a cursor: the latest page. `before`/`after` page along sequence numbers; each message appears exactly once across pages, and paging `after` the last cursor never skips a message sent concurrently.',
+        },
+      },
+    )
+    .get(
+      '/conversations/:id/messages/:messageId/replies',
+      ({ identity, params, query }) =>
+        messages.repliesOf(identity.userId, params.id, params.messageId, query),
+      {
+        auth: true,
+        params: MessageParams,
+        query: RepliesQuery,
+        response: { 200: MessagePage, ...problemResponses(401, 404, 422) },
+        detail: {
+          summary: "A thread's replies, oldest first",
+          description:
+            '404 for a non-participant or a message not in the conversation. `nextCursor` (pass as `after`) continues; null at the end.',
         },
       },
     )

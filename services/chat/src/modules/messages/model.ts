@@ -26,6 +26,11 @@ export const SendMessageBody = t.Object({
       description: 'Idempotency key chosen by the client: resending it returns the original message (200)',
     }),
   ),
+  replyTo: t.Optional(
+    Id(
+      'Reply to this message of the same conversation (422 naming `body.replyTo` otherwise). Threads are one level deep: a reply to a reply joins its thread',
+    ),
+  ),
 })
 export type SendMessageBody = typeof SendMessageBody.static
 
@@ -38,6 +43,29 @@ const Cursor = (description: string) =>
     pattern: '^(?:0|[1-9][0-9]{0,14}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$',
     description: `${description}. Opaque: a \`nextCursor\` (a message id is accepted too)`,
   })
+
+export const RepliesQuery = t.Object({
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 50 })),
+  after: t.Optional(
+    t.String({
+      pattern: '^(?:0|[1-9][0-9]{0,14})$',
+      description: 'Opaque: the `nextCursor` of the previous page (replies right after it, oldest first)',
+    }),
+  ),
+})
+export type RepliesQuery = typeof RepliesQuery.static
+
+export const Thread = t.Object(
+  {
+    replyCount: t.Integer({ minimum: 1 }),
+    lastReplyAt: t.String({ format: 'date-time' }),
+    recentReplierIds: t.Array(t.String(), {
+      maxItems: 3,
+      description: 'The most recent distinct repliers, newest first',
+    }),
+  },
+  { description: 'The replies to this message in short (read them with GET …/replies)' },
+)
 
 export const MessagePageQuery = t.Object({
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 50 })),
@@ -65,6 +93,10 @@ export const Message = t.Object({
     description: 'Set on a tombstone: the seq stays, body and reactions are gone',
   }),
   reactions: Reactions,
+  replyTo: t.Union([t.String(), t.Null()], {
+    description: "The thread's first message when this is a reply",
+  }),
+  thread: t.Union([Thread, t.Null()], { description: 'Null until someone replies' }),
 })
 export type Message = typeof Message.static
 

@@ -19,9 +19,11 @@ import {
   type MessageDoc,
   previewOf,
   readSeqRange,
+  THREAD_RECENT_REPLIERS,
+  type ThreadDoc,
 } from '../../db'
 import { EVENT_SOURCE } from '../conversations/service'
-import { type ConversationStore, readMarkerPath, roleOf } from '../conversations/store'
+import { type ConversationStore, isMuted, readMarkerPath, roleOf } from '../conversations/store'
 import type { Reaction } from '../reactions/model'
 import { type ReactionService, summarize } from '../reactions/service'
 import {
@@ -31,6 +33,7 @@ import {
   type MessagePage,
   type MessagePageQuery,
   type ReadReceipt,
+  type RepliesQuery,
   type SendMessageBody,
 } from './model'
 
@@ -57,6 +60,27 @@ export function toMessage(doc: MessageDoc, reactions: readonly Reaction[] = []):
     deletedAt: doc.deletedAt?.toISOString() ?? null,
     // A reaction that raced with the deletion is not shown on the tombstone.
     reactions: doc.deletedAt ? [] : [...reactions],
+    replyTo: doc.replyTo ?? null,
+    thread: doc.thread
+      ? {
+          replyCount: doc.thread.replyCount,
+          lastReplyAt: doc.thread.lastReplyAt.toISOString(),
+          recentReplierIds: doc.thread.recentReplierIds,
+        }
+      : null,
+  }
+}
+
+/** The thread summary after `reply` joined it. */
+function threadWith(thread: ThreadDoc | undefined, reply: MessageDoc): ThreadDoc {
+  const before = thread?.lastReplyAt.getTime() ?? 0
+  return {
+    replyCount: (thread?.replyCount ?? 0) + 1,
+    lastReplyAt: new Date(Math.max(before, reply.createdAt.getTime())),
+    recentReplierIds: [
+      reply.senderId,
+      ...(thread?.recentReplierIds ?? []).filter((userId) => userId !== reply.senderId),
+    ].slice(0, THREAD_RECENT_REPLIERS),
   }
 }
 
@@ -92,6 +116,7 @@ export class MessageService {
   private readonly sent
   private readonly seqCollisions
   private readonly changes
+  private readonly replies
   /** Per conversation: the tail of this replica's queue of sends, and the last seq it assigned. */
   private readonly queues = new Map<string, Promise<void>>()
   private readonly assigned = new Map<string, number>()
@@ -112,6 +137,7 @@ export class MessageService {
     this.changes = metrics.counter('chat_message_changes_total', 'Message edits and deletes applied', [
       'action',
     ])
+    this.replies = metrics.counter('chat_thread_replies_total', 'Replies sent (messages with replyTo)')
     this.inserts = new GroupCommit((docs) => insertEach(messages, docs), BULK_WRITE_CHUNK)
     this.sent = metrics.counter('chat_messages_sent_total', 'Message sends by outcome', ['outcome'])
     this.seqCollisions = metrics.counter(
@@ -143,6 +169,10 @@ export class MessageService {
     const idempotencyKey =
       clientMessageId === undefined ? undefined : `${conversationId}:${senderId}:${clientMessageId}`
     const recipientIds = conversation.participantIds.filter((id) => id !== senderId)
+    // Notification skips them: the state rides on the event, so no mute can race with it.
+    const mutedUserIds = recipientIds.filter((id) => isMuted(conversation, id))
+    const replyTo =
+      input.replyTo === undefined ? undefined : await this.threadOf(conversationId, input.replyTo)
 
     // Sends of one conversation on this replica go one after the other: concurrent ones would
     // all try the same seq and retry in turn (16 at once cost 3 msg/s on FerretDB). Sends from
@@ -160,6 +190,7 @@ export class MessageService {
           senderId,
           body,
           ...(idempotencyKey === undefined ? {} : { clientMessageId, idempotencyKey }),
+          ...(replyTo === undefined ? {} : { replyTo }),
           createdAt,
         }
         const event = buildEvent(
@@ -171,6 +202,8 @@ export class MessageService {
             seq,
             senderId,
             recipientIds,
+            mutedUserIds,
+            ...(replyTo === undefined ? {} : { replyTo }),
             preview: previewOf(body),
             createdAt: createdAt.toISOString(),
           },
@@ -206,6 +239,10 @@ export class MessageService {
         }
         this.assigned.set(conversationId, seq)
         this.outbox.committed([event])
+        // In the queue: concurrent updates of one document can lose one on FerretDB, so this
+        // replica counts a thread's replies one at a time. Before record: its messagesVersion
+        // bump retires a cached page showing the old summary.
+        if (replyTo) await this.joinThread(replyTo, message)
         return message
       }
     })
@@ -214,6 +251,81 @@ export class MessageService {
     await this.record(sent)
     this.sent.inc({ outcome: 'created' })
     return { created: true, message: toMessage(sent) }
+  }
+
+  /** The thread a reply to `messageId` joins: that message's, or its own; 422 naming `body.replyTo` if not here. */
+  private async threadOf(conversationId: string, messageId: string): Promise<string> {
+    const parent = await this.messages.findOne(
+      { _id: messageId, conversationId },
+      { projection: { replyTo: 1 } },
+    )
+    if (!parent)
+      throw problems.validation([{ field: 'body.replyTo', message: 'No such message in this conversation' }])
+    return parent.replyTo ?? parent._id
+  }
+
+  /**
+   * Counts `reply` into the summary on its thread's first message, by an update conditional on
+   * the count it read (retried when a reply from another replica moved it), key by key (FerretDB
+   * ignores a `$set` of a whole embedded document with as many keys).
+   */
+  private async joinThread(parentId: string, reply: MessageDoc): Promise<void> {
+    this.replies.inc()
+    for (let attempt = 1; attempt <= CHANGE_ATTEMPTS; attempt++) {
+      const parent = await this.messages.findOne(
+        { _id: parentId, conversationId: reply.conversationId },
+        { projection: { thread: 1 } },
+      )
+      if (!parent) return
+      const next = threadWith(parent.thread, reply)
+      const result = await this.messages.updateOne(
+        {
+          _id: parentId,
+          conversationId: reply.conversationId,
+          'thread.replyCount': parent.thread ? parent.thread.replyCount : { $exists: false },
+        },
+        {
+          $set: {
+            'thread.replyCount': next.replyCount,
+            'thread.lastReplyAt': next.lastReplyAt,
+            'thread.recentReplierIds': next.recentReplierIds,
+          },
+        },
+      )
+      if (result.modifiedCount === 1) return
+    }
+    throw problems.serviceUnavailable('This thread is changing too fast, try again')
+  }
+
+  /**
+   * A thread's replies, oldest first, after the `after` cursor: an equality on `replyTo` (its
+   * index; FerretDB's lookup), then seq order. 404 for a message not in the conversation.
+   */
+  async repliesOf(
+    callerId: string,
+    conversationId: string,
+    messageId: string,
+    { limit = 50, after }: RepliesQuery,
+  ): Promise<MessagePage> {
+    const conversation = await this.store.forParticipant(conversationId, callerId)
+    const parent = await this.messages.findOne({ _id: messageId, conversationId }, { projection: { _id: 1 } })
+    if (!parent) throw problems.notFound('No such message')
+    const from = after === undefined ? 0 : Number(after)
+    const docs = await this.messages
+      .find(
+        // Up to the last recorded seq, as `after` pages: a reply not yet recorded is on the next page.
+        { replyTo: messageId, conversationId, seq: { $gt: from, $lte: conversation.lastSeq } },
+        { projection: MESSAGE_FIELDS },
+      )
+      .sort({ seq: 1 })
+      .limit(limit + 1)
+      .toArray()
+    const items = docs.slice(0, limit)
+    const last = items.at(-1)
+    return {
+      items: await this.views(items, callerId),
+      nextCursor: docs.length > limit && last ? String(last.seq) : null,
+    }
   }
 
   /** Runs `task` after every earlier task of `key` on this replica has settled. */

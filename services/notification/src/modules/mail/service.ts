@@ -26,9 +26,10 @@ const TRANSACTIONAL_TEMPLATES: ReadonlySet<TemplateName> = new Set(['verificatio
 
 /**
  * Why an email was not sent: `unverified`: the address is not verified (only the verification
- * code goes to those); `hourly_cap`: the recipient had their new-message emails for the hour.
+ * code goes to those); `hourly_cap`: the recipient had their new-message emails for the hour;
+ * `muted`: the recipient muted the conversation.
  */
-type SkipReason = 'recipient_online' | 'throttled' | 'expired' | 'unverified' | 'hourly_cap'
+type SkipReason = 'recipient_online' | 'throttled' | 'expired' | 'unverified' | 'hourly_cap' | 'muted'
 type EmailOutcome = 'sent' | 'failed' | 'rejected' | SkipReason
 
 type Prepared =
@@ -129,6 +130,7 @@ export class MailService {
     const { senderId, conversationId, preview } = event.data
     const recipients = [...new Set(event.data.recipientIds)].filter((userId) => userId !== senderId)
     if (recipients.length === 0) return
+    const muted = new Set(event.data.mutedUserIds)
     const { directory, presence, throttle, cap } = this.deps
     const [people, online] = await Promise.all([
       directory.find([...recipients, senderId]),
@@ -141,6 +143,7 @@ export class MailService {
       recipients.map((recipientId) => ({
         recipientId,
         prepare: async (): Promise<Prepared> => {
+          if (muted.has(recipientId)) return { skip: 'muted' }
           if (online.has(recipientId)) return { skip: 'recipient_online' }
           const recipient = people.get(recipientId)
           // The users projection may lag behind chat: retry until it catches up.

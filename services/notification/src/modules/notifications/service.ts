@@ -122,10 +122,11 @@ export class NotificationService {
     return { unread: Math.min(total, UNREAD_COUNT_CAP), capped: total > UNREAD_COUNT_CAP }
   }
 
-  /** One `message.received` per recipient, never the sender; once per event. */
+  /** One `message.received` per recipient, never the sender nor who muted the conversation; once per event. */
   async onMessageSent(event: CloudEvent<'message.sent'>): Promise<void> {
     const { data } = event
-    const recipients = recipientsOf(data.recipientIds, data.senderId)
+    const muted = new Set(data.mutedUserIds)
+    const recipients = recipientsOf(data.recipientIds, data.senderId).filter((userId) => !muted.has(userId))
     if (recipients.length === 0) return
     const applied = await consumeOnce(this.db, INBOX_QUEUE, event.id, async (tx) => {
       const sender = (await this.directory.find([data.senderId], tx)).get(data.senderId)
