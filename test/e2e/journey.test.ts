@@ -430,6 +430,94 @@ describe('direct conversations, mute, block and threads through the gateway', ()
   }, 120_000)
 })
 
+describe('pins and mentions through the gateway', () => {
+  test('pin and unpin: pushed live, in the resume stream, listed; a mention notifies as `mention`', async () => {
+    const gia = await register('Gia')
+    const hugo = await register('Hugo')
+    const hugoSocket = await openSocket(
+      `${stack.gateway.url.replace('http', 'ws')}/api/v1/ws`,
+      hugo.accessToken,
+    )
+    type Frame = { type: string; data: Json }
+    const resume = await api('GET', '/sync', { token: hugo.accessToken })
+    const conversation = await waitFor(
+      async () => {
+        const created = await api('POST', '/conversations', {
+          token: gia.accessToken,
+          body: { participantIds: [hugo.user.id] },
+        })
+        return created.status === 201 ? created.body : undefined
+      },
+      { timeoutMs: 20_000, what: 'conversation creation' },
+    )
+    const path = `/conversations/${conversation.id}`
+    const sent = await api('POST', `${path}/messages`, { token: gia.accessToken, body: { body: 'Agenda' } })
+    expect(sent.status).toBe(201)
+
+    const pinned = await api('PUT', `${path}/pins/${sent.body.id}`, { token: gia.accessToken })
+    expect(pinned.status).toBe(200)
+    const frame = await hugoSocket.next<Frame>(
+      (next) => next.type === 'message.pinned' && next.data.messageId === sent.body.id,
+      20_000,
+    )
+    expect(frame.data.userId).toBe(gia.user.id)
+    const listed = await api('GET', `${path}/pins`, { token: hugo.accessToken })
+    expect((listed.body.items as Json[]).map((item) => (item.message as Json).id)).toEqual([sent.body.id])
+    const outsider = await register('Ivy')
+    expect((await api('GET', `${path}/pins`, { token: outsider.accessToken })).status).toBe(404)
+
+    expect((await api('DELETE', `${path}/pins/${sent.body.id}`, { token: hugo.accessToken })).status).toBe(
+      200,
+    )
+    await hugoSocket.next<Frame>(
+      (next) => next.type === 'message.unpinned' && next.data.messageId === sent.body.id,
+      20_000,
+    )
+    expect((await api('GET', `${path}/pins`, { token: gia.accessToken })).body.items).toEqual([])
+    hugoSocket.close()
+
+    const resumed = await waitFor(
+      async () => {
+        const read = await api('GET', `/sync?since=${encodeURIComponent(resume.body.cursor as string)}`, {
+          token: hugo.accessToken,
+        })
+        const types = (read.body.events as Frame[]).map((event) => event.type)
+        return types.includes('message.unpinned') ? types : undefined
+      },
+      { timeoutMs: 20_000, what: "the pins in Hugo's stream" },
+    )
+    expect(resumed.filter((type) => type.startsWith('message.'))).toEqual([
+      'message.sent',
+      'message.pinned',
+      'message.unpinned',
+    ])
+
+    // A mention: Hugo's notification is a `mention`; Ivy, not a participant, cannot be mentioned.
+    const refused = await api('POST', `${path}/messages`, {
+      token: gia.accessToken,
+      body: { body: '@Ivy hi', mentions: [outsider.user.id] },
+    })
+    expect(refused.status).toBe(422)
+    expect((refused.body.errors as Json[])[0]?.field).toBe('body.mentions.0')
+    const mention = await api('POST', `${path}/messages`, {
+      token: gia.accessToken,
+      body: { body: '@Hugo see the agenda', mentions: [hugo.user.id] },
+    })
+    expect(mention.status).toBe(201)
+    expect(mention.body.mentions).toEqual([hugo.user.id])
+    const notified = await waitFor(
+      async () => {
+        const listed = await api('GET', '/notifications', { token: hugo.accessToken })
+        return ((listed.body.items as Json[] | undefined) ?? []).find(
+          (item) => (item.payload as Json).messageId === mention.body.id,
+        )
+      },
+      { timeoutMs: 20_000, what: "Hugo's mention notification" },
+    )
+    expect(notified.type).toBe('mention')
+  }, 120_000)
+})
+
 describe('the edge', () => {
   test('the login policy answers 429 with RateLimit headers and Retry-After', async () => {
     const email = uniqueEmail('guess')

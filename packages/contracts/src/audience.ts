@@ -20,6 +20,8 @@ export const USER_STREAM_EVENT_TYPES = [
   'message.deleted',
   'message.reaction_added',
   'message.reaction_removed',
+  'message.pinned',
+  'message.unpinned',
   'notification.created',
 ] as const satisfies readonly EventType[]
 
@@ -68,6 +70,8 @@ export function audienceOf(event: CloudEvent<UserStreamEventType>): string[] {
             | 'message.deleted'
             | 'message.reaction_added'
             | 'message.reaction_removed'
+            | 'message.pinned'
+            | 'message.unpinned'
           >
         ).data.participantIds
     }

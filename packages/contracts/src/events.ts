@@ -104,6 +104,12 @@ export const EventSchemas = {
      * for them (their unread counts still move). Absent on events of the previous version.
      */
     mutedUserIds: t.Optional(t.Array(Uuid, { maxItems: 256 })),
+    /**
+     * The recipients the sender mentioned (each a participant): notified in-app (`mention`) and by
+     * email when offline, outside the per-conversation email window and even when muted. Absent
+     * on events of the previous version.
+     */
+    mentionedUserIds: t.Optional(t.Array(Uuid, { maxItems: 256 })),
     /** The thread's first message when this is a reply (threads are one level deep). */
     replyTo: t.Optional(t.String({ minLength: 1 })),
     preview: t.String({ maxLength: 200 }),
@@ -146,6 +152,25 @@ export const EventSchemas = {
     seq: t.Integer({ minimum: 1 }),
     userId: Uuid,
     emoji: t.String({ minLength: 1, maxLength: 64 }),
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    at: Timestamp,
+  }),
+  /** A participant pinned a message of the conversation (at most 50 pinned per conversation). */
+  'message.pinned': t.Object({
+    messageId: t.String({ minLength: 1 }),
+    conversationId: t.String({ minLength: 1 }),
+    seq: t.Integer({ minimum: 1 }),
+    /** Who pinned it. */
+    userId: Uuid,
+    participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
+    at: Timestamp,
+  }),
+  'message.unpinned': t.Object({
+    messageId: t.String({ minLength: 1 }),
+    conversationId: t.String({ minLength: 1 }),
+    seq: t.Integer({ minimum: 1 }),
+    /** Who unpinned it (any participant may). */
+    userId: Uuid,
     participantIds: t.Array(Uuid, { minItems: 1, maxItems: 256 }),
     at: Timestamp,
   }),

@@ -6,6 +6,7 @@ import { conversationRoutes } from './modules/conversations/index'
 import type { ConversationService } from './modules/conversations/service'
 import { messageRoutes } from './modules/messages/index'
 import type { MessageService } from './modules/messages/service'
+import { pinRoutes } from './modules/pins/index'
 import { reactionRoutes } from './modules/reactions/index'
 
 export type AppDeps = {
@@ -34,6 +35,7 @@ export function buildApp({ runtime, config, verifier, conversations, messages }:
     .use(conversationRoutes(verifier, conversations))
     .use(messageRoutes(verifier, messages))
     .use(reactionRoutes(verifier, messages.reactions))
+    .use(pinRoutes(verifier, messages.pins))
 }
 
 export type App = ReturnType<typeof buildApp>

@@ -25,6 +25,7 @@ import { BlockService } from './modules/blocks/service'
 import { ConversationService, EVENT_SOURCE } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
 import { DEFAULT_MESSAGE_RULES, type MessageRules, MessageService } from './modules/messages/service'
+import { PinService } from './modules/pins/service'
 import { ReactionService } from './modules/reactions/service'
 import { subscribeUserProjection } from './modules/users/consumers'
 import { UserDirectory } from './modules/users/service'
@@ -90,6 +91,7 @@ export function chatServices(
       outbox,
       metrics,
       reactions,
+      new PinService(collections.messages, store, reactions, metrics),
       rules,
     ),
   }

@@ -156,6 +156,7 @@ describe('outbox', () => {
       senderId: bob,
       recipientIds: [alice, carol],
       mutedUserIds: [],
+      mentionedUserIds: [],
       preview: `${sent.body.body.slice(0, 199)}…`,
       createdAt: sent.body.createdAt,
     })

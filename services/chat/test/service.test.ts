@@ -48,6 +48,9 @@ test('health, metrics and an OpenAPI document with every chat route', async () =
       'GET /conversations/blocks',
       'PUT /conversations/blocks/{userId}',
       'DELETE /conversations/blocks/{userId}',
+      'GET /conversations/{id}/pins',
+      'PUT /conversations/{id}/pins/{messageId}',
+      'DELETE /conversations/{id}/pins/{messageId}',
     ].sort(),
   )
 })
@@ -63,7 +66,7 @@ test('every chat route documents its problem answers with the shared Problem sch
   const problemSchema = (operation: Operation | undefined, status: string) =>
     operation?.responses[status]?.content?.['application/json']?.schema?.$id
   const operations = Object.values(doc.paths).flatMap((methods) => Object.values(methods))
-  expect(operations).toHaveLength(21)
+  expect(operations).toHaveLength(24)
   for (const operation of operations) {
     expect(operation.security).toEqual([{ bearer: [] }])
     expect(problemSchema(operation, '401')).toBe(Problem.$id)
@@ -71,7 +74,7 @@ test('every chat route documents its problem answers with the shared Problem sch
   const messages = doc.paths['/conversations/{id}/messages']
   for (const operation of [messages?.post, messages?.get, doc.paths['/conversations/{id}/read']?.post])
     for (const status of ['404', '422']) expect(problemSchema(operation, status)).toBe(Problem.$id)
-  // Direct conversations, mute, block and threads document their refusals too.
+  // Direct conversations, mute, block, threads and pins document their refusals too.
   const documented: [Operation | undefined, string[]][] = [
     [doc.paths['/conversations']?.post, ['403', '409', '422']],
     [doc.paths['/conversations/{id}/participants']?.post, ['403', '409']],
@@ -80,6 +83,9 @@ test('every chat route documents its problem answers with the shared Problem sch
     [doc.paths['/conversations/blocks/{userId}']?.put, ['422']],
     [doc.paths['/conversations/blocks/{userId}']?.delete, ['422']],
     [doc.paths['/conversations/{id}/messages/{messageId}/replies']?.get, ['404', '422']],
+    [doc.paths['/conversations/{id}/pins']?.get, ['404', '422']],
+    [doc.paths['/conversations/{id}/pins/{messageId}']?.put, ['404', '409', '422']],
+    [doc.paths['/conversations/{id}/pins/{messageId}']?.delete, ['404', '422']],
   ]
   for (const [operation, statuses] of documented)
     for (const status of statuses) expect(problemSchema(operation, status)).toBe(Problem.$id)

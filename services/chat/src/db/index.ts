@@ -70,7 +70,12 @@ export type ConversationDoc = {
   directKey?: string
   /** userId → true for the participants who muted it (set key by key, see rolesUpdate). */
   mutedBy?: Record<string, true>
+  /** messageId → who pinned it and when (set key by key, at most MAX_PINS_PER_CONVERSATION). */
+  pins?: Record<string, PinDoc>
 }
+
+/** A pinned message: its seq (events name it) and who pinned it when (ISO text: it survives the cache as is). */
+export type PinDoc = { seq: number; userId: string; at: string }
 
 /** What a thread's first message shows of its replies (kept on it: a page reads no replies). */
 export type ThreadDoc = {
@@ -116,6 +121,8 @@ export type MessageDoc = {
   replyTo?: string
   /** On a thread's first message: its replies in short. */
   thread?: ThreadDoc
+  /** The participants the sender mentioned (as sent, each once); missing: none. */
+  mentions?: string[]
 }
 
 /**
@@ -460,6 +467,7 @@ export const CONVERSATION_FIELDS = {
   messagesVersion: 1,
   direct: 1,
   mutedBy: 1,
+  pins: 1,
 } as const
 
 export const MESSAGE_FIELDS = {
@@ -476,6 +484,7 @@ export const MESSAGE_FIELDS = {
   version: 1,
   replyTo: 1,
   thread: 1,
+  mentions: 1,
 } as const
 
 /** What a page needs of a reaction. */
@@ -499,6 +508,7 @@ export function conversationState(doc: ConversationDoc): ConversationDoc {
     ...(doc.roles && { roles: doc.roles }),
     ...(doc.direct && { direct: doc.direct }),
     ...(doc.mutedBy && { mutedBy: doc.mutedBy }),
+    ...(doc.pins && { pins: doc.pins }),
     createdAt,
     updatedAt,
     version: doc.version,

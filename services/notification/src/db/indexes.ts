@@ -10,6 +10,10 @@ export const INDEXES: readonly ConcurrentIndex[] = [
     name: 'notifications_message_id_idx',
     on: "notifications ((payload->>'messageId')) where type = 'message.received'",
   },
+  {
+    name: 'notifications_mention_message_id_idx',
+    on: "notifications ((payload->>'messageId')) where type = 'mention'",
+  },
   // Partial: `sending` rows (completed_at null) are never purged, so they need no entry.
   {
     name: 'email_deliveries_completed_at_idx',

@@ -32,7 +32,7 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
         detail: {
           summary: 'Send a message',
           description:
-            "Idempotent per (sender, clientMessageId): 201 the first time, 200 with the same message after. `replyTo` makes it a reply (422 naming `body.replyTo` for a message not in this conversation): the thread's first message counts it in its `thread` summary. Publishes `message.sent` (with `replyTo`, and `mutedUserIds`: the recipients who muted the conversation).",
+            "Idempotent per (sender, clientMessageId): 201 the first time, 200 with the same message after. `replyTo` makes it a reply (422 naming `body.replyTo` for a message not in this conversation): the thread's first message counts it in its `thread` summary. `mentions` names participants (422 naming `body.mentions.<index>` for each other one). Publishes `message.sent` (with `replyTo`, `mutedUserIds`: the recipients who muted the conversation, and `mentionedUserIds`: the mentioned recipients, notified even when muted).",
         },
       },
     )

@@ -16,6 +16,9 @@ const Body = t.String({
 export const EditMessageBody = t.Object({ body: Body })
 export type EditMessageBody = typeof EditMessageBody.static
 
+/** The most users one message may mention. */
+export const MAX_MENTIONS = 50
+
 export const SendMessageBody = t.Object({
   body: Body,
   clientMessageId: t.Optional(
@@ -30,6 +33,13 @@ export const SendMessageBody = t.Object({
     Id(
       'Reply to this message of the same conversation (422 naming `body.replyTo` otherwise). Threads are one level deep: a reply to a reply joins its thread',
     ),
+  ),
+  mentions: t.Optional(
+    t.Array(Id('A participant of the conversation'), {
+      maxItems: MAX_MENTIONS,
+      description:
+        'User ids the message mentions, each a participant (422 naming `body.mentions.<index>` of the others); repeats count once. Rendering `@name` is left to clients. A mentioned user is notified (in-app `mention`, and by email when offline) even when they muted the conversation',
+    }),
   ),
 })
 export type SendMessageBody = typeof SendMessageBody.static
@@ -97,6 +107,7 @@ export const Message = t.Object({
     description: "The thread's first message when this is a reply",
   }),
   thread: t.Union([Thread, t.Null()], { description: 'Null until someone replies' }),
+  mentions: t.Array(t.String(), { description: 'The participants the sender mentioned' }),
 })
 export type Message = typeof Message.static
 

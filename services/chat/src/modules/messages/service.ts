@@ -24,6 +24,7 @@ import {
 } from '../../db'
 import { EVENT_SOURCE } from '../conversations/service'
 import { type ConversationStore, isMuted, readMarkerPath, roleOf } from '../conversations/store'
+import type { PinService } from '../pins/service'
 import type { Reaction } from '../reactions/model'
 import { type ReactionService, summarize } from '../reactions/service'
 import {
@@ -38,6 +39,17 @@ import {
 } from './model'
 
 export { previewOf }
+
+/** The mentioned ids, each once in the order given; 422 naming `body.mentions.<index>` of each non-participant. */
+function mentionsOf(participantIds: readonly string[], requested: readonly string[] = []): string[] {
+  const outsiders = requested.flatMap((userId, index) =>
+    participantIds.includes(userId)
+      ? []
+      : [{ field: `body.mentions.${index}`, message: `User ${userId} is not in this conversation` }],
+  )
+  if (outsiders.length > 0) throw problems.validation(outsiders)
+  return [...new Set(requested)]
+}
 
 /** Inserts tried for one send before giving up (each collision moves past every seq seen taken). */
 const SEQ_ATTEMPTS = 200
@@ -68,6 +80,7 @@ export function toMessage(doc: MessageDoc, reactions: readonly Reaction[] = []):
           recentReplierIds: doc.thread.recentReplierIds,
         }
       : null,
+    mentions: doc.mentions ?? [],
   }
 }
 
@@ -117,6 +130,7 @@ export class MessageService {
   private readonly seqCollisions
   private readonly changes
   private readonly replies
+  private readonly mentions
   /** Per conversation: the tail of this replica's queue of sends, and the last seq it assigned. */
   private readonly queues = new Map<string, Promise<void>>()
   private readonly assigned = new Map<string, number>()
@@ -132,12 +146,18 @@ export class MessageService {
     metrics: Metrics,
     /** Read for pages; its routes are mounted next to the message routes. */
     readonly reactions: ReactionService,
+    /** Its routes are mounted next to the message routes. */
+    readonly pins: PinService,
     private readonly rules: MessageRules = DEFAULT_MESSAGE_RULES,
   ) {
     this.changes = metrics.counter('chat_message_changes_total', 'Message edits and deletes applied', [
       'action',
     ])
     this.replies = metrics.counter('chat_thread_replies_total', 'Replies sent (messages with replyTo)')
+    this.mentions = metrics.counter(
+      'chat_mentions_total',
+      'Users mentioned in sent messages (the sender excluded)',
+    )
     this.inserts = new GroupCommit((docs) => insertEach(messages, docs), BULK_WRITE_CHUNK)
     this.sent = metrics.counter('chat_messages_sent_total', 'Message sends by outcome', ['outcome'])
     this.seqCollisions = metrics.counter(
@@ -171,6 +191,9 @@ export class MessageService {
     const recipientIds = conversation.participantIds.filter((id) => id !== senderId)
     // Notification skips them: the state rides on the event, so no mute can race with it.
     const mutedUserIds = recipientIds.filter((id) => isMuted(conversation, id))
+    const mentions = mentionsOf(conversation.participantIds, input.mentions)
+    // The sender mentioning themself notifies nobody.
+    const mentionedUserIds = mentions.filter((id) => id !== senderId)
     const replyTo =
       input.replyTo === undefined ? undefined : await this.threadOf(conversationId, input.replyTo)
 
@@ -191,6 +214,7 @@ export class MessageService {
           body,
           ...(idempotencyKey === undefined ? {} : { clientMessageId, idempotencyKey }),
           ...(replyTo === undefined ? {} : { replyTo }),
+          ...(mentions.length > 0 && { mentions }),
           createdAt,
         }
         const event = buildEvent(
@@ -203,6 +227,7 @@ export class MessageService {
             senderId,
             recipientIds,
             mutedUserIds,
+            mentionedUserIds,
             ...(replyTo === undefined ? {} : { replyTo }),
             preview: previewOf(body),
             createdAt: createdAt.toISOString(),
@@ -250,6 +275,7 @@ export class MessageService {
     // Outside the queue: the next send needs only `assigned`, and `$max` takes records in any order.
     await this.record(sent)
     this.sent.inc({ outcome: 'created' })
+    if (mentionedUserIds.length > 0) this.mentions.inc(mentionedUserIds.length)
     return { created: true, message: toMessage(sent) }
   }
 

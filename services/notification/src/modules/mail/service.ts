@@ -5,6 +5,7 @@ import type { EmailDeliveries } from './deliveries'
 import type { Mailer, OutgoingMail } from './mailer'
 import type { PresenceReader } from './presence'
 import {
+  mentionMail,
   newMessageMail,
   type RenderedMail,
   type TemplateName,
@@ -124,32 +125,53 @@ export class MailService {
 
   /**
    * Emails recipients who are offline and verified, at most once per recipient and conversation
-   * per window and at most the cap per recipient per hour across conversations.
+   * per window and at most the cap per recipient per hour across conversations. A mentioned
+   * recipient gets a `mention` email instead: outside the per-conversation window (neither
+   * checked nor taken) and even when muted, but counted against the same hourly cap.
    */
   async onMessageSent(event: CloudEvent<'message.sent'>): Promise<void> {
     const { senderId, conversationId, preview } = event.data
     const recipients = [...new Set(event.data.recipientIds)].filter((userId) => userId !== senderId)
     if (recipients.length === 0) return
     const muted = new Set(event.data.mutedUserIds)
+    const mentioned = new Set(event.data.mentionedUserIds)
     const { directory, presence, throttle, cap } = this.deps
     const [people, online] = await Promise.all([
       directory.find([...recipients, senderId]),
       presence.onlineAmong(recipients),
     ])
     const senderName = people.get(senderId)?.displayName ?? 'Someone'
-    await this.deliver(
-      event.id,
-      'new_message',
-      recipients.map((recipientId) => ({
+    const reachable = (recipientId: string): { skip: SkipReason } | { address: string; name: string } => {
+      if (online.has(recipientId)) return { skip: 'recipient_online' }
+      const recipient = people.get(recipientId)
+      // The users projection may lag behind chat: retry until it catches up.
+      if (!recipient?.email) throw new DeliveryIncompleteError(`recipient ${recipientId} is not known yet`)
+      if (!recipient.verified) return { skip: 'unverified' }
+      return { address: recipient.email, name: recipient.displayName }
+    }
+    const mentionJobs = recipients
+      .filter((recipientId) => mentioned.has(recipientId))
+      .map((recipientId) => ({
+        recipientId,
+        prepare: async (): Promise<Prepared> => {
+          const to = reachable(recipientId)
+          if ('skip' in to) return to
+          if (!(await cap.acquire(recipientId, event.id))) return { skip: 'hourly_cap' }
+          return {
+            mail: mentionMail(to.name, senderName, preview),
+            to,
+            onSendFailure: () => cap.release(recipientId, event.id),
+          }
+        },
+      }))
+    const messageJobs = recipients
+      .filter((recipientId) => !mentioned.has(recipientId))
+      .map((recipientId) => ({
         recipientId,
         prepare: async (): Promise<Prepared> => {
           if (muted.has(recipientId)) return { skip: 'muted' }
-          if (online.has(recipientId)) return { skip: 'recipient_online' }
-          const recipient = people.get(recipientId)
-          // The users projection may lag behind chat: retry until it catches up.
-          if (!recipient?.email)
-            throw new DeliveryIncompleteError(`recipient ${recipientId} is not known yet`)
-          if (!recipient.verified) return { skip: 'unverified' }
+          const to = reachable(recipientId)
+          if ('skip' in to) return to
           if (!(await throttle.acquire(recipientId, conversationId, event.id))) return { skip: 'throttled' }
           if (!(await cap.acquire(recipientId, event.id))) {
             // Nothing was sent about this conversation: its next message may mail once the hour frees up.
@@ -157,16 +179,21 @@ export class MailService {
             return { skip: 'hourly_cap' }
           }
           return {
-            mail: newMessageMail(recipient.displayName, senderName, preview),
-            to: { address: recipient.email, name: recipient.displayName },
+            mail: newMessageMail(to.name, senderName, preview),
+            to,
             onSendFailure: async () => {
               await throttle.release(recipientId, conversationId, event.id)
               await cap.release(recipientId, event.id)
             },
           }
         },
-      })),
-    )
+      }))
+    // Both run even if one fails; the event is retried for whichever did not finish (the ledger keeps the rest).
+    const results = await Promise.allSettled([
+      this.deliver(event.id, 'mention', mentionJobs),
+      this.deliver(event.id, 'new_message', messageJobs),
+    ])
+    for (const result of results) if (result.status === 'rejected') throw result.reason
   }
 
   private async deliver(eventId: string, template: TemplateName, jobs: readonly Job[]): Promise<void> {

@@ -1,7 +1,7 @@
 import { html, type SafeHtml, singleLine } from './html'
 import { MESSAGE_EMAIL_WINDOW_MS } from './throttle'
 
-export type TemplateName = 'welcome' | 'verification_code' | 'new_message'
+export type TemplateName = 'welcome' | 'verification_code' | 'new_message' | 'mention'
 
 export type RenderedMail = { template: TemplateName; subject: string; text: string; html: string }
 
@@ -97,5 +97,28 @@ export function newMessageMail(recipientName: string, senderName: string, previe
 <blockquote style="margin:16px 0;padding:12px 16px;border-left:4px solid #3b82f6;background:#f5f7fa;white-space:pre-wrap">${preview}</blockquote>
 <p>Open ${PRODUCT} to reply.</p>`,
     `You get at most one email per conversation every ${MESSAGE_EMAIL_WINDOW_MS / 60_000} minutes, and none while you are online in ${PRODUCT}.`,
+  )
+}
+
+export function mentionMail(recipientName: string, senderName: string, preview: string): RenderedMail {
+  const name = singleLine(recipientName)
+  const sender = singleLine(senderName)
+  return rendered(
+    'mention',
+    `${sender} mentioned you on ${PRODUCT}`,
+    [
+      `Hi ${name},`,
+      '',
+      `${sender} mentioned you:`,
+      '',
+      ...preview.split(/\r?\n/).map((line) => `> ${line}`),
+      '',
+      `Open ${PRODUCT} to reply.`,
+    ],
+    html`<p>Hi ${name},</p>
+<p><strong>${sender}</strong> mentioned you:</p>
+<blockquote style="margin:16px 0;padding:12px 16px;border-left:4px solid #3b82f6;background:#f5f7fa;white-space:pre-wrap">${preview}</blockquote>
+<p>Open ${PRODUCT} to reply.</p>`,
+    `You get an email for each mention while you are offline in ${PRODUCT}, within your hourly limit of message emails.`,
   )
 }

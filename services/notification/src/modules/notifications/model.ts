@@ -4,10 +4,13 @@ import { t } from 'elysia'
 const Uuid = t.String({ format: 'uuid' })
 const Timestamp = t.String({ format: 'date-time' })
 
-export const NotificationType = t.Union([t.Literal('message.received'), t.Literal('conversation.added')], {
-  description:
-    '`message.received`: someone wrote in a conversation you are in; `conversation.added`: someone started a conversation with you',
-})
+export const NotificationType = t.Union(
+  [t.Literal('message.received'), t.Literal('mention'), t.Literal('conversation.added')],
+  {
+    description:
+      '`message.received`: someone wrote in a conversation you are in; `mention`: someone mentioned you in a message (instead of `message.received` for it, also when you muted the conversation; payload as for `message.received`); `conversation.added`: someone started a conversation with you',
+  },
+)
 export type NotificationType = typeof NotificationType.static
 
 export const MessageReceivedPayload = t.Object(

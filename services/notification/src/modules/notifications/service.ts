@@ -19,6 +19,9 @@ import {
 
 export const EVENT_SOURCE = 'parley/notification'
 
+/** The notification types that quote a message (and lose its text once it is deleted). */
+const QUOTING_TYPES = ['message.received', 'mention'] as const satisfies readonly NotificationType[]
+
 /** Consumer name of the in-app queue, also its processed-events key. */
 export const INBOX_QUEUE = 'notification.inbox'
 
@@ -122,12 +125,18 @@ export class NotificationService {
     return { unread: Math.min(total, UNREAD_COUNT_CAP), capped: total > UNREAD_COUNT_CAP }
   }
 
-  /** One `message.received` per recipient, never the sender nor who muted the conversation; once per event. */
+  /**
+   * One `mention` per mentioned recipient (muted or not) and one `message.received` per other
+   * recipient who did not mute the conversation; never the sender; once per event.
+   */
   async onMessageSent(event: CloudEvent<'message.sent'>): Promise<void> {
     const { data } = event
     const muted = new Set(data.mutedUserIds)
-    const recipients = recipientsOf(data.recipientIds, data.senderId).filter((userId) => !muted.has(userId))
-    if (recipients.length === 0) return
+    const everyone = recipientsOf(data.recipientIds, data.senderId)
+    const mentioned = new Set(data.mentionedUserIds)
+    const mentions = everyone.filter((userId) => mentioned.has(userId))
+    const recipients = everyone.filter((userId) => !mentioned.has(userId) && !muted.has(userId))
+    if (recipients.length === 0 && mentions.length === 0) return
     const applied = await consumeOnce(this.db, INBOX_QUEUE, event.id, async (tx) => {
       const sender = (await this.directory.find([data.senderId], tx)).get(data.senderId)
       const payload: MessageReceivedPayload = {
@@ -138,9 +147,13 @@ export class NotificationService {
         preview: data.preview,
         sentAt: data.createdAt,
       }
-      await this.insert(tx, 'message.received', recipients, payload, event.correlationid ?? event.id)
+      const correlationId = event.correlationid ?? event.id
+      if (recipients.length > 0) await this.insert(tx, 'message.received', recipients, payload, correlationId)
+      if (mentions.length > 0) await this.insert(tx, 'mention', mentions, payload, correlationId)
     })
-    if (applied) this.created.inc({ type: 'message.received' }, recipients.length)
+    if (!applied) return
+    if (recipients.length > 0) this.created.inc({ type: 'message.received' }, recipients.length)
+    if (mentions.length > 0) this.created.inc({ type: 'mention' }, mentions.length)
   }
 
   /** The notifications quoting a deleted message stop showing its text (whoever received them); once per event. */
@@ -149,16 +162,17 @@ export class NotificationService {
     const cleared: Pick<MessageReceivedPayload, 'preview' | 'deleted'> = { preview: '', deleted: true }
     let redacted = 0
     const applied = await consumeOnce(this.db, INBOX_QUEUE, event.id, async (tx) => {
-      const result = await tx
-        .update(notifications)
-        .set({ payload: sql`${notifications.payload} || ${JSON.stringify(cleared)}::jsonb` })
-        .where(
-          and(
-            eq(notifications.type, 'message.received'),
-            sql`${notifications.payload}->>'messageId' = ${messageId}`,
-          ),
-        )
-      redacted = result.count
+      redacted = 0
+      // One update per type: each is answered by that type's partial index.
+      for (const type of QUOTING_TYPES) {
+        const result = await tx
+          .update(notifications)
+          .set({ payload: sql`${notifications.payload} || ${JSON.stringify(cleared)}::jsonb` })
+          .where(
+            and(eq(notifications.type, type), sql`${notifications.payload}->>'messageId' = ${messageId}`),
+          )
+        redacted += result.count
+      }
     })
     if (applied && redacted > 0) this.redacted.inc(redacted)
   }
