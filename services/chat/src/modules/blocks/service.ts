@@ -1,8 +1,9 @@
 import { HttpProblem, type Metrics, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
-import { findByIds, isDuplicateKeyError, type MongoOutbox, outboxChangeUpdate } from '@parley/common/mongo'
+import { findByIds, type MongoOutbox } from '@parley/common/mongo'
 import type { Collection } from 'mongodb'
 import { type BlockDoc, blockId } from '../../db'
+import { writeSwitch } from '../../db/switch'
 import { EVENT_SOURCE } from '../conversations/service'
 import type { UserDirectory } from '../users/service'
 import type { BlockList } from './model'
@@ -104,49 +105,14 @@ export class BlockService {
       { userId: callerId, blockedUserId: userId, at: at.toISOString() },
       { correlationId },
     )
-    for (let attempt = 1; attempt <= 5; attempt++) {
-      const stored = await this.blocks.findOne({ _id: id }, { projection: { active: 1, version: 1 } })
-      if ((stored?.active ?? false) === (action === 'block')) return
-      const version = (stored?.version ?? 0) + 1
-      const change = { version, id: event.id }
-      const recorded = outboxChangeUpdate(change)
-      await this.outbox.stage({ collection: this.blocks.collectionName, id, change }, [event])
-      let written: boolean
-      try {
-        if (!stored) {
-          await this.blocks.insertOne({
-            _id: id,
-            userId: callerId,
-            blockedUserId: userId,
-            active: true,
-            version,
-            at,
-            outboxChanges: { [`v${version}`]: event.id },
-          })
-          written = true
-        } else {
-          const result = await this.blocks.updateOne(
-            { _id: id, version: stored.version },
-            {
-              $set: { active: action === 'block', version, at, ...recorded.$set },
-              ...(Object.keys(recorded.$unset).length > 0 && { $unset: recorded.$unset }),
-            },
-          )
-          written = result.modifiedCount === 1
-        }
-      } catch (error) {
-        await this.outbox.discard([event]).catch(() => undefined)
-        // A concurrent block created it first: look again.
-        if (!isDuplicateKeyError(error)) throw error
-        continue
-      }
-      if (written) {
-        this.outbox.committed([event])
-        this.toggles.inc({ action })
-        return
-      }
-      await this.outbox.discard([event]).catch(() => undefined)
-    }
-    throw problems.serviceUnavailable('This block is changing too fast, try again')
+    const written = await writeSwitch(this.blocks, this.outbox, {
+      id,
+      active: action === 'block',
+      event,
+      at,
+      what: 'block',
+      fresh: () => ({ _id: id, userId: callerId, blockedUserId: userId, active: true, version: 1, at }),
+    })
+    if (written) this.toggles.inc({ action })
   }
 }

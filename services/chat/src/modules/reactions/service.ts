@@ -1,10 +1,10 @@
 import { type Metrics, problems } from '@parley/common'
 import { buildEvent } from '@parley/common/events'
-import { isDuplicateKeyError, type MongoOutbox, outboxChangeUpdate } from '@parley/common/mongo'
-import type { CloudEvent } from '@parley/contracts'
+import type { MongoOutbox } from '@parley/common/mongo'
 import type { Collection } from 'mongodb'
 import type { PageReaction } from '../../cache'
 import { MESSAGE_FIELDS, type MessageDoc, REACTION_FIELDS, type ReactionDoc } from '../../db'
+import { writeSwitch } from '../../db/switch'
 import { EVENT_SOURCE } from '../conversations/service'
 import type { ConversationStore } from '../conversations/store'
 import type { MessageReactions, Reaction } from './model'
@@ -136,17 +136,24 @@ export class ReactionService {
       { correlationId },
     )
     const reactionId = `${messageId}:${emoji}:${callerId}`
-    const changed = await this.write(action, reactionId, event, at, () => ({
-      _id: reactionId,
-      conversationId,
-      seqBlock: message.seqBlock,
-      messageId,
-      emoji,
-      userId: callerId,
-      active: true,
-      version: 1,
+    const changed = await writeSwitch(this.reactions, this.outbox, {
+      id: reactionId,
+      active: action === 'add',
+      event,
       at,
-    }))
+      what: 'reaction',
+      fresh: () => ({
+        _id: reactionId,
+        conversationId,
+        seqBlock: message.seqBlock,
+        messageId,
+        emoji,
+        userId: callerId,
+        active: true,
+        version: 1,
+        at,
+      }),
+    })
     if (changed) {
       this.toggles.inc({ action })
       // The cached latest page carries reactions: a new messagesVersion retires it.
@@ -154,59 +161,6 @@ export class ReactionService {
     }
     const after = changed ? await this.ofMessage(message) : current
     return { messageId, reactions: summarize(after, callerId).get(messageId) ?? [] }
-  }
-
-  /**
-   * Makes the reaction active (add) or not (remove) by a write conditional on the version it
-   * read, which records the event's id at the new version (the outbox subject): the event goes
-   * out if and only if that write happened. False when it already was so.
-   */
-  private async write(
-    action: Toggle,
-    reactionId: string,
-    event: CloudEvent,
-    at: Date,
-    fresh: () => ReactionDoc,
-  ): Promise<boolean> {
-    for (let attempt = 1; attempt <= 5; attempt++) {
-      const stored = await this.reactions.findOne(
-        { _id: reactionId },
-        { projection: { active: 1, version: 1 } },
-      )
-      if ((stored?.active ?? false) === (action === 'add')) return false
-      const version = (stored?.version ?? 0) + 1
-      const change = { version, id: event.id }
-      const recorded = outboxChangeUpdate(change)
-      await this.outbox.stage({ collection: this.reactions.collectionName, id: reactionId, change }, [event])
-      let written: boolean
-      try {
-        if (!stored) {
-          const doc = fresh()
-          await this.reactions.insertOne({ ...doc, outboxChanges: { [`v${version}`]: event.id } })
-          written = true
-        } else {
-          const result = await this.reactions.updateOne(
-            { _id: reactionId, version: stored.version },
-            {
-              $set: { active: action === 'add', version, at, ...recorded.$set },
-              ...(Object.keys(recorded.$unset).length > 0 && { $unset: recorded.$unset }),
-            },
-          )
-          written = result.modifiedCount === 1
-        }
-      } catch (error) {
-        await this.outbox.discard([event]).catch(() => undefined)
-        // Someone else created it first: look again.
-        if (!isDuplicateKeyError(error)) throw error
-        continue
-      }
-      if (written) {
-        this.outbox.committed([event])
-        return true
-      }
-      await this.outbox.discard([event]).catch(() => undefined)
-    }
-    throw problems.serviceUnavailable('This reaction is changing too fast, try again')
   }
 
   /** Drops the reactions of a deleted message (its `message.deleted` stands for their removal). */
