@@ -24,6 +24,7 @@ import { Env } from '../../services/auth/src/config.ts'
 import { MIGRATIONS } from '../../services/auth/src/db/index.ts'
 import { connect } from '../../services/auth/src/deps.ts'
 import { PasswordHasher } from '../../services/auth/src/modules/accounts/password.ts'
+import { percentile } from '../lib.ts'
 
 const DEFAULT_COST = { memoryCost: 19_456, timeCost: 2 }
 const LOW_COST = { memoryCost: 1_024, timeCost: 1 }
@@ -54,10 +55,6 @@ const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 8)
 const cores = availableParallelism()
 const mib = (bytes: number) => bytes / 1024 / 1024
 const fixed = (value: number, digits = 1) => value.toFixed(digits)
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
-}
 
 type Run = { perSecond: number; p50: number; p95: number; p99: number }
 

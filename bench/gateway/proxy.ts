@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createTestSigner, createTestVhost, testInfra } from '../../packages/testkit/src/index.ts'
+import { freePort, waitForHttp } from '../lib.ts'
 
 const durationS = Number(process.env.BENCH_DURATION_S ?? 10)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32)
@@ -26,13 +27,6 @@ const gatewayLogLevel = process.env.GATEWAY_LOG_LEVEL ?? 'warn'
 const root = new URL('../..', import.meta.url).pathname
 
 type Figures = { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number }
-
-function freePort(): number {
-  const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-  const { port } = listener
-  listener.stop(true)
-  return port
-}
 
 function toMs(value: string): number {
   const match = /^([\d.]+)(us|ms|s)$/.exec(value.trim())
@@ -54,19 +48,6 @@ async function wrk(name: string, url: string, headers: string[] = [], seconds = 
   const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(output)?.[1] ?? 0)
   if (!p50 || !p99 || Number.isNaN(rps)) throw new Error(`unexpected wrk output:\n${output}`)
   return { name, rps, p50Ms: toMs(p50), p99Ms: toMs(p99), errors }
-}
-
-async function waitForHttp(url: string, headers: Record<string, string> = {}): Promise<void> {
-  const deadline = Date.now() + 20_000
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(url, { headers })).ok) return
-    } catch {
-      // not up yet
-    }
-    await Bun.sleep(100)
-  }
-  throw new Error(`${url} did not come up`)
 }
 
 // The upstream and the JWKS live in this process, which idles while wrk runs.
@@ -171,7 +152,7 @@ try {
   const viaBareProxy = `http://127.0.0.1:${bareProxyPort}/users/me`
   await waitForHttp(viaNginx)
   await waitForHttp(viaBareProxy)
-  await waitForHttp(viaGateway, { authorization: `Bearer ${token}` })
+  await waitForHttp(viaGateway, { headers: { authorization: `Bearer ${token}` } })
 
   for (const [name, url, headers] of [
     ['upstream direct', direct, []],

@@ -24,6 +24,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createTestSigner, createTestVhost, testInfra, uniqueName } from '../../packages/testkit/src/index.ts'
 import { MongoClient } from '../../services/chat/node_modules/mongodb'
+import { freePort, percentile, waitForHttp } from '../lib.ts'
 
 const root = new URL('../..', import.meta.url).pathname
 const durationS = Number(process.env.BENCH_DURATION_S ?? 15)
@@ -36,34 +37,9 @@ const scenarios = (process.env.BENCH_SCENARIOS ?? '1000x200,1000x1000,5000x200,5
     return { sockets, rate }
   })
 
-function freePort(): number {
-  const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-  const { port } = listener
-  listener.stop(true)
-  return port
-}
-
-async function waitForHttp(url: string): Promise<void> {
-  const deadline = Date.now() + 30_000
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(url)).ok) return
-    } catch {
-      // not up yet
-    }
-    await Bun.sleep(100)
-  }
-  throw new Error(`${url} did not come up`)
-}
-
 function rssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number
 }
 
 type User = { id: string; token: string }

@@ -19,6 +19,7 @@ import {
   type SearchKey,
   searchProfiles,
 } from '../../services/user/src/modules/profiles/search.ts'
+import { percentile } from '../lib.ts'
 
 const rows = Number(process.env.BENCH_USER_ROWS ?? 100_000)
 const iterations = Number(process.env.BENCH_USER_ITERATIONS ?? 200)
@@ -94,10 +95,6 @@ function baselineQuery(q: string, offset: number) {
            else 2 end,
       lower(display_name) collate "C", id
     limit ${PAGE} offset ${offset}`
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN
 }
 
 async function time(runs: number, fn: () => Promise<unknown>): Promise<number[]> {

@@ -186,6 +186,147 @@ describe('the journey through the gateway', () => {
   }, 120_000)
 })
 
+describe('the messaging journey through the gateway', () => {
+  test('two users: a DM, a group with roles, a mention, a thread, reactions, an edit, a mute, a delete', async () => {
+    const ann = await register('Ann')
+    const ben = await register('Ben')
+    const benSocket = await openSocket(
+      `${stack.gateway.url.replace('http', 'ws')}/api/v1/ws`,
+      ben.accessToken,
+    )
+    type Frame = { type: string; data: Json }
+    const frameOf = (type: string, messageId: unknown) =>
+      benSocket.next<Frame>((frame) => frame.type === type && frame.data.messageId === messageId, 20_000)
+
+    // A DM: created once (again until chat knows Ben), the same one the second time.
+    const dm = await waitFor(
+      async () => {
+        const created = await api('POST', '/conversations', {
+          token: ann.accessToken,
+          body: { participantIds: [ben.user.id], direct: true },
+        })
+        return created.status === 201 ? created.body : undefined
+      },
+      { timeoutMs: 20_000, what: 'the direct conversation' },
+    )
+    const again = await api('POST', '/conversations', {
+      token: ben.accessToken,
+      body: { participantIds: [ann.user.id], direct: true },
+    })
+    expect([again.status, again.body.id]).toEqual([200, dm.id])
+
+    // A group: Ann owns it, Ben is a member until she makes him an admin.
+    const created = await api('POST', '/conversations', {
+      token: ann.accessToken,
+      body: { participantIds: [ben.user.id], title: 'Plans' },
+    })
+    expect(created.status).toBe(201)
+    const group = `/conversations/${created.body.id}`
+    const roles = (created.body.participants as Json[]).map((participant) => [
+      participant.userId,
+      participant.role,
+    ])
+    expect(roles).toContainEqual([ann.user.id, 'owner'])
+    expect(roles).toContainEqual([ben.user.id, 'member'])
+    expect((await api('PATCH', group, { token: ben.accessToken, body: { title: 'Mine' } })).status).toBe(403)
+    const promoted = await api('PUT', `${group}/participants/${ben.user.id}/role`, {
+      token: ann.accessToken,
+      body: { role: 'admin' },
+    })
+    expect(promoted.status).toBe(200)
+    const renamed = await api('PATCH', group, { token: ben.accessToken, body: { title: 'Weekend plans' } })
+    expect([renamed.status, renamed.body.title]).toEqual([200, 'Weekend plans'])
+
+    // A mention: pushed with mentionedUserIds, notified as `mention`.
+    const question = await api('POST', `${group}/messages`, {
+      token: ann.accessToken,
+      body: { body: '@Ben hiking on Saturday?', mentions: [ben.user.id] },
+    })
+    expect(question.status).toBe(201)
+    expect((await frameOf('message.sent', question.body.id)).data.mentionedUserIds).toEqual([ben.user.id])
+    const mentioned = await waitFor(
+      async () => {
+        const listed = await api('GET', '/notifications', { token: ben.accessToken })
+        return ((listed.body.items as Json[] | undefined) ?? []).find(
+          (item) => (item.payload as Json).messageId === question.body.id,
+        )
+      },
+      { timeoutMs: 20_000, what: "Ben's mention notification" },
+    )
+    expect(mentioned.type).toBe('mention')
+
+    // A thread on it, and a reaction.
+    const reply = await api('POST', `${group}/messages`, {
+      token: ben.accessToken,
+      body: { body: 'Yes, at 9', replyTo: question.body.id },
+    })
+    expect(reply.status).toBe(201)
+    const thumbs = await api(
+      'PUT',
+      `${group}/messages/${question.body.id}/reactions/${encodeURIComponent('👍')}`,
+      {
+        token: ben.accessToken,
+      },
+    )
+    expect(thumbs.status).toBe(200)
+    const page = await api('GET', `${group}/messages`, { token: ann.accessToken })
+    const parent = (page.body.items as Json[]).find((item) => item.id === question.body.id)
+    expect(parent?.thread).toMatchObject({ replyCount: 1, recentReplierIds: [ben.user.id] })
+    expect(parent?.reactions).toEqual([{ emoji: '👍', count: 1, me: false }])
+    const replies = await api('GET', `${group}/messages/${question.body.id}/replies`, {
+      token: ann.accessToken,
+    })
+    expect((replies.body.items as Json[]).map((item) => item.id)).toEqual([reply.body.id])
+
+    // An edit: the author's, pushed and shown.
+    const edited = await api('PATCH', `${group}/messages/${question.body.id}`, {
+      token: ann.accessToken,
+      body: { body: '@Ben hiking on Sunday?' },
+    })
+    expect([edited.status, typeof edited.body.editedAt]).toEqual([200, 'string'])
+    expect((await frameOf('message.updated', question.body.id)).data.preview).toBe('@Ben hiking on Sunday?')
+
+    // A mute: Ben's DM still counts unread messages but notifies him of none.
+    expect((await api('PUT', `/conversations/${dm.id}/mute`, { token: ben.accessToken })).body.muted).toBe(
+      true,
+    )
+    await benSocket.next<Frame>((frame) => frame.type === 'conversation.muted', 20_000)
+    const quiet = await api('POST', `/conversations/${dm.id}/messages`, {
+      token: ann.accessToken,
+      body: { body: 'Bring snacks' },
+    })
+    expect(quiet.status).toBe(201)
+    await frameOf('message.sent', quiet.body.id)
+    expect((await api('GET', `/conversations/${dm.id}`, { token: ben.accessToken })).body.unreadCount).toBe(1)
+
+    // A delete: Ben, now an admin, removes Ann's message in the group; the page keeps a tombstone.
+    const later = await api('POST', `${group}/messages`, {
+      token: ann.accessToken,
+      body: { body: 'Oops, wrong chat' },
+    })
+    expect(later.status).toBe(201)
+    expect(
+      (await api('DELETE', `${group}/messages/${later.body.id}`, { token: ben.accessToken })).status,
+    ).toBe(204)
+    expect((await frameOf('message.deleted', later.body.id)).data.deletedBy).toBe(ben.user.id)
+    const tombstone = (await api('GET', `${group}/messages`, { token: ann.accessToken })).body.items as Json[]
+    expect(tombstone.find((item) => item.id === later.body.id)).toMatchObject({ body: '', reactions: [] })
+    benSocket.close()
+
+    // Notifications are consumed in order: once the later group message has notified Ben, the muted
+    // DM message was consumed before it, and it notified him of nothing.
+    const notified = await waitFor(
+      async () => {
+        const listed = await api('GET', '/notifications', { token: ben.accessToken })
+        const items = (listed.body.items as Json[] | undefined) ?? []
+        return items.some((item) => (item.payload as Json).messageId === later.body.id) ? items : undefined
+      },
+      { timeoutMs: 20_000, what: "Ben's notification of the group message" },
+    )
+    expect(notified.filter((item) => (item.payload as Json).messageId === quiet.body.id)).toEqual([])
+  }, 120_000)
+})
+
 describe('changing messages and roles through the gateway', () => {
   test('edit, react, promote, delete: pushed live, in the resume stream, the notification loses the text', async () => {
     const alice = await register('Alice')
