@@ -14,8 +14,9 @@ LOG_TAG=setup
 source scripts/lib.sh
 
 # git: the tests list the repository's files (a clone has it, an unpacked archive may not);
-# prometheus: test/observability runs a real one over the dashboards and rules
-need_tools curl:curl update-ca-certificates:ca-certificates git:git prometheus:prometheus
+# prometheus: test/observability runs a real one over the dashboards and rules;
+# chromium: test/e2e/swagger-ui.test.ts opens the docs page in it (headless)
+need_tools curl:curl update-ca-certificates:ca-certificates git:git prometheus:prometheus chromium:chromium
 
 pinned=$(sed -n 's/.*"packageManager": *"bun@\([^"]*\)".*/\1/p' package.json)
 [[ -n $pinned ]] || die "no bun@<version> packageManager in package.json"

@@ -9,6 +9,7 @@ import {
   testRedisPrefix,
 } from '@parley/testkit'
 import { Elysia, t } from 'elysia'
+import { DOCS_ASSETS_PATH } from '../src/modules/docs'
 import type { OpenApiDocument } from '../src/modules/docs/service'
 import { startGateway, startJwksServer, startUpstream, type TestGateway, type TestUpstream } from './harness'
 
@@ -171,18 +172,41 @@ describe('merged OpenAPI document', () => {
 })
 
 describe('Swagger UI', () => {
-  test('/docs serves the UI over /docs/json with a CSP that allows only its pinned assets', async () => {
+  test('/docs serves the UI from the gateway itself, with a CSP that allows only this origin', async () => {
     const response = await fetch(`${gateway.url}/docs`)
     expect(response.status).toBe(200)
     expect(response.headers.get('content-type')).toContain('text/html')
     const html = await response.text()
-    expect(html).toContain("url: '/docs/json'")
-    expect(html).toMatch(/swagger-ui-bundle\.js" integrity="sha384-/)
+    expect(html).not.toContain('https://')
+    const assets = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((match) => match[1] as string)
+    expect(assets).toEqual([
+      `${DOCS_ASSETS_PATH}/favicon-32x32.png`,
+      `${DOCS_ASSETS_PATH}/swagger-ui.css`,
+      `${DOCS_ASSETS_PATH}/swagger-ui-bundle.js`,
+      `${DOCS_ASSETS_PATH}/init.js`,
+    ])
+    expect(html).not.toMatch(/<script>/)
     const csp = response.headers.get('content-security-policy') ?? ''
     expect(csp).toContain("default-src 'none'")
-    expect(csp).toContain('https://cdn.jsdelivr.net/npm/swagger-ui-dist@')
-    expect(csp).toMatch(/script-src [^;]*'sha256-[A-Za-z0-9+/=]+'/)
+    expect(csp).toContain("script-src 'self';")
+    expect(csp).toContain("style-src 'self';")
     expect(csp).toContain("frame-ancestors 'none'")
     expect(response.headers.get('x-content-type-options')).toBe('nosniff')
+
+    const types = await Promise.all(
+      assets.map(async (asset) => {
+        const served = await fetch(`${gateway.url}${asset}`)
+        expect(served.status).toBe(200)
+        expect(served.headers.get('cache-control')).toContain('immutable')
+        expect((await served.arrayBuffer()).byteLength).toBeGreaterThan(0)
+        return served.headers.get('content-type')?.split(';')[0]
+      }),
+    )
+    expect(types).toEqual(['image/png', 'text/css', 'text/javascript', 'text/javascript'])
+    const init = await (await fetch(`${gateway.url}${DOCS_ASSETS_PATH}/init.js`)).text()
+    expect(init).toContain("url: '/docs/json'")
+    const missing = await fetch(`${gateway.url}${DOCS_ASSETS_PATH}/index.html`)
+    expect(missing.status).toBe(404)
+    expect(missing.headers.get('content-type')).toBe('application/problem+json')
   })
 })

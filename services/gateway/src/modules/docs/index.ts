@@ -1,18 +1,36 @@
-import { requestContext } from '@parley/common'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { problems, requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
 import type { DocsAggregator } from './service'
 
-const SWAGGER_UI = {
-  version: '5.35.0',
-  script: 'sha384-gjRm0bEPMeTmMh5jT2cHccIwCUZSTd8YC+j0d0sXw0MdGEfScduGpSyF3ZSSLkX9',
-  style: 'sha384-WlYgdmXYOOBWL5apwjDEZwN+U3HmXSSu5R6V5aGxEcf7z+KuRNwBhoxKVN1i3D5I',
-}
-const ASSETS = `https://cdn.jsdelivr.net/npm/swagger-ui-dist@${SWAGGER_UI.version}`
+/**
+ * Swagger UI from the pinned `swagger-ui-dist` package, served by the gateway itself: the page
+ * works without internet access (private clusters without egress), and its CSP allows only
+ * this origin.
+ */
+const SWAGGER_UI_DIR = dirname(Bun.resolveSync('swagger-ui-dist/package.json', import.meta.dir))
+const SWAGGER_UI_VERSION = (
+  JSON.parse(readFileSync(join(SWAGGER_UI_DIR, 'package.json'), 'utf8')) as { version: string }
+).version
+/** Versioned paths: a new package version is a new URL, so the assets can be cached for good. */
+export const DOCS_ASSETS_PATH = `/docs/assets/${SWAGGER_UI_VERSION}`
 
-const INIT_SCRIPT =
-  "window.ui = SwaggerUIBundle({ url: '/docs/json', dom_id: '#swagger-ui', deepLinking: true, persistAuthorization: true })"
+const INIT_SCRIPT = `window.ui = SwaggerUIBundle({ url: '/docs/json', dom_id: '#swagger-ui', deepLinking: true, persistAuthorization: true })\n`
 
-const INIT_SCRIPT_HASH = `sha256-${new Bun.CryptoHasher('sha256').update(INIT_SCRIPT).digest('base64')}`
+/** What the page loads, by file name: the package's files and the initialiser (no inline script). */
+const ASSETS = new Map<string, { body: Blob | string; type: string }>([
+  [
+    'swagger-ui-bundle.js',
+    { body: Bun.file(join(SWAGGER_UI_DIR, 'swagger-ui-bundle.js')), type: 'text/javascript; charset=utf-8' },
+  ],
+  [
+    'swagger-ui.css',
+    { body: Bun.file(join(SWAGGER_UI_DIR, 'swagger-ui.css')), type: 'text/css; charset=utf-8' },
+  ],
+  ['favicon-32x32.png', { body: Bun.file(join(SWAGGER_UI_DIR, 'favicon-32x32.png')), type: 'image/png' }],
+  ['init.js', { body: INIT_SCRIPT, type: 'text/javascript; charset=utf-8' }],
+])
 
 const PAGE = `<!doctype html>
 <html lang="en">
@@ -20,22 +38,23 @@ const PAGE = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Parley API</title>
-<link rel="stylesheet" href="${ASSETS}/swagger-ui.css" integrity="${SWAGGER_UI.style}" crossorigin="anonymous">
+<link rel="icon" type="image/png" href="${DOCS_ASSETS_PATH}/favicon-32x32.png">
+<link rel="stylesheet" href="${DOCS_ASSETS_PATH}/swagger-ui.css">
 </head>
 <body>
 <div id="swagger-ui"></div>
-<script src="${ASSETS}/swagger-ui-bundle.js" integrity="${SWAGGER_UI.script}" crossorigin="anonymous"></script>
-<script>${INIT_SCRIPT}</script>
+<script src="${DOCS_ASSETS_PATH}/swagger-ui-bundle.js"></script>
+<script src="${DOCS_ASSETS_PATH}/init.js"></script>
 </body>
 </html>
 `
 
-/** The docs page may load the pinned Swagger UI assets (subresource integrity) and run its one inline script. */
+/** The docs page loads only from this origin; images may be inline (Swagger UI's icons). */
 export const DOCS_CSP = [
   "default-src 'none'",
-  `script-src ${ASSETS}/ '${INIT_SCRIPT_HASH}'`,
-  `style-src ${ASSETS}/ 'unsafe-inline'`,
-  "img-src 'self' data: https://cdn.jsdelivr.net",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
   "connect-src 'self'",
   "frame-ancestors 'none'",
   "base-uri 'none'",
@@ -53,6 +72,21 @@ export function docsRoutes(docs: DocsAggregator) {
           new Response(PAGE, {
             headers: { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': DOCS_CSP },
           }),
+        { detail: { hide: true } },
+      )
+      .get(
+        `${DOCS_ASSETS_PATH}/:file`,
+        ({ params }) => {
+          const asset = ASSETS.get(params.file)
+          if (!asset) throw problems.notFound('No such docs asset')
+          return new Response(asset.body, {
+            headers: {
+              'content-type': asset.type,
+              'cache-control': 'public, max-age=31536000, immutable',
+              'content-security-policy': DOCS_CSP,
+            },
+          })
+        },
         { detail: { hide: true } },
       )
       // Replaces httpKit's per-service /docs/json (registered earlier on the same path).

@@ -20,14 +20,21 @@ export const GATEWAY_DOCUMENT: OpenApiDocument = {
       'Errors are RFC 9457 problem+json. Rate-limited routes answer `RateLimit-Policy` and `RateLimit` ' +
       'headers, and 429 with `Retry-After` when the quota is exhausted.',
   },
+  // One entry, relative: the document describes the gateway that serves it, wherever it is mounted.
+  servers: [{ url: '/', description: 'This gateway' }],
   components: {
     securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
   },
-  tags: [{ name: 'realtime', description: "The user's event stream: WebSocket push and resume, /sync" }],
+  tags: [
+    {
+      name: 'gateway',
+      description: "The gateway's own routes: the user's event stream (WebSocket push and resume, /sync)",
+    },
+  ],
   paths: {
     '/api/v1/ws': {
       get: {
-        tags: ['realtime'],
+        tags: ['gateway'],
         summary: 'Real-time events (WebSocket)',
         description:
           'Open a WebSocket offering the subprotocols `parley.v1` and `parley.bearer.<access token>` ' +
@@ -78,7 +85,7 @@ export const GATEWAY_DOCUMENT: OpenApiDocument = {
     },
     '/api/v1/sync': {
       get: {
-        tags: ['realtime'],
+        tags: ['gateway'],
         summary: "The caller's event stream after a cursor (polling, catch-up)",
         description:
           "Every event the caller sees goes into their ordered stream: the WebSocket's stream events (" +

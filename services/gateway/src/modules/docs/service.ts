@@ -48,11 +48,14 @@ function renameCollisions(service: string, spec: OpenApiDocument, merged: OpenAp
 
 type Operation = { tags?: string[]; responses?: Record<string, unknown> }
 
-/** What the gateway adds to every proxied operation: the service's tag and the 429 answer. */
+/**
+ * What the gateway adds to every proxied operation: its service as its one tag (Swagger UI groups
+ * by service; a service's own feature tags would list an operation twice) and the 429 answer.
+ */
 function atTheEdge(operation: Operation, service: string): Operation {
   return {
     ...operation,
-    tags: operation.tags?.length ? operation.tags : [service],
+    tags: [service],
     responses: { ...operation.responses, '429': operation.responses?.['429'] ?? RATE_LIMITED },
   }
 }
@@ -96,7 +99,6 @@ export function mergeSpecs(
     for (const [section, entries] of Object.entries(spec.components ?? {})) {
       components[section] = { ...components[section], ...entries }
     }
-    for (const tag of spec.tags ?? []) if (!tags.some((known) => known.name === tag.name)) tags.push(tag)
     if (!tags.some((known) => known.name === source.service))
       tags.push({ name: source.service, description: `Routes of the ${source.service} service` })
   }
