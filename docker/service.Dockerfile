@@ -34,6 +34,7 @@ WORKDIR /app
 # Every workspace's package.json is needed: the frozen lockfile names them all (a missing or
 # extra one fails the install, and scripts/validate-deploy.sh compares this list with the repository).
 COPY package.json bun.lock bunfig.toml tsconfig.json ./
+COPY packages/client/package.json packages/client/
 COPY packages/common/package.json packages/common/
 COPY packages/contracts/package.json packages/contracts/
 COPY packages/mail-sink/package.json packages/mail-sink/

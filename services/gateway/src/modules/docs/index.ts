@@ -1,34 +1,27 @@
-import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
 import { problems, requestContext } from '@parley/common'
 import { Elysia } from 'elysia'
+import faviconPath from 'swagger-ui-dist/favicon-32x32.png' with { type: 'file' }
+import swaggerUiPackage from 'swagger-ui-dist/package.json'
+import stylePath from 'swagger-ui-dist/swagger-ui.css' with { type: 'file' }
+import bundlePath from 'swagger-ui-dist/swagger-ui-bundle.js' with { type: 'file' }
 import type { DocsAggregator } from './service'
 
 /**
  * Swagger UI from the pinned `swagger-ui-dist` package, served by the gateway itself: the page
  * works without internet access (private clusters without egress), and its CSP allows only
- * this origin.
+ * this origin. The files are imported as files, so `bun build --compile` embeds them in the
+ * gateway's executable (the runtime image has no node_modules).
  */
-const SWAGGER_UI_DIR = dirname(Bun.resolveSync('swagger-ui-dist/package.json', import.meta.dir))
-const SWAGGER_UI_VERSION = (
-  JSON.parse(readFileSync(join(SWAGGER_UI_DIR, 'package.json'), 'utf8')) as { version: string }
-).version
 /** Versioned paths: a new package version is a new URL, so the assets can be cached for good. */
-export const DOCS_ASSETS_PATH = `/docs/assets/${SWAGGER_UI_VERSION}`
+export const DOCS_ASSETS_PATH = `/docs/assets/${swaggerUiPackage.version}`
 
 const INIT_SCRIPT = `window.ui = SwaggerUIBundle({ url: '/docs/json', dom_id: '#swagger-ui', deepLinking: true, persistAuthorization: true })\n`
 
 /** What the page loads, by file name: the package's files and the initialiser (no inline script). */
 const ASSETS = new Map<string, { body: Blob | string; type: string }>([
-  [
-    'swagger-ui-bundle.js',
-    { body: Bun.file(join(SWAGGER_UI_DIR, 'swagger-ui-bundle.js')), type: 'text/javascript; charset=utf-8' },
-  ],
-  [
-    'swagger-ui.css',
-    { body: Bun.file(join(SWAGGER_UI_DIR, 'swagger-ui.css')), type: 'text/css; charset=utf-8' },
-  ],
-  ['favicon-32x32.png', { body: Bun.file(join(SWAGGER_UI_DIR, 'favicon-32x32.png')), type: 'image/png' }],
+  ['swagger-ui-bundle.js', { body: Bun.file(bundlePath), type: 'text/javascript; charset=utf-8' }],
+  ['swagger-ui.css', { body: Bun.file(stylePath), type: 'text/css; charset=utf-8' }],
+  ['favicon-32x32.png', { body: Bun.file(faviconPath), type: 'image/png' }],
   ['init.js', { body: INIT_SCRIPT, type: 'text/javascript; charset=utf-8' }],
 ])
 
