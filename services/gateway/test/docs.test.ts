@@ -11,6 +11,9 @@ import {
 import { Elysia, t } from 'elysia'
 import { DOCS_ASSETS_PATH } from '../src/modules/docs'
 import type { OpenApiDocument } from '../src/modules/docs/service'
+
+type Json = { content?: Record<string, unknown> }
+
 import { startGateway, startJwksServer, startUpstream, type TestGateway, type TestUpstream } from './harness'
 
 /** A service built like the real ones (httpKit's OpenAPI document), listening on a free port. */
@@ -28,8 +31,15 @@ function startUserService() {
     .get('/users/me', () => ({ id: '1' }), { detail: { summary: 'The caller' } })
     .get('/users/:id', ({ params }) => ({ id: params.id }), {
       params: t.Object({ id: t.String() }),
-      response: t.Object({ id: t.String() }),
+      response: { 200: t.Object({ id: t.String() }), 404: Problem },
     })
+    .delete(
+      '/users/me/avatar',
+      ({ set }) => {
+        set.status = 204
+      },
+      { response: { 204: t.Void(), 404: Problem } },
+    )
     .listen({ hostname: '127.0.0.1', port: 0 })
   return { url: `http://127.0.0.1:${app.server?.port}`, stop: () => app.stop(true) }
 }
@@ -134,8 +144,14 @@ describe('merged OpenAPI document', () => {
     const tagsOf = (path: string) => (spec.paths?.[path]?.get as { tags?: string[] } | undefined)?.tags
     expect(tagsOf('/api/v1/users/me')).toEqual(['user'])
     expect(tagsOf('/api/v1/conversations')).toEqual(['chat'])
-    const responses = spec.paths?.['/api/v1/users/{id}']?.get as { responses: Record<string, unknown> }
-    expect(Object.keys(responses.responses)).toEqual(expect.arrayContaining(['200', '429']))
+    const responses = spec.paths?.['/api/v1/users/{id}']?.get as { responses: Record<string, Json> }
+    expect(Object.keys(responses.responses)).toEqual(expect.arrayContaining(['200', '404', '429']))
+    // Documented as served: problems as application/problem+json, a 204 without content.
+    expect(Object.keys(responses.responses['200']?.content ?? {})).toEqual(['application/json'])
+    expect(Object.keys(responses.responses['404']?.content ?? {})).toEqual(['application/problem+json'])
+    const removed = spec.paths?.['/api/v1/users/me/avatar']?.delete as { responses: Record<string, Json> }
+    expect(removed.responses['204']).toBeDefined()
+    expect(removed.responses['204']?.content).toBeUndefined()
     const ws = spec.paths?.['/api/v1/ws']?.get as {
       responses: Record<string, { content?: Record<string, { schema?: { $id?: string } }> }>
     }

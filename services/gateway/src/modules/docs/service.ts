@@ -53,10 +53,38 @@ type Operation = { tags?: string[]; responses?: Record<string, unknown> }
  * by service; a service's own feature tags would list an operation twice) and the 429 answer.
  */
 function atTheEdge(operation: Operation, service: string): Operation {
+  const responses = Object.fromEntries(
+    Object.entries(operation.responses ?? {}).map(([status, response]) => [
+      status,
+      asServed(status, response),
+    ]),
+  )
   return {
     ...operation,
     tags: [service],
-    responses: { ...operation.responses, '429': operation.responses?.['429'] ?? RATE_LIMITED },
+    responses: { ...responses, '429': responses['429'] ?? RATE_LIMITED },
+  }
+}
+
+const PROBLEM_MEDIA_TYPE = 'application/problem+json'
+
+/**
+ * A documented response as the services really send it. The OpenAPI plugin documents every
+ * schema as `application/json`, but errors go out as `application/problem+json`; and a `t.Void()`
+ * response (a 204) comes out as `content: {type: 'void'}`, not a media type map: it has no content.
+ */
+function asServed(status: string, response: unknown): unknown {
+  if (response === null || typeof response !== 'object' || !('content' in response)) return response
+  const { content, ...rest } = response as { content: unknown }
+  const mediaTypes = content !== null && typeof content === 'object' ? Object.entries(content) : []
+  if (mediaTypes.length === 0 || mediaTypes.some(([, value]) => value === null || typeof value !== 'object'))
+    return rest
+  if (!(status === 'default' || Number(status) >= 400)) return response
+  return {
+    ...rest,
+    content: Object.fromEntries(
+      mediaTypes.map(([type, value]) => [type === 'application/json' ? PROBLEM_MEDIA_TYPE : type, value]),
+    ),
   }
 }
 
