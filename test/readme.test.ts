@@ -43,7 +43,7 @@ test('the quick start is two commands, CI runs the test one and installs nothing
     .split('\n')
     .map((line) => line.trim())
     .filter((line) => line && !line.startsWith('#') && !line.startsWith('set ') && !line.startsWith('cd '))
-  expect(ci).toEqual([commands[1]])
+  expect(ci).toEqual([commands[1] as string])
   const scripts = (await Bun.file(`${root}/package.json`).json()) as { scripts: Record<string, string> }
   expect(scripts.scripts.dev).toBe('bash scripts/dev.sh')
   expect(scripts.scripts.test).toBe('bash scripts/test.sh')

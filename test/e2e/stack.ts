@@ -147,7 +147,7 @@ export async function startStack(
   })
 
   const running: RunningService[] = []
-  async function start(name: ServiceName, port: number, label = name): Promise<RunningService> {
+  async function start(name: ServiceName, port: number, label: string = name): Promise<RunningService> {
     const opsPort = await freePort()
     const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
       env: { ...common, ...envOf(name), PORT: String(port), OPS_PORT: String(opsPort) },

@@ -79,7 +79,9 @@ export async function startPrometheus(options: { jobs: ScrapeJob[]; ruleFiles: s
   })
 
   async function api<T>(path: string, params: Record<string, string | number>): Promise<T> {
-    const query = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]))
+    const query = new URLSearchParams(
+      Object.entries(params).map(([k, v]): [string, string] => [k, String(v)]),
+    )
     const response = await fetch(`${url}/api/v1/${path}?${query}`)
     const body = (await response.json()) as { status: string; data: T; error?: string }
     if (body.status !== 'success') throw new Error(`${path} ${JSON.stringify(params)}: ${body.error}`)
