@@ -2,9 +2,9 @@
 """Deploy validation of Parley: every file that builds or deploys the services, checked offline.
 
 Run it through `bash scripts/validate-deploy.sh`, which installs the tools (helm, kubeconform,
-promtool, PyYAML, jsonschema), writes the roster as JSON and passes their paths here:
+skaffold, promtool, PyYAML, jsonschema), writes the roster as JSON and passes their paths here:
 
-  python3 scripts/validate-deploy.py --helm H --kubeconform K --roster R [--promtool P]
+  python3 scripts/validate-deploy.py --helm H --kubeconform K --skaffold S --roster R [--promtool P]
                                      [--schemas DIR] [--cache DIR] [--kube-version V]
 
 Each check prints PASS or FAIL in the summary; the output of a failed one is shown; the exit
@@ -387,6 +387,9 @@ def selector_matches(selector, labels):
 
 HOOK = "pre-install,pre-upgrade"
 HOOK_DELETE = "before-hook-creation,hook-succeeded"
+# helm's default --timeout: a migration must fail on its own before helm gives up and deletes the
+# hook ServiceAccount and Secret its retries need
+HELM_TIMEOUT_SECONDS = 300
 
 
 def secret_names(pod_spec):
@@ -444,7 +447,13 @@ def migrations(problems, by_kind, deployed):
             annotations = job["metadata"].get("annotations") or {}
             if annotations.get("helm.sh/hook") != HOOK or annotations.get("helm.sh/hook-delete-policy") != HOOK_DELETE:
                 problems(f"{where}: annotations {annotations}, expected helm.sh/hook {HOOK} and delete policy {HOOK_DELETE}")
-            pod = job["spec"]["template"]["spec"]
+            spec = job["spec"]
+            if not 0 < (spec.get("activeDeadlineSeconds") or 0) < HELM_TIMEOUT_SECONDS:
+                problems(f"{where}: activeDeadlineSeconds {spec.get('activeDeadlineSeconds')}, expected below helm's "
+                         f"default timeout ({HELM_TIMEOUT_SECONDS} s)")
+            if spec.get("ttlSecondsAfterFinished") is None:
+                problems(f"{where}: no ttlSecondsAfterFinished (helm never deletes a failed hook, not even on uninstall)")
+            pod = spec["template"]["spec"]
             c = pod["containers"][0]
             if c.get("args") != ["migrate"] or c.get("image") != image:
                 problems(f"{where}: args {c.get('args')}, image {c.get('image')} (expected [migrate] with {image})")
@@ -887,12 +896,53 @@ def skaffold(problems, path, schema_path):
     return f"{path} valid"
 
 
+def skaffold_cli(problems, skaffold_bin, helm, profile):
+    """skaffold itself, offline: `skaffold diagnose --yaml-only` (parses skaffold.yaml, applies the
+    profile's patches) and `skaffold render --offline` through its helm deployer with a fixed tag.
+    A full `skaffold diagnose` reads the Dockerfile's base images from a registry or a Docker
+    daemon, so it cannot run offline. Checks that the dev profile builds the `dev` stage of every
+    artifact and that every container of every service (migrations included) gets its image."""
+    env = {**os.environ, "PATH": f"{os.path.dirname(helm)}:{os.environ.get('PATH', '')}",
+           "SKAFFOLD_UPDATE_CHECK": "false", "SKAFFOLD_INTERACTIVE": "false"}
+    args = ["-p", profile] if profile else []
+    p = run([skaffold_bin, "diagnose", "--yaml-only", *args], env=env, timeout=300)
+    print(p.stderr)
+    if p.returncode != 0:
+        problems(f"skaffold diagnose --yaml-only {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-500:]}")
+        return None
+    effective = yaml.safe_load(p.stdout) or {}
+    targets = [(a.get("docker") or {}).get("target") for a in (effective.get("build") or {}).get("artifacts") or []]
+    want = "dev" if profile == "dev" else None
+    if targets != [want] * len(ROSTER):
+        problems(f"skaffold's effective config ({profile or 'no profile'}) builds the targets {targets}, expected {want} for each service")
+    tag = "validate-deploy"
+    p = run([skaffold_bin, "render", "--offline=true", "--digest-source=tag", f"--tag={tag}", *args], env=env, timeout=300)
+    print(p.stderr)
+    if p.returncode != 0:
+        problems(f"skaffold render --offline {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-500:]}")
+        return None
+    docs = [d for d in yaml.safe_load_all(p.stdout) if d]
+    deployments = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Deployment"}
+    for entry in ROSTER:
+        d = deployments.get(f"{RELEASE}-{entry['name']}")
+        if not d:
+            problems(f"skaffold render {' '.join(args)}: no Deployment {RELEASE}-{entry['name']}")
+            continue
+        spec = d["spec"]["template"]["spec"]
+        images = {c["image"] for c in spec.get("containers", []) + spec.get("initContainers", [])}
+        if images != {f"parley-{entry['name']}:{tag}"}:
+            problems(f"skaffold render {' '.join(args)}: {d['metadata']['name']} runs {sorted(images)}, "
+                     f"expected parley-{entry['name']}:{tag}")
+    return f"skaffold {run([skaffold_bin, 'version']).stdout.strip()}: diagnose + render of {len(docs)} objects"
+
+
 # ----------------------------------------------------------------------------------- main
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--helm", required=True)
     parser.add_argument("--kubeconform", required=True)
     parser.add_argument("--promtool", default="promtool")
+    parser.add_argument("--skaffold", required=True)
     parser.add_argument("--roster", required=True, help=f"JSON of ROSTER ({ROSTER_FILE})")
     parser.add_argument("--schemas", default=os.path.join(ROOT, "deploy/schemas"))
     parser.add_argument("--cache", default=os.path.join(ROOT, ".cache"))
@@ -963,6 +1013,9 @@ def main():
     # the schema of the apiVersion skaffold.yaml declares; a version with no vendored schema fails
     check(f"skaffold.yaml ({api} schema + roster wiring)", skaffold, "skaffold.yaml",
           os.path.join(opts.schemas, "skaffold", f"{version}.json"))
+    for profile in (None, "dev"):
+        check(f"skaffold diagnose + render --offline ({'profile ' + profile if profile else 'no profile'})",
+              skaffold_cli, opts.skaffold, helm, profile)
 
     # -------------------------------------------------------------------------- summary
     shutil.rmtree(work, ignore_errors=True)

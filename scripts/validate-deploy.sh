@@ -3,6 +3,7 @@
 # check fails.
 #
 #   bash scripts/validate-deploy.sh
+#   bash scripts/validate-deploy.sh --tools-only   install the tools below and stop (scripts/k8s-cluster.sh)
 #
 # This script installs the tools and runs scripts/validate-deploy.py, the program that holds the
 # checks (see its docstring; test/deploy.test.ts runs this script):
@@ -17,7 +18,8 @@
 #              token, probes on the ops port, ports from the roster, termination grace above the
 #              shutdown delay + grace); chart invariants (no replicas under an HPA, PDBs only over
 #              more than one pod, every pod under a NetworkPolicy, ServiceMonitors on the ops port,
-#              no ops port open to every source, each stored service migrated exactly once).
+#              no ops port open to every source, each stored service migrated exactly once,
+#              migration Jobs failing before helm's default timeout and removed by a TTL).
 #   schema     every charts/parley/ci/invalid/*.yaml (typos, wrong types) MUST fail values.schema.json.
 #   rules      `promtool check rules` + `promtool test rules` on charts/parley/rules (and on the
 #              rules as the chart's PrometheusRule renders them); `promtool check config` on
@@ -28,11 +30,15 @@
 #              rules (published ports, the one Dockerfile with each service's build args,
 #              migrations before services, files that exist).
 #   skaffold   skaffold.yaml against the schema of its apiVersion, plus the roster wiring (artifact
-#              order and buildArgs, profile patches landing on the right artifact, chart images).
+#              order and buildArgs, profile patches landing on the right artifact, chart images);
+#              then skaffold itself, offline, with and without the dev profile: `skaffold diagnose
+#              --yaml-only` and `skaffold render --offline` (every service gets its image).
 #
 # Tools (installed when missing, idempotent, bounded by PARLEY_TOOL_TIMEOUT):
 #   .cache/bin/helm         helm.sh/helm/v3 (go install; falls back to the module source + go build)
 #   .cache/bin/kubeconform  github.com/yannh/kubeconform
+#   .cache/bin/skaffold     github.com/GoogleContainerTools/skaffold/v2 (the proxy refuses its version
+#                           list, so it is built from the module source)
 #   Go                      scripts/lib.sh go_bin (Debian's golang-go fetches a newer toolchain)
 #   promtool                Debian package `prometheus`
 #   python3 with PyYAML + jsonschema: Debian packages (as root), else a venv in .cache/venv-deploy
@@ -41,6 +47,7 @@
 #   PARLEY_SCHEMAS_DIR [deploy/schemas]   offline schemas (kubernetes-*-swagger.json, crds/, skaffold/,
 #                                         compose/; see deploy/schemas/README.md)
 #   PARLEY_KUBE_VERSION [1.36.0]  PARLEY_HELM_VERSION [v3.22.0]  PARLEY_KUBECONFORM_VERSION [v0.8.0]
+#   PARLEY_SKAFFOLD_VERSION [v2.16.1]
 #   PARLEY_CACHE_DIR [.cache]  PARLEY_TOOL_TIMEOUT [1200] seconds per tool build
 set -euo pipefail
 
@@ -52,6 +59,7 @@ SCHEMAS=${PARLEY_SCHEMAS_DIR:-$ROOT/deploy/schemas}
 KUBE_VERSION=${PARLEY_KUBE_VERSION:-1.36.0}
 HELM_VERSION=${PARLEY_HELM_VERSION:-v3.22.0}
 KUBECONFORM_VERSION=${PARLEY_KUBECONFORM_VERSION:-v0.8.0}
+SKAFFOLD_VERSION=${PARLEY_SKAFFOLD_VERSION:-v2.16.1}
 TOOL_TIMEOUT=${PARLEY_TOOL_TIMEOUT:-1200}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -109,6 +117,17 @@ ensure_kubeconform() {
   [[ $("$BIN/kubeconform" -v) == "$KUBECONFORM_VERSION" ]] || die "installed kubeconform is not $KUBECONFORM_VERSION"
 }
 
+# skaffold reads the schemas up to the one it ships: v2.16.1 (the newest the Go module proxy
+# serves here) reads skaffold/v4beta13, which skaffold.yaml uses.
+ensure_skaffold() {
+  if [[ -x $BIN/skaffold ]] && [[ $("$BIN/skaffold" version 2>/dev/null) == "$SKAFFOLD_VERSION" ]]; then
+    return 0
+  fi
+  install_go_tool skaffold github.com/GoogleContainerTools/skaffold/v2 "$SKAFFOLD_VERSION" cmd/skaffold \
+    "-s -w -X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION"
+  [[ $("$BIN/skaffold" version) == "$SKAFFOLD_VERSION" ]] || die "installed skaffold is not $SKAFFOLD_VERSION"
+}
+
 PYTHON=python3
 ensure_python() {
   need_tools python3:python3
@@ -137,6 +156,8 @@ command -v bun >/dev/null || die "bun is not in PATH (scripts/setup.sh installs 
 need_tools promtool:prometheus
 ensure_helm
 ensure_kubeconform
+ensure_skaffold
+[[ ${1:-} != --tools-only ]] || exit 0
 ensure_python
 HELM=$BIN/helm
 KUBECONFORM=$BIN/kubeconform
@@ -148,4 +169,5 @@ ROSTER_JSON=$WORK/roster.json
 bun -e "import { ROSTER } from '$ROOT/packages/contracts/src/roster.ts'; console.log(JSON.stringify(ROSTER))" >"$ROSTER_JSON" ||
   die "could not read packages/contracts/src/roster.ts with bun"
 "$PYTHON" "$ROOT/scripts/validate-deploy.py" --helm "$HELM" --kubeconform "$KUBECONFORM" --promtool "$(command -v promtool)" \
+  --skaffold "$BIN/skaffold" \
   --roster "$ROSTER_JSON" --schemas "$SCHEMAS" --cache "$CACHE" --kube-version "$KUBE_VERSION"

@@ -61,10 +61,14 @@ function runHelm(args: string[]) {
   return { exitCode: run.exitCode, stdout: run.stdout.toString(), stderr: run.stderr.toString() }
 }
 
-function render(...args: string[]): Manifest[] {
-  const run = runHelm(['template', 'parley', chart, '-n', 'parley', '--kube-version', kubeVersion, ...args])
+function renderRelease(release: string, ...args: string[]): Manifest[] {
+  const run = runHelm(['template', release, chart, '-n', 'parley', '--kube-version', kubeVersion, ...args])
   if (run.exitCode !== 0) throw new Error(`helm template failed: ${run.stderr}`)
   return (YAML.parse(run.stdout) as (Manifest | null)[]).filter((doc): doc is Manifest => doc !== null)
+}
+
+function render(...args: string[]): Manifest[] {
+  return renderRelease('parley', ...args)
 }
 
 function matches(selector: Selector | undefined, labels: Labels): boolean {
@@ -114,6 +118,9 @@ describe('deployment validation', () => {
     if (exitCode !== 0) console.error(output)
     expect(output).toContain('all ')
     expect(output).toContain('checks passed')
+    // skaffold itself (not only its schema) reads skaffold.yaml and renders both profiles
+    for (const profile of ['no profile', 'profile dev'])
+      expect(output).toContain(`PASS  skaffold diagnose + render --offline (${profile})`)
     expect(exitCode).toBe(0)
   }, 900_000)
 })
@@ -299,6 +306,146 @@ describe('helm chart', () => {
       REDIS_URL: 'redis://parley-redis:6379',
       SMTP_URL: 'smtp://parley-mailpit:1025',
     })
+  })
+
+  // Helm allows release names up to 53 characters; with <release>-parley- in front, a component
+  // name passes 63 and is shortened. A plain cut gave the three dashboards one name, the chart
+  // Secret and notification's hook Secret one name, and hook pods a Secret name that was cut
+  // differently from the Secret itself (CreateContainerConfigError, helm install hanging).
+  test('a 53-character release name: names unique per kind, at most 63 characters, every reference resolves', () => {
+    const releases = [
+      'a-release-name-of-fifty-three-characters-for-the-test',
+      'release-named-parley-so-the-fullname-is-the-release-1',
+    ]
+    const valueSets = [
+      [],
+      ...readdirSync(join(chart, 'ci'))
+        .filter((f) => f.endsWith('-values.yaml'))
+        .map((f) => ['-f', join(chart, 'ci', f)]),
+      ['-f', join(root, 'k8s/dev/values.yaml')],
+      [
+        '--set',
+        'monitoring.dashboards.enabled=true',
+        '--set',
+        'monitoring.serviceMonitor.enabled=true',
+        '--set',
+        'monitoring.prometheusRule.enabled=true',
+        '--set',
+        'ingress.enabled=true',
+        ...services.flatMap((s) => ['--set', `services.${s}.autoscaling.enabled=true`]),
+      ],
+    ]
+    const dnsLabel = /^[a-z]([-a-z0-9]*[a-z0-9])?$/
+    for (const release of releases) {
+      expect(release).toHaveLength(53)
+      for (const args of valueSets) {
+        const where = `${release} ${args.join(' ') || '(defaults)'}`
+        const manifests = renderRelease(release, ...args)
+        const byKind = new Map<string, string[]>()
+        for (const m of manifests) byKind.set(m.kind, [...(byKind.get(m.kind) ?? []), m.metadata.name])
+        for (const [kind, names] of byKind) {
+          const duplicates = names.filter((n, i) => names.indexOf(n) !== i)
+          expect({ where, kind, duplicates }).toEqual({ where, kind, duplicates: [] })
+          for (const name of names) {
+            expect({ where, kind, name, length: name.length <= 63 }).toEqual({
+              where,
+              kind,
+              name,
+              length: true,
+            })
+            expect({ where, kind, name, dns: dnsLabel.test(name) }).toEqual({ where, kind, name, dns: true })
+          }
+        }
+        for (const m of manifests)
+          for (const [key, value] of Object.entries({
+            ...m.metadata.labels,
+            ...m.spec?.template?.metadata?.labels,
+          }))
+            expect({ where, key, value, length: String(value).length <= 63 }).toEqual({
+              where,
+              key,
+              value,
+              length: true,
+            })
+
+        // References to objects of the release (named after it) resolve inside the render; other
+        // names (existingSecret, imagePullSecrets, the Ingress TLS Secret) come from the values.
+        const has = (kind: string, name: string) => byKind.get(kind)?.includes(name) ?? false
+        const expectRef = (from: Manifest, kind: string, name: string | undefined) => {
+          if (!name?.startsWith(release)) return
+          expect({
+            where,
+            from: `${from.kind}/${from.metadata.name}`,
+            kind,
+            name,
+            resolves: has(kind, name),
+          }).toEqual({
+            where,
+            from: `${from.kind}/${from.metadata.name}`,
+            kind,
+            name,
+            resolves: true,
+          })
+        }
+        for (const m of manifests) {
+          const pod = m.kind === 'Pod' ? m.spec : m.spec?.template?.spec
+          if (pod) {
+            expectRef(m, 'ServiceAccount', pod.serviceAccountName)
+            for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+              for (const e of c.env ?? []) {
+                expectRef(m, 'Secret', e.valueFrom?.secretKeyRef?.name)
+                expectRef(m, 'ConfigMap', e.valueFrom?.configMapKeyRef?.name)
+                // service URLs (JWKS_URL, AUTH_URL, ...) and bundled infra hosts
+                for (const host of String(e.value ?? '').matchAll(/\/\/(?:[^@/]*@)?([a-z0-9-]+):\d+/g))
+                  expectRef(m, 'Service', host[1])
+              }
+              for (const from of c.envFrom ?? []) {
+                expectRef(m, 'Secret', from.secretRef?.name)
+                expectRef(m, 'ConfigMap', from.configMapRef?.name)
+              }
+            }
+            for (const v of pod.volumes ?? []) {
+              expectRef(m, 'Secret', v.secret?.secretName)
+              expectRef(m, 'ConfigMap', v.configMap?.name)
+            }
+          }
+          if (m.kind === 'HorizontalPodAutoscaler')
+            expectRef(m, m.spec.scaleTargetRef.kind, m.spec.scaleTargetRef.name)
+          if (m.kind === 'Ingress')
+            for (const rule of m.spec.rules ?? [])
+              for (const path of rule.http.paths) expectRef(m, 'Service', path.backend.service.name)
+        }
+        // Secrets inside the decoded chart Secrets (infra URLs) name Services of the release.
+        for (const secret of manifests.filter((m) => m.kind === 'Secret'))
+          for (const value of Object.values(secret.data ?? {}))
+            for (const host of Buffer.from(value, 'base64')
+              .toString()
+              .matchAll(/\/\/(?:[^@/]*@)?([a-z0-9-]+):\d+/g))
+              expectRef(secret, 'Service', host[1])
+        // Selectors (Service, PDB, NetworkPolicy, ServiceMonitor) select pods of the release.
+        const podLabels = manifests
+          .filter((m) => m.spec?.template?.metadata?.labels)
+          .map((m) => m.spec.template.metadata.labels as Labels)
+        for (const m of manifests) {
+          const selector: Selector | undefined =
+            m.kind === 'Service'
+              ? { matchLabels: m.spec.selector }
+              : ['PodDisruptionBudget', 'ServiceMonitor'].includes(m.kind)
+                ? m.spec.selector
+                : m.kind === 'NetworkPolicy'
+                  ? m.spec.podSelector
+                  : undefined
+          if (!selector) continue
+          const name = `${m.kind}/${m.metadata.name}`
+          // a ServiceMonitor selects Services, whose labels are the pods' minus nothing it matches on
+          expect({ where, name, selects: podLabels.some((labels) => matches(selector, labels)) }).toEqual({
+            where,
+            name,
+            selects: true,
+          })
+        }
+      }
+    }
   })
 
   test('a dev signing key with several auth replicas is refused', () => {

@@ -24,9 +24,25 @@ Most helpers take a context dict: {root: $, name: <service or component name>, s
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Resource name of one component: <fullname>-<name> (also the in-cluster DNS name of its Service). */}}
+{{/*
+Resource name of one component: <fullname>-<name> (also the in-cluster DNS name of its Service).
+Over 63 characters, a plain cut would give `notification` and `notification-migrate` (or the
+three dashboards) one name: the fullname is shortened instead and an 8-character hash of the whole
+name keeps it unique, with the component name kept whole at the end.
+*/}}
 {{- define "parley.componentName" -}}
-{{- printf "%s-%s" (include "parley.fullname" .root) .name | trunc 63 | trimSuffix "-" }}
+{{- $full := printf "%s-%s" (include "parley.fullname" .root) .name }}
+{{- if le (len $full) 63 }}
+{{- $full }}
+{{- else }}
+{{- $hash := sha256sum $full | trunc 8 }}
+{{- $keep := sub 63 (add (len .name) 10) | int }}
+{{- if lt $keep 8 }}
+{{- printf "%s-%s" ($full | trunc 54 | trimSuffix "-") $hash }}
+{{- else }}
+{{- printf "%s-%s-%s" (include "parley.fullname" .root | trunc $keep | trimSuffix "-") $hash .name }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Labels shared by every pod of the release: the default-deny NetworkPolicy selects these. */}}
@@ -159,6 +175,11 @@ and is left out (the services treat an empty variable as unset).
 {{- include "parley.componentName" . }}
 {{- end }}
 
+{{/* Name of the migration hook's copy of that Secret (and of the hook Job). */}}
+{{- define "parley.migrateName" -}}
+{{- include "parley.componentName" (dict "root" .root "name" (printf "%s-migrate" .name)) }}
+{{- end }}
+
 {{/*
 Where each secret variable of a service comes from, as a YAML map variable -> Secret name:
 keys of services.<name>.secretEnv from services.<name>.existingSecret, keys of global.secretEnv
@@ -218,7 +239,7 @@ from global.existingSecret, and otherwise from the chart-managed Secret.
 {{- end }}
 
 {{/*
-The env list of a service container: plain variables, then secretKeyRefs. `secretSuffix`
+The env list of a service container: plain variables, then secretKeyRefs. `hookSecret`
 (optional) points chart-managed references at a copy of the Secret (the migration hook's).
 */}}
 {{- define "parley.env" -}}
@@ -232,7 +253,7 @@ The env list of a service container: plain variables, then secretKeyRefs. `secre
 - name: {{ $key }}
   valueFrom:
     secretKeyRef:
-      name: {{ if eq $secret $chartSecret }}{{ printf "%s%s" $secret ($ctx.secretSuffix | default "") }}{{ else }}{{ $secret }}{{ end }}
+      name: {{ if eq $secret $chartSecret }}{{ $ctx.hookSecret | default $secret }}{{ else }}{{ $secret }}{{ end }}
       key: {{ $key }}
 {{- end }}
 {{- end }}
