@@ -88,12 +88,15 @@ COPY services/${SERVICE}/ services/${SERVICE}/
 #                 file bun also writes beside it is not needed)
 # --bytecode      precompiled bytecode, faster start; needs --format=esm (index.ts uses top-level await)
 # --no-compile-autoload-*  a stray .env or bunfig.toml in the working directory changes nothing
+# services/<name>/scripts/image-files.sh, if any, adds the files the executable loads from beside
+#                 itself (chat: sharp's native addon and libvips, which no executable can embed)
 RUN case "${PORT}" in '' | *[!0-9]*) false ;; esac && test -n "${SERVICE}" && test -f "services/${SERVICE}/src/index.ts" \
       || { echo "build with --build-arg SERVICE=<folder in services/> --build-arg PORT=<port>" >&2; exit 1; } \
  && bun build --compile --minify --sourcemap --bytecode --format=esm --target=bun-linux-x64 \
       --no-compile-autoload-dotenv --no-compile-autoload-bunfig \
       "services/${SERVICE}/src/index.ts" --outfile /out/server \
  && rm -f /out/*.map \
+ && if [ -f "services/${SERVICE}/scripts/image-files.sh" ]; then sh "services/${SERVICE}/scripts/image-files.sh" /out; fi \
  && mkdir -p /out/drizzle \
  && if [ -d "services/${SERVICE}/drizzle" ]; then cp -R "services/${SERVICE}/drizzle/." /out/drizzle/; fi
 

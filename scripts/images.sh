@@ -386,9 +386,9 @@ http_status() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || 
 # missing one makes it exit 78 naming it). With PARLEY_SMOKE_INFRA=none every dependency URL points
 # at a closed loopback port: a service must answer /health (liveness) with no dependency reachable.
 smoke_env() {
-  local svc=$1 pg=5432 redis=6379 amqp=5672 mongo=27017 smtp=1025 jwks=${PORTS[auth]} kv
+  local svc=$1 pg=5432 redis=6379 amqp=5672 mongo=27017 smtp=1025 s3=7070 jwks=${PORTS[auth]} kv
   if [[ $SMOKE_INFRA == none ]]; then
-    pg=$CLOSED_PORT redis=$CLOSED_PORT amqp=$CLOSED_PORT mongo=$CLOSED_PORT smtp=$CLOSED_PORT jwks=$CLOSED_PORT
+    pg=$CLOSED_PORT redis=$CLOSED_PORT amqp=$CLOSED_PORT mongo=$CLOSED_PORT smtp=$CLOSED_PORT s3=$CLOSED_PORT jwks=$CLOSED_PORT
   fi
   echo "LOG_LEVEL=info"
   echo "REDIS_URL=redis://127.0.0.1:$redis"
@@ -399,6 +399,7 @@ smoke_env() {
   mongodb:*) echo "MONGO_URL=mongodb://127.0.0.1:$mongo" && echo "MONGO_DB=${STORES[$svc]#mongodb:}" ;;
   esac
   [[ $svc == notification ]] && echo "SMTP_URL=smtp://127.0.0.1:$smtp"
+  [[ $svc == chat ]] && printf '%s\n' "S3_ENDPOINT=http://127.0.0.1:$s3" S3_ACCESS_KEY_ID=parley S3_SECRET_ACCESS_KEY=parley-dev-secret
   [[ $svc == auth ]] && echo "JWT_PRIVATE_KEY=$SMOKE_JWT_KEY"
   for kv in ${PARLEY_SMOKE_ENV:-}; do echo "$kv"; done
 }

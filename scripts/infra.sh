@@ -22,6 +22,9 @@
 #             backend (database parley_ferretdb of the cluster above; SQLite with PARLEY_FERRETDB_HANDLER=sqlite),
 #             with GIN twins of its indexes so its equality filters are index lookups (ferretdb-postgresql.sql)
 #   smtp      packages/mail-sink (SMTP sink + Mailpit-like JSON API), run with bun
+#   s3        versitygw (Apache-2.0 S3 gateway, posix backend: buckets are folders of .data/s3), built once
+#             into .cache/bin/versitygw from the Go module source; root credentials parley/parley-dev-secret,
+#             bucket parley (PARLEY_S3_BUCKETS: more, space-separated)
 #
 # Environment overrides (defaults in brackets):
 #   PARLEY_DATA_DIR [.data]  PARLEY_CACHE_DIR [.cache]  PARLEY_WAIT_SECONDS [60]  PARLEY_RABBITMQ_WAIT_SECONDS [120]
@@ -36,6 +39,8 @@
 #   PARLEY_FERRETDB_DEBUG_ADDR [- = disabled; e.g. 127.0.0.1:8088]  PARLEY_GO [go in PATH or /usr/local/go/bin/go]
 #   (without a Go >= 1.21, scripts/lib.sh fetches one through the go command's own GOPROXY)
 #   PARLEY_SMTP_PORT [1025]  PARLEY_MAIL_HTTP_PORT [8025]
+#   PARLEY_S3_PORT [7070]  PARLEY_S3_BUCKETS [parley]  PARLEY_VERSITYGW_VERSION [1.8.0]
+#   PARLEY_S3_ACCESS_KEY [parley]  PARLEY_S3_SECRET_KEY [parley-dev-secret]
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -66,6 +71,11 @@ FERRETDB_HANDLER=${PARLEY_FERRETDB_HANDLER:-postgresql}
 FERRETDB_PG_DATABASE=${PARLEY_FERRETDB_PG_DATABASE:-parley_ferretdb}
 SMTP_PORT=${PARLEY_SMTP_PORT:-1025}
 MAIL_HTTP_PORT=${PARLEY_MAIL_HTTP_PORT:-8025}
+S3_PORT=${PARLEY_S3_PORT:-7070}
+S3_BUCKETS=${PARLEY_S3_BUCKETS:-parley}
+S3_ACCESS_KEY=${PARLEY_S3_ACCESS_KEY:-parley}
+S3_SECRET_KEY=${PARLEY_S3_SECRET_KEY:-parley-dev-secret}
+VERSITYGW_VERSION=${PARLEY_VERSITYGW_VERSION:-1.8.0}
 
 # Go, bun and the Erlang tools want a HOME (CI containers sometimes run without one).
 if [[ -z ${HOME:-} ]]; then
@@ -720,6 +730,66 @@ smtp_up() {
 
 smtp_down() { stop_pidfile 'SMTP sink' "$SMTP_PIDFILE" mail-sink; }
 
+# ---------------------------------------------------------------------------------------- s3 (versitygw)
+
+S3_PIDFILE=$PIDS/versitygw.pid
+
+versitygw_works() { [[ -x $1 && $("$1" --version 2>/dev/null) == *"v$VERSITYGW_VERSION"* ]]; }
+
+# versitygw_bin : print the path of a working versitygw, building it into .cache/bin once per version
+versitygw_bin() {
+  local bin=$CACHE/bin/versitygw go src buildlog=$LOGS/versitygw-build.log
+  if versitygw_works "$bin"; then
+    echo "$bin"
+    return 0
+  fi
+  mkdir -p "$CACHE/bin"
+  go=$(go_bin)
+  log "building versitygw v$VERSITYGW_VERSION into $bin with $go (2-6 min, log: $buildlog)"
+  # From the module source (as FerretDB): some proxies refuse the version list `go install` asks for.
+  src=$(go_module_dir "github.com/versity/versitygw@v$VERSITYGW_VERSION")
+  (cd "$src" && GOTOOLCHAIN=auto GOFLAGS=-buildvcs=false timeout 1800 "$go" build -trimpath \
+    -ldflags "-X=main.Version=v$VERSITYGW_VERSION" -o "$bin.tmp" ./cmd/versitygw) >>"$buildlog" 2>&1 || {
+    log_tail "$buildlog"
+    die "building versitygw failed"
+  }
+  mv "$bin.tmp" "$bin"
+  versitygw_works "$bin" || die "the versitygw binary $bin does not run"
+  echo "$bin"
+}
+
+s3_health() { curl -fsS -m 3 -o /dev/null "http://127.0.0.1:$S3_PORT/health"; }
+
+# s3_buckets : the posix backend serves each top-level folder as a bucket
+s3_buckets() {
+  local bucket
+  for bucket in $S3_BUCKETS; do mkdir -p "$DATA/s3/$bucket"; done
+}
+
+s3_up() {
+  local logfile=$LOGS/versitygw.log bin
+  mkdir -p "$DATA/s3"
+  s3_buckets
+  if port_open "$S3_PORT"; then
+    pid_running "$S3_PIDFILE" versitygw && S3_NOTE='' || S3_NOTE='(reused)'
+    return 0
+  fi
+  if pid_running "$S3_PIDFILE" versitygw; then # ours, still starting
+    wait_for versitygw "$WAIT" "$logfile" s3_health || exit 1
+    S3_NOTE=''
+    return 0
+  fi
+  bin=$(versitygw_bin)
+  log "starting versitygw (S3) on 127.0.0.1:$S3_PORT, buckets in $DATA/s3"
+  # The credentials go in the environment, not on the command line `ps` shows.
+  start_bg "$S3_PIDFILE" "$logfile" env "ROOT_ACCESS_KEY_ID=$S3_ACCESS_KEY" "ROOT_SECRET_ACCESS_KEY=$S3_SECRET_KEY" \
+    "$bin" --port "127.0.0.1:$S3_PORT" --health /health --keep-alive --quiet posix "$DATA/s3"
+  wait_for versitygw "$WAIT" "$logfile" s3_health || exit 1
+  S3_NOTE=''
+}
+
+s3_down() { stop_pidfile versitygw "$S3_PIDFILE" versitygw; }
+
 # ------------------------------------------------------------------------------------------- commands
 
 url_line() { # NAME URL [NOTE...]
@@ -738,6 +808,7 @@ print_urls() {
   url_line mongodb "mongodb://127.0.0.1:$MONGO_PORT" "${MONGO_NOTE:-}"
   url_line smtp "smtp://127.0.0.1:$SMTP_PORT" "(messages http://127.0.0.1:$MAIL_HTTP_PORT/api/v1/messages)" \
     "${SMTP_NOTE:-}"
+  url_line s3 "http://127.0.0.1:$S3_PORT" "(buckets: $S3_BUCKETS)" "${S3_NOTE:-}"
 }
 
 cmd_up() {
@@ -749,6 +820,7 @@ cmd_up() {
   rmq_start
   mongo_up
   smtp_up
+  s3_up
   rmq_wait
   rmq_prometheus
   print_urls
@@ -757,6 +829,7 @@ cmd_up() {
 cmd_down() {
   ensure_dirs
   lock
+  s3_down
   smtp_down
   mongo_down
   rmq_down
@@ -807,6 +880,12 @@ cmd_status() {
   port_open "$SMTP_PORT" && mail_health 2>/dev/null && up=0
   pid_running "$SMTP_PIDFILE" mail-sink && ours=0
   status_line smtp $up $ours "smtp://127.0.0.1:$SMTP_PORT  (messages http://127.0.0.1:$MAIL_HTTP_PORT/api/v1/messages)"
+  ((up == 0)) || down=1
+
+  up=1 ours=1
+  port_open "$S3_PORT" && s3_health 2>/dev/null && up=0
+  pid_running "$S3_PIDFILE" versitygw && ours=0
+  status_line s3 $up $ours "http://127.0.0.1:$S3_PORT  (buckets: $S3_BUCKETS)"
   ((up == 0)) || down=1
   return $down
 }

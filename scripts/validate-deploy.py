@@ -711,7 +711,9 @@ def compose(problems, path, schema_path):
     json_schema(problems, doc, schema_path, f"{path} schema:")
     services = doc.get("services", {})
     allowed = {("127.0.0.1", PORTS["gateway"]): "gateway", ("127.0.0.1", 3000): "grafana", ("127.0.0.1", 8025): "mailpit",
-               ("127.0.0.1", 15672): "rabbitmq", ("127.0.0.1", 9090): "prometheus"}
+               ("127.0.0.1", 15672): "rabbitmq", ("127.0.0.1", 9090): "prometheus",
+               # the presigned attachment URLs point at the S3 server: clients must reach it
+               ("127.0.0.1", 7070): "s3"}
     published = {}
     for name, s in services.items():
         for p in s.get("ports", []) or []:

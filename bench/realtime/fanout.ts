@@ -22,7 +22,13 @@
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createTestSigner, createTestVhost, testInfra, uniqueName } from '../../packages/testkit/src/index.ts'
+import {
+  createTestSigner,
+  createTestVhost,
+  testInfra,
+  testS3Env,
+  uniqueName,
+} from '../../packages/testkit/src/index.ts'
 import { MongoClient } from '../../services/chat/node_modules/mongodb'
 import { freePort, percentile, waitForHttp } from '../lib.ts'
 
@@ -211,6 +217,7 @@ const chat = Bun.spawn([...bunRun('chat'), join(root, 'services/chat/src/index.t
     OPS_PORT: String(chatOpsPort),
     MONGO_URL: testInfra.mongoUrl,
     MONGO_DB: mongoDb,
+    ...testS3Env(),
   },
   stdout: logTo('chat'),
   stderr: 'inherit',

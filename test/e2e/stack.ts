@@ -12,6 +12,7 @@ import {
   type TestDatabase,
   type TestMongo,
   type TestVhost,
+  testS3Env,
   waitFor,
 } from '@parley/testkit'
 
@@ -24,7 +25,19 @@ export type RunningService = {
   /** The ops port's URL: /health, /ready, /metrics. */
   opsUrl: string
   process: ReturnType<typeof Bun.spawn>
+  /** Its stdout lines so far (with `captureLogs`; empty otherwise). */
+  logLines: () => readonly string[]
   stop: () => Promise<number>
+}
+
+async function collectLines(stream: ReadableStream<Uint8Array>, lines: string[]): Promise<void> {
+  const decoder = new TextDecoder()
+  let rest = ''
+  for await (const chunk of stream) {
+    const parts = (rest + decoder.decode(chunk, { stream: true })).split('\n')
+    rest = parts.pop() ?? ''
+    lines.push(...parts)
+  }
 }
 
 /** A Redis server of the stack's own, so a test can stop it without disturbing other tests. */
@@ -80,6 +93,10 @@ export async function startStack(
     gatewayEnv?: Record<string, string>
     /** Extra variables of the upstream services, e.g. a lower cap a test wants to reach. */
     serviceEnv?: Partial<Record<UpstreamName, Record<string, string>>>
+    /** Extra variables of every process, e.g. the OTLP endpoint of a test's trace backend. */
+    env?: Record<string, string>
+    /** Keep each process's stdout (its log lines) in `logLines()` instead of dropping it. */
+    captureLogs?: boolean
   } = {},
 ) {
   // Every service of the roster with its own store: a database each, one MongoDB database.
@@ -107,6 +124,7 @@ export async function startStack(
     AMQP_URL: vhost.url,
     JWKS_URL: `http://127.0.0.1:${ports.auth}/auth/.well-known/jwks.json`,
     SHUTDOWN_GRACE_MS: '5000',
+    ...options.env,
   }
   const storeEnv = (name: UpstreamName): Record<string, string> => {
     const service = UPSTREAMS.find((candidate) => candidate.name === name)
@@ -125,6 +143,8 @@ export async function startStack(
       // The journey replays a just-rotated refresh token and expects reuse detection at once.
       REFRESH_REUSE_GRACE_SECONDS: '0',
     },
+    // Attachments: the shared S3 server of scripts/infra.sh (keys are fresh ids).
+    chat: testS3Env(),
     notification: {
       SMTP_URL: 'smtp://127.0.0.1:1025',
       NOTIFICATION_RETRY_DELAYS_MS: '500,1000',
@@ -151,9 +171,11 @@ export async function startStack(
     const opsPort = await freePort()
     const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
       env: { ...common, ...envOf(name), PORT: String(port), OPS_PORT: String(opsPort) },
-      stdout: process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
+      stdout: options.captureLogs ? 'pipe' : process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
       stderr: 'inherit',
     })
+    const lines: string[] = []
+    if (options.captureLogs && child.stdout instanceof ReadableStream) void collectLines(child.stdout, lines)
     const url = `http://127.0.0.1:${port}`
     const opsUrl = `http://127.0.0.1:${opsPort}`
     await waitFor(async () => (await fetch(`${opsUrl}/ready`)).ok, {
@@ -167,6 +189,7 @@ export async function startStack(
       url,
       opsUrl,
       process: child,
+      logLines: () => lines,
       stop: async () => {
         child.kill('SIGTERM')
         return child.exited

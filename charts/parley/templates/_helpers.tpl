@@ -139,6 +139,10 @@ and is left out (the services treat an empty variable as unset).
   "JWT_ISSUER" $g.jwt.issuer
   "JWT_AUDIENCE" $g.jwt.audience
 }}
+{{- if $g.tracing.otlpEndpoint }}
+{{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $g.tracing.otlpEndpoint }}
+{{- $_ := set $env "OTEL_TRACES_SAMPLER_ARG" $g.tracing.samplingRatio }}
+{{- end }}
 {{- if ne .name "auth" }}
 {{- $jwks := $g.jwt.jwksUrl | default (printf "%s/auth/.well-known/jwks.json" (include "parley.serviceUrl" (dict "root" $root "name" "auth"))) }}
 {{- $_ := set $env "JWKS_URL" $jwks }}
@@ -214,6 +218,12 @@ from global.existingSecret, and otherwise from the chart-managed Secret.
 {{- printf "mongodb://%s:27017" (include "parley.componentName" (set $host "name" "mongodb")) }}
 {{- else if eq .key "SMTP_URL" }}
 {{- printf "smtp://%s:1025" (include "parley.componentName" (set $host "name" "mailpit")) }}
+{{- else if eq .key "S3_ENDPOINT" }}
+{{- printf "http://%s:7070" (include "parley.componentName" (set $host "name" "s3")) }}
+{{- else if eq .key "S3_ACCESS_KEY_ID" }}
+{{- $infra.s3.accessKeyId }}
+{{- else if eq .key "S3_SECRET_ACCESS_KEY" }}
+{{- $infra.s3.secretAccessKey }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -41,6 +41,7 @@ export function createClient(options: ClientOptions) {
     auth: treaty<AuthApp>(api, config).auth,
     users: treaty<UserApp>(api, config).users,
     conversations: treaty<ChatApp>(api, config).conversations,
+    attachments: treaty<ChatApp>(api, config).attachments,
     notifications: treaty<NotificationApp>(api, config).notifications,
     sync: treaty<GatewayApp>(origin, config).api.v1.sync,
   }

@@ -22,6 +22,26 @@ export class ConfigError extends Error {
  */
 export const DEVELOPMENT_DEFAULT = 'developmentDefault'
 
+/** OpenTelemetry tracing (see tracing.ts): the standard variable names, part of BaseEnv. */
+export const TracingEnv = {
+  OTEL_EXPORTER_OTLP_ENDPOINT: t.Optional(
+    t.String({
+      pattern: '^https?://',
+      description: 'OTLP/HTTP collector base URL; spans go to <url>/v1/traces (protobuf). Unset: tracing off',
+    }),
+  ),
+  OTEL_TRACES_SAMPLER_ARG: t.Number({
+    minimum: 0,
+    maximum: 1,
+    default: 1,
+    description:
+      "Share of new traces recorded (parent-based ratio sampler: a caller's sampled or unsampled trace is followed)",
+  }),
+  OTEL_SERVICE_NAME: t.Optional(
+    t.String({ minLength: 1, description: 'service.name of the spans (default: the service roster name)' }),
+  ),
+}
+
 /** Environment variables every service reads. */
 export const BaseEnv = {
   PARLEY_ENV: t.Union([t.Literal('development'), t.Literal('production')], {
@@ -49,6 +69,7 @@ export const BaseEnv = {
     default: 1_048_576,
     description: 'Largest accepted request body',
   }),
+  ...TracingEnv,
 }
 
 export const PostgresEnv = {
@@ -162,6 +183,7 @@ function describeExpected(schema: unknown): string {
     description?: string
     pattern?: string
     minimum?: number
+    maximum?: number
     type?: string
     anyOf?: { const?: unknown }[]
   }
@@ -171,6 +193,8 @@ function describeExpected(schema: unknown): string {
   if (s.pattern) return `a string matching ${s.pattern}`
   if (s.type === 'integer') return s.minimum !== undefined ? `an integer >= ${s.minimum}` : 'an integer'
   if (s.type === 'boolean') return 'true or false'
+  if (s.type === 'number' && s.minimum !== undefined && s.maximum !== undefined)
+    return `a number from ${s.minimum} to ${s.maximum}`
   return s.type ? `a ${s.type}` : 'a valid value'
 }
 

@@ -14,6 +14,7 @@ import type { Metrics } from './metrics'
 import { canonicalPath } from './paths'
 import { RequestState, recordRequest, requestStateOf } from './request-context'
 import type { Runtime } from './runtime'
+import { activeTraceparent, nameServerSpan, serveTraced, tracingEnabled } from './tracing'
 
 // Now that the openapi plugin has replaced TypeBox's formats with slow ones (see formats.ts).
 registerFormats()
@@ -43,6 +44,9 @@ export type HttpKitOptions = {
 
 const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/
 const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
+/** An app's fetch; it answers nothing for a request it upgraded to a WebSocket. */
+type AppFetch = (request: Request) => Response | undefined | Promise<Response | undefined>
+
 /** The service port's liveness answer (helm test, image smoke test, dev runner): not API traffic. */
 const HEALTH_PATH = '/health'
 
@@ -144,8 +148,14 @@ export function httpKit(options: HttpKitOptions) {
     'status',
   ])
   const accessLog = logger.isLevelEnabled('info')
+  // Decided once: without tracing no wrap is installed and no request pays for it.
+  const traced = tracingEnabled()
 
-  return new Elysia({ name: 'parley.http', seed: `${service}#${pluginInstances++}` })
+  const kit = new Elysia({ name: 'parley.http', seed: `${service}#${pluginInstances++}` })
+  // Every request (the ones refused before routing too) runs inside its server span's context.
+  // Elysia types a wrap's handler loosely ((...unknown[]) => Function); it is the app's fetch.
+  if (traced) kit.wrap((handle) => (request: Request) => serveTraced(request, handle as unknown as AppFetch))
+  return kit
     .use(
       openapi({
         path: '/docs',
@@ -168,7 +178,8 @@ export function httpKit(options: HttpKitOptions) {
     .onRequest(({ request, set }) => {
       const incomingId = request.headers.get('x-request-id')
       const requestId = incomingId && REQUEST_ID_PATTERN.test(incomingId) ? incomingId : crypto.randomUUID()
-      const traceparent = nextTraceparent(request.headers.get('traceparent'))
+      const traceparent =
+        (traced && activeTraceparent()) || nextTraceparent(request.headers.get('traceparent'))
       const state = new RequestState(logger, requestId, traceparent)
       recordRequest(request, state)
       set.headers['x-request-id'] = requestId
@@ -190,7 +201,8 @@ export function httpKit(options: HttpKitOptions) {
       const length = Number(request.headers.get('content-length') ?? 0)
       if (length > bodyLimitBytes) return refuse(problems.payloadTooLarge(bodyLimitBytes))
     })
-    .onTransform({ as: 'global' }, ({ body, request }) => {
+    .onTransform({ as: 'global' }, ({ body, request, route }) => {
+      if (traced) nameServerSpan(request, route)
       if (!request.headers.get('content-type')?.includes('json')) return
       // For an optional body Elysia swallows a JSON syntax error and hands the route `undefined`.
       if (body === undefined) {

@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino'
+import { traceLogFields, tracingEnabled } from './tracing'
 
 export type { Logger }
 
@@ -139,6 +140,8 @@ export function createLogger(
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
       serializers: { err: serializeError, error: serializeError },
+      // `trace_id`/`span_id` of the active span on every line, only in a process that traces.
+      ...(tracingEnabled() ? { mixin: traceLogFields } : {}),
     },
     destination,
   )

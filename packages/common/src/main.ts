@@ -3,6 +3,7 @@ import type { AnyElysia } from 'elysia'
 import { ConfigError, loadConfig } from './config'
 import { opsApp, type ReadinessCheck, serve } from './http'
 import { createRuntime, type Runtime } from './runtime'
+import { countSpanExports, startTracing, stopTracing, tracingEnabled } from './tracing'
 
 type BaseConfig = {
   HOST: string
@@ -12,6 +13,9 @@ type BaseConfig = {
   BODY_LIMIT_BYTES: number
   SHUTDOWN_GRACE_MS: number
   SHUTDOWN_DELAY_MS: number
+  OTEL_EXPORTER_OTLP_ENDPOINT?: string
+  OTEL_TRACES_SAMPLER_ARG: number
+  OTEL_SERVICE_NAME?: string
 }
 
 /** What runService reads from a service's deps: the checks behind the ops port's /ready. */
@@ -69,7 +73,19 @@ export async function runService<S extends TObject, D extends OpsDeps>(
     process.stderr.write(`unknown command ${command}: expected no argument, migrate or healthcheck\n`)
     process.exit(64)
   }
+  // Before the runtime: its logger and the apps look once at whether the process traces.
+  if (command === undefined && config.OTEL_EXPORTER_OTLP_ENDPOINT)
+    await startTracing({
+      service: config.OTEL_SERVICE_NAME ?? definition.service,
+      endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT,
+      samplingRatio: config.OTEL_TRACES_SAMPLER_ARG,
+    })
   const runtime = createRuntime(definition.service, config.LOG_LEVEL)
+  // Last, once the drain's spans (consumers, relays, in-flight requests) have ended.
+  if (tracingEnabled()) {
+    countSpanExports(runtime.metrics)
+    runtime.lifecycle.onFinal('tracing', stopTracing)
+  }
   if (command === 'migrate') {
     try {
       await definition.migrate?.(config, runtime)

@@ -112,7 +112,19 @@ export const EventSchemas = {
     mentionedUserIds: t.Optional(t.Array(Uuid, { maxItems: 256 })),
     /** The thread's first message when this is a reply (threads are one level deep). */
     replyTo: t.Optional(t.String({ minLength: 1 })),
+    /** The body's preview; for a message of attachments only "📎 <first filename>" (and "+N"). */
     preview: t.String({ maxLength: 200 }),
+    /** Its files, in display order (no URLs: downloads are presigned per participant). Absent: none. */
+    attachments: t.Optional(
+      t.Array(
+        t.Object({
+          id: t.String({ minLength: 1 }),
+          contentType: t.String({ minLength: 1 }),
+          size: t.Integer({ minimum: 1 }),
+        }),
+        { maxItems: 10 },
+      ),
+    ),
     createdAt: Timestamp,
   }),
   /** The author changed a message's body (previews follow: `preview` replaces the one of `message.sent`). */
@@ -226,7 +238,7 @@ export function isEventType(value: string): value is EventType {
   return Object.hasOwn(EventSchemas, value)
 }
 
-/** CloudEvents 1.0 envelope (JSON structured mode) with the `correlationid` extension. */
+/** CloudEvents 1.0 envelope (JSON structured mode) with the `correlationid` and distributed tracing extensions. */
 export const CloudEventEnvelope = t.Object({
   specversion: t.Literal('1.0'),
   id: t.String({ minLength: 1 }),
@@ -235,6 +247,12 @@ export const CloudEventEnvelope = t.Object({
   time: Timestamp,
   datacontenttype: t.Literal('application/json'),
   correlationid: t.Optional(t.String()),
+  /**
+   * CloudEvents distributed tracing extension: the W3C trace context the event was created in
+   * (the request or handler that staged it), continued by the publish and consumer spans.
+   */
+  traceparent: t.Optional(t.String({ pattern: '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$' })),
+  tracestate: t.Optional(t.String({ maxLength: 512 })),
   data: t.Unknown(),
 })
 

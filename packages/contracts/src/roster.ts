@@ -43,6 +43,8 @@ export type ServiceEntry = {
   opsPort: number
   /** Service paths it owns behind the gateway (public path minus /api/v1); the gateway has none. */
   prefix: string | null
+  /** More path prefixes routed to it by the gateway (e.g. chat's `/attachments`). */
+  morePrefixes?: readonly string[]
   /** Its own store: a PostgreSQL database (migrated with drizzle), a MongoDB database, or none. */
   store: { kind: 'postgres'; database: string } | { kind: 'mongodb'; database: string } | null
   /** Time it has to answer the gateway with headers before the gateway answers 504. */
@@ -99,6 +101,7 @@ export const ROSTER = [
     port: 4002,
     opsPort: 9402,
     prefix: '/conversations',
+    morePrefixes: ['/attachments'],
     store: { kind: 'mongodb', database: 'parley_chat' },
     upstreamTimeoutMs: 10_000,
     publicRoutes: [],

@@ -278,4 +278,5 @@ export async function rawHttp(
 }
 
 export * from './rabbit-node'
+export * from './s3'
 export * from './tokens'

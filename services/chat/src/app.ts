@@ -1,6 +1,8 @@
 import { type AccessTokenVerifier, httpKit, type ReadinessCheck, type Runtime } from '@parley/common'
 import { Elysia } from 'elysia'
 import type { Config } from './config'
+import { attachmentRoutes } from './modules/attachments/index'
+import type { AttachmentService } from './modules/attachments/service'
 import { blockRoutes } from './modules/blocks/index'
 import { conversationRoutes } from './modules/conversations/index'
 import type { ConversationService } from './modules/conversations/service'
@@ -17,10 +19,12 @@ export type AppDeps = {
   verifier: AccessTokenVerifier
   conversations: ConversationService
   messages: MessageService
+  /** Files in messages (absent in benchmarks of text only: its routes answer 503). */
+  attachments?: AttachmentService
 }
 
 /** Builds the chat service; index.ts connects the clients and listens. */
-export function buildApp({ runtime, config, verifier, conversations, messages }: AppDeps) {
+export function buildApp({ runtime, config, verifier, conversations, messages, attachments }: AppDeps) {
   return new Elysia()
     .use(
       httpKit({
@@ -36,6 +40,7 @@ export function buildApp({ runtime, config, verifier, conversations, messages }:
     .use(messageRoutes(verifier, messages))
     .use(reactionRoutes(verifier, messages.reactions))
     .use(pinRoutes(verifier, messages.pins))
+    .use(attachmentRoutes(verifier, attachments))
 }
 
 export type App = ReturnType<typeof buildApp>

@@ -30,6 +30,7 @@ return 1
 `
 
 const conversationKey = (id: string) => `chat:conversation:${id}`
+const userKey = (id: string) => `chat:user:${id}`
 const latestPageKey = (conversationId: string) => `chat:latest:${conversationId}`
 
 function reviveConversation(json: string): ConversationDoc {
@@ -51,7 +52,7 @@ function reviveLatestPage(json: string): LatestPage {
   return page
 }
 
-type CacheName = 'conversation' | 'latest_messages'
+type CacheName = 'conversation' | 'latest_messages' | 'display_names'
 
 /**
  * Cache-aside in Redis for conversation metadata and the latest message page. Every Redis
@@ -122,6 +123,45 @@ export class ChatCache {
         this.ttlSeconds * 1000,
       ),
     )
+  }
+
+  /**
+   * The cached display names of `ids` (those missing are left out). Read with one round trip:
+   * a conversation view names every participant, and FerretDB answers one lookup per id.
+   */
+  async displayNames(ids: readonly string[]): Promise<Map<string, string>> {
+    if (ids.length === 0) return new Map()
+    const found = await this.lookup('display_names', async () => {
+      const pipeline = this.redis.pipeline()
+      for (const id of ids) pipeline.hget(userKey(id), 'payload')
+      const results = (await pipeline.exec()) ?? []
+      const names = new Map<string, string>()
+      results.forEach(([error, name], index) => {
+        if (!error && typeof name === 'string') names.set(ids[index] as string, name)
+      })
+      return names.size === 0 ? undefined : names
+    })
+    return found ?? new Map()
+  }
+
+  /** Stores display names unless a newer one is cached (the projection's `updatedAt` orders them). */
+  async storeDisplayNames(
+    users: readonly { id: string; displayName: string; updatedAt: Date }[],
+  ): Promise<void> {
+    if (users.length === 0) return
+    await this.write('display_names', async () => {
+      const pipeline = this.redis.pipeline()
+      for (const user of users)
+        pipeline.eval(
+          SET_IF_NEWER,
+          1,
+          userKey(user.id),
+          user.updatedAt.getTime(),
+          user.displayName,
+          this.ttlSeconds * 1000,
+        )
+      await pipeline.exec()
+    })
   }
 
   private async lookup<T>(cache: CacheName, get: () => Promise<T | undefined>): Promise<T | undefined> {

@@ -1,6 +1,7 @@
 import {
   type AccessTokenVerifier,
   eventBusFor,
+  type Logger,
   type Metrics,
   type Runtime,
   redisFor,
@@ -14,6 +15,7 @@ import {
   processedEventsMongoPurge,
   startMongoOutboxRelay,
 } from '@parley/common/mongo'
+import { type ObjectStore, objectStoreFor } from '@parley/common/objects'
 import type { Redis } from '@parley/common/redis'
 import { startRetention } from '@parley/common/retention'
 import type { Db } from 'mongodb'
@@ -21,6 +23,7 @@ import type { AppDeps } from './app'
 import { ChatCache } from './cache'
 import type { Config } from './config'
 import { chatCollections, ensureIndexes } from './db'
+import { type AttachmentRules, AttachmentService } from './modules/attachments/service'
 import { BlockService } from './modules/blocks/service'
 import { ConversationService, EVENT_SOURCE } from './modules/conversations/service'
 import { ConversationStore } from './modules/conversations/store'
@@ -46,6 +49,7 @@ export type ChatDeps = AppDeps & {
   bus: EventBus
   relay: MongoOutboxRelay
   users: UserDirectory
+  objects: ObjectStore
 }
 
 /** What the configuration decides about messages (defaults: the configuration's). */
@@ -60,17 +64,72 @@ export function chatRulesOf(config: Config): ChatRules {
   }
 }
 
+export function attachmentRulesOf(config: Config): AttachmentRules {
+  return {
+    maxBytes: config.CHAT_ATTACHMENT_MAX_BYTES,
+    contentTypes: new Set(config.CHAT_ATTACHMENT_CONTENT_TYPES.split(',')),
+    uploadUrlSeconds: config.CHAT_ATTACHMENT_UPLOAD_URL_SECONDS,
+    downloadUrlSeconds: config.CHAT_ATTACHMENT_DOWNLOAD_URL_SECONDS,
+    orphanMs: config.CHAT_ATTACHMENT_ORPHAN_SECONDS * 1000,
+    dailyCount: config.CHAT_ATTACHMENT_DAILY_COUNT,
+    dailyBytes: config.CHAT_ATTACHMENT_DAILY_BYTES,
+  }
+}
+
+export type ChatServices = {
+  users: UserDirectory
+  conversations: ConversationService
+  messages: MessageService
+  /** Only with an object store (`files`). */
+  attachments?: AttachmentService
+}
+
+/** What attachments need beyond MongoDB: the object store, Redis (daily quotas), their rules. */
+export type AttachmentWiring = {
+  objects: ObjectStore
+  redis: Redis
+  logger: Logger
+  rules: AttachmentRules
+}
+
 /** The chat services over open clients: `connect` opens them; the benchmark brings its own. */
 export function chatServices(
   db: Db,
   cache: ChatCache,
   outbox: MongoOutbox,
   metrics: Metrics,
+  rules: ChatRules,
+  files: AttachmentWiring,
+): ChatServices & { attachments: AttachmentService }
+export function chatServices(
+  db: Db,
+  cache: ChatCache,
+  outbox: MongoOutbox,
+  metrics: Metrics,
+  rules?: ChatRules,
+): ChatServices
+export function chatServices(
+  db: Db,
+  cache: ChatCache,
+  outbox: MongoOutbox,
+  metrics: Metrics,
   rules: ChatRules = DEFAULT_CHAT_RULES,
-) {
+  files?: AttachmentWiring,
+): ChatServices {
   const collections = chatCollections(db)
-  const users = new UserDirectory(collections.users)
+  const users = new UserDirectory(collections.users, cache)
   const store = new ConversationStore(db, collections.conversations, collections.messages, cache, outbox)
+  const attachments =
+    files &&
+    new AttachmentService(
+      collections.attachments,
+      store,
+      files.objects,
+      files.redis,
+      metrics,
+      files.logger,
+      files.rules,
+    )
   const reactions = new ReactionService(
     collections.reactions,
     collections.messages,
@@ -93,7 +152,9 @@ export function chatServices(
       reactions,
       new PinService(collections.messages, store, reactions, metrics),
       rules,
+      attachments,
     ),
+    attachments,
   }
 }
 
@@ -123,19 +184,22 @@ export async function connect(
   // Drains run before the broker and MongoDB clients close: confirms and deletes in flight finish.
   runtime.lifecycle.onDrain('outbox direct publishes', () => outbox.settled())
   const cache = new ChatCache(redis, metrics, logger, config.CHAT_CACHE_TTL_SECONDS)
-  const { users, conversations, messages } = chatServices(
+  const objects = objectStoreFor(config)
+  const { users, conversations, messages, attachments } = chatServices(
     mongo.db,
     cache,
     outbox,
     metrics,
     chatRulesOf(config),
+    { objects, redis, logger, rules: attachmentRulesOf(config) },
   )
 
   await subscribeUserProjection(bus, mongo.db, users)
   await bus.start()
   startRetention(
     runtime,
-    [processedEventsMongoPurge(mongo.db, config.PROCESSED_EVENTS_RETENTION_DAYS)],
+    // Orphan uploads and the objects of deleted messages go with the other expired data.
+    [processedEventsMongoPurge(mongo.db, config.PROCESSED_EVENTS_RETENTION_DAYS), attachments.sweepTarget()],
     config,
   )
 
@@ -147,10 +211,14 @@ export async function connect(
       // The cache is bypassed and the outbox holds events while these are down.
       { name: 'redis', check: () => redis.ping(), critical: false },
       { name: 'rabbitmq', check: () => bus.check(), critical: false },
+      // Only attachments need it: messages go on while it is down (attachment calls answer 503).
+      { name: 'object-store', check: () => objects.check(), critical: false },
     ],
     verifier: options.verifier ?? verifierFor(config, runtime),
     conversations,
     messages,
+    attachments,
+    objects,
     db: mongo.db,
     redis,
     bus,

@@ -36,6 +36,30 @@ async function closedPort(): Promise<number> {
 }
 
 describe('Redis cache', () => {
+  test('display names: one Redis round trip for all participants, kept newest-first by the projection', async () => {
+    const [alice, bob] = await Promise.all([chat.newUser('Alice'), chat.newUser('Bob')])
+    const users = chat.deps.db.collection<{ _id: string }>('users')
+    const created = await chat.call<Conversation>(alice, 'POST', '/conversations', { participantIds: [bob] })
+    const view = async () =>
+      Object.fromEntries(
+        (
+          await chat.call<Conversation>(alice, 'GET', `/conversations/${created.body.id}`)
+        ).body.participants.map((participant) => [participant.userId, participant.displayName]),
+      )
+    expect(await view()).toEqual({ [alice]: 'Alice', [bob]: 'Bob' })
+    // Served from Redis: the projection's documents are no longer read.
+    await users.deleteMany({ _id: { $in: [alice, bob] } })
+    const before = await chat.metricsText()
+    expect(await view()).toEqual({ [alice]: 'Alice', [bob]: 'Bob' })
+    const after = await chat.metricsText()
+    expect(cacheCount(after, 'display_names', 'hit') - cacheCount(before, 'display_names', 'hit')).toBe(1)
+    // A rename reaches the cache; an older event applied late does not undo it.
+    const now = Date.now()
+    await chat.deps.users.apply({ userId: bob, displayName: 'Robert', at: new Date(now + 1000) })
+    await chat.deps.users.apply({ userId: bob, displayName: 'Bobby', at: new Date(now - 60_000) })
+    expect(await view()).toEqual({ [alice]: 'Alice', [bob]: 'Robert' })
+  })
+
   test('the latest page is served from the cache and refreshed by a new message', async () => {
     const [alice, bob] = await Promise.all([chat.newUser('A'), chat.newUser('B')])
     const created = await chat.call<Conversation>(alice, 'POST', '/conversations', { participantIds: [bob] })

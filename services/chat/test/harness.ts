@@ -11,11 +11,13 @@ import {
   testInfra,
   testLogger,
   testRedisPrefix,
+  testS3Env,
 } from '@parley/testkit'
 import Redis from 'ioredis'
 import { buildApp } from '../src/app'
 import { Env } from '../src/config'
-import { connect } from '../src/deps'
+import type { AttachmentDoc } from '../src/db'
+import { type ChatDeps, connect } from '../src/deps'
 
 export type Reply<T> = { status: number; body: T; headers: Headers }
 
@@ -53,6 +55,7 @@ export async function createHarness(options: HarnessOptions = {}) {
     REDIS_URL: options.redisUrl ?? testInfra.redisUrl,
     AMQP_URL: options.amqpUrl ?? vhost.url,
     JWKS_URL: 'http://127.0.0.1:9/unused-in-tests',
+    ...testS3Env(),
     ...options.env,
   })
   const runtime = createRuntime('chat', 'silent', testLogger('chat'))
@@ -132,6 +135,7 @@ export async function createHarness(options: HarnessOptions = {}) {
     shutdown: () => runtime.lifecycle.shutdown(),
     /** Stops this process and, if it owns them, drops its database, vhost and Redis keys. */
     async close(): Promise<void> {
+      if (owned) await removeObjects(deps).catch(() => undefined)
       await runtime.lifecycle.shutdown()
       if (!owned) return
       const redis = new Redis(testInfra.redisUrl, { lazyConnect: true })
@@ -149,6 +153,13 @@ export async function createHarness(options: HarnessOptions = {}) {
 }
 
 export type Harness = Awaited<ReturnType<typeof createHarness>>
+
+/** Deletes the S3 objects of every attachment in the harness's database (the bucket is shared). */
+async function removeObjects(deps: ChatDeps): Promise<void> {
+  const attachments = await deps.db.collection<AttachmentDoc>('attachments').find().toArray()
+  for (const doc of attachments)
+    for (const key of [doc.uploadKey, doc.key, doc.thumbnail?.key]) if (key) await deps.objects.delete(key)
+}
 
 /** Collects events of `types` from a vhost through its own queue (create it before the writes). */
 export async function createEventSink<T extends EventType>(url: string, types: T[]) {

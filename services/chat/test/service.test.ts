@@ -51,6 +51,9 @@ test('health, metrics and an OpenAPI document with every chat route', async () =
       'GET /conversations/{id}/pins',
       'PUT /conversations/{id}/pins/{messageId}',
       'DELETE /conversations/{id}/pins/{messageId}',
+      'POST /attachments',
+      'POST /attachments/{id}/complete',
+      'GET /attachments/{id}',
     ].sort(),
   )
 })
@@ -66,7 +69,7 @@ test('every chat route documents its problem answers with the shared Problem sch
   const problemSchema = (operation: Operation | undefined, status: string) =>
     operation?.responses[status]?.content?.['application/json']?.schema?.$id
   const operations = Object.values(doc.paths).flatMap((methods) => Object.values(methods))
-  expect(operations).toHaveLength(24)
+  expect(operations).toHaveLength(27)
   for (const operation of operations) {
     expect(operation.security).toEqual([{ bearer: [] }])
     expect(problemSchema(operation, '401')).toBe(Problem.$id)

@@ -26,6 +26,15 @@ export function upstreamsOf(config: Config): Upstream[] {
   }))
 }
 
+/** The proxy's routes: each upstream under its prefix and under its `morePrefixes` (roster). */
+export function routesOf(upstreams: readonly Upstream[]): Upstream[] {
+  return upstreams.flatMap((upstream) => {
+    const entry = UPSTREAMS.find((service) => service.name === upstream.name)
+    const more = entry && 'morePrefixes' in entry ? entry.morePrefixes : []
+    return [upstream, ...more.map((prefix) => ({ ...upstream, prefix }))]
+  })
+}
+
 /** RATE_LIMIT_POLICIES is JSON inside a string: a bad value stops start-up with one line, like loadConfig. */
 function policiesOrExit(raw: string): RateLimitPolicies {
   try {
@@ -139,7 +148,7 @@ export async function connect(
   return {
     runtime,
     config,
-    upstreams,
+    upstreams: routesOf(upstreams),
     edgeAuth,
     limiter,
     hub,

@@ -8,6 +8,7 @@ import amqp, {
 } from 'amqplib'
 import { errorKind, type Logger } from '../logger'
 import type { Metrics } from '../metrics'
+import { consumeTraced, startPublishSpan } from '../tracing'
 import { assertCloudEvent, buildEvent, EventContractError } from './envelope'
 
 export class BrokerUnavailableError extends Error {
@@ -300,7 +301,10 @@ export class EventBus {
         return
       }
       try {
-        await handler(event, { attempt, log })
+        const delivered = event
+        await consumeTraced(delivered, subscription.queue, message.properties.headers, () =>
+          handler(delivered, { attempt, log }),
+        )
         channel.ack(message)
         this.consumedTotal.inc({ queue: subscription.queue, type, outcome: 'ok' })
       } catch (error) {
@@ -421,6 +425,9 @@ export class EventBus {
       throw new BrokerUnavailableError('broker not connected')
     }
     const started = performance.now()
+    // Its context goes to the consumers in the `traceparent` header; the event's own extension
+    // keeps the context the event was created in (CloudEvents: intermediaries leave it alone).
+    const span = startPublishSpan(event, this.options.exchange)
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(
@@ -438,6 +445,7 @@ export class EventBus {
             contentType: 'application/cloudevents+json',
             timestamp: Math.floor(Date.parse(event.time) / 1000),
             ...(event.correlationid ? { correlationId: event.correlationid } : {}),
+            ...(span ? { headers: span.headers } : {}),
           },
           (error) => {
             clearTimeout(timer)
@@ -448,8 +456,10 @@ export class EventBus {
       })
       this.publishedTotal.inc({ type: event.type, outcome: 'ok' })
       this.publishSeconds.observe({ type: event.type }, (performance.now() - started) / 1000)
+      span?.end()
     } catch (error) {
       this.publishedTotal.inc({ type: event.type, outcome: 'failed' })
+      span?.end(error)
       throw error
     }
   }

@@ -9,6 +9,7 @@ import {
 import type { TSchema } from '@sinclair/typebox'
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler'
 import { newId } from '../ids'
+import { activeTraceCarrier } from '../tracing'
 
 export class EventContractError extends Error {
   override name = 'EventContractError'
@@ -33,7 +34,11 @@ export function assertCloudEvent(value: unknown): asserts value is CloudEvent {
   }
 }
 
-/** Builds a CloudEvents 1.0 envelope, checking `data` against the contract first. */
+/**
+ * Builds a CloudEvents 1.0 envelope, checking `data` against the contract first. With tracing
+ * on, it carries the active span's context (`traceparent`, `tracestate`): built while a request
+ * or a handler stages it, so the trace survives the outbox however late the event is published.
+ */
 export function buildEvent<T extends EventType>(
   source: string,
   type: T,
@@ -48,6 +53,7 @@ export function buildEvent<T extends EventType>(
     time: (options.time ?? new Date()).toISOString(),
     datacontenttype: 'application/json' as const,
     ...(options.correlationId ? { correlationid: options.correlationId } : {}),
+    ...activeTraceCarrier(),
     data,
   }
   assertCloudEvent(event)

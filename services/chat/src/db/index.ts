@@ -123,6 +123,60 @@ export type MessageDoc = {
   thread?: ThreadDoc
   /** The participants the sender mentioned (as sent, each once); missing: none. */
   mentions?: string[]
+  /** Its files, in the order sent (copied from their verified attachments); missing: none, or deleted. */
+  attachments?: MessageAttachmentDoc[]
+}
+
+/** A thumbnail stored beside its image. */
+export type ThumbnailDoc = { key: string; contentType: string; width: number; height: number }
+
+/** What a message keeps of each of its attachments: enough to render and presign without a lookup. */
+export type MessageAttachmentDoc = {
+  id: string
+  filename: string
+  contentType: string
+  size: number
+  /** The object served (generated, never the filename). */
+  key: string
+  width?: number
+  height?: number
+  thumbnail?: ThumbnailDoc
+}
+
+/**
+ * An upload, from its presigned PUT to its message: `pending` (declared, maybe uploaded),
+ * `ready` (bytes checked, copied to `key`), `attached` (claimed by a send; `messageId` once it is
+ * in), `deleted` (its message was deleted: objects to remove). Every change is one update
+ * conditional on the status read (FerretDB loses concurrent read-modify-writes of a document).
+ */
+export type AttachmentDoc = {
+  /** UUIDv7. */
+  _id: string
+  ownerId: string
+  /** As given, cleaned of paths and control characters; only ever shown, never a key. */
+  filename: string
+  contentType: string
+  /** Declared until ready, then the size of the object served (metadata stripped). */
+  size: number
+  status: 'pending' | 'ready' | 'attached' | 'deleted'
+  /** Where the presigned PUT writes. */
+  uploadKey: string
+  /**
+   * When the presigned PUT stops working. Set (with `uploadOpen`) while it may still write: a PUT
+   * after the check lands at `uploadKey` again, which the sweep deletes once the URL expired.
+   */
+  uploadExpiresAt: Date
+  uploadOpen?: true
+  /** Where the checked (and, for an image, re-encoded) object is served from. */
+  key: string
+  width?: number
+  height?: number
+  thumbnail?: ThumbnailDoc
+  conversationId?: string
+  messageId?: string
+  createdAt: Date
+  /** Deleted by the sweep after this unless attached. */
+  orphanAt: Date
 }
 
 /**
@@ -243,6 +297,7 @@ export type ChatCollections = {
   users: Collection<UserDoc>
   reactions: Collection<ReactionDoc>
   blocks: Collection<BlockDoc>
+  attachments: Collection<AttachmentDoc>
 }
 
 export function chatCollections(db: Db): ChatCollections {
@@ -252,12 +307,13 @@ export function chatCollections(db: Db): ChatCollections {
     users: db.collection<UserDoc>('users'),
     reactions: db.collection<ReactionDoc>('reactions'),
     blocks: db.collection<BlockDoc>('blocks'),
+    attachments: db.collection<AttachmentDoc>('attachments'),
   }
 }
 
 /** Creates every index the service relies on; idempotent, so it runs at start-up and in `migrate`. */
 export async function ensureIndexes(db: Db): Promise<void> {
-  const { conversations, messages, reactions, blocks } = chatCollections(db)
+  const { conversations, messages, reactions, blocks, attachments } = chatCollections(db)
   // Conversation list: the caller's conversations by last activity, then id as tie-breaker. Not on
   // FerretDB: its PostgreSQL backend indexes the whole array as one btree entry (a conversation of
   // 256 participants exceeds PostgreSQL's row limit and cannot be written) and never uses it for
@@ -283,6 +339,10 @@ export async function ensureIndexes(db: Db): Promise<void> {
   await messages.createIndex({ replyTo: 1, seq: 1 })
   // The caller's block list.
   await blocks.createIndex({ userId: 1 })
+  // The sweep's equality on status (the age is filtered after it, as FerretDB would anyway).
+  await attachments.createIndex({ status: 1 })
+  // The sweep of upload keys whose presigned PUT may have written after the check.
+  await attachments.createIndex({ uploadOpen: 1 }, { sparse: true })
   await ensureOutboxIndexes(db)
   // The retention purge of consumed-event markers scans them by age.
   await ensureProcessedEventsIndexes(db)
@@ -426,9 +486,16 @@ export function lastMessageOf(message: MessageDoc): LastMessageDoc {
     seq: message.seq,
     id: message._id,
     senderId: message.senderId,
-    preview: previewOf(message.body),
+    preview: messagePreview(message),
     createdAt: message.createdAt,
   }
+}
+
+/** The body's preview, or for a message of attachments only "📎 <first filename>" (and how many more). */
+export function messagePreview(message: Pick<MessageDoc, 'body' | 'attachments'>): string {
+  const [first, ...others] = message.attachments ?? []
+  if (message.body !== '' || !first) return previewOf(message.body)
+  return previewOf(`📎 ${first.filename}${others.length > 0 ? ` +${others.length}` : ''}`)
 }
 
 /** The body cut to MESSAGE_PREVIEW_LENGTH UTF-16 units on a character boundary, with an ellipsis if cut. */
@@ -485,6 +552,7 @@ export const MESSAGE_FIELDS = {
   replyTo: 1,
   thread: 1,
   mentions: 1,
+  attachments: 1,
 } as const
 
 /** What a page needs of a reaction. */

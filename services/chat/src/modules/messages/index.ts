@@ -28,11 +28,11 @@ export function messageRoutes(verifier: AccessTokenVerifier, messages: MessageSe
         auth: true,
         params: ConversationParams,
         body: SendMessageBody,
-        response: { 200: Message, 201: Message, ...problemResponses(400, 401, 404, 422) },
+        response: { 200: Message, 201: Message, ...problemResponses(400, 401, 404, 422, 503) },
         detail: {
           summary: 'Send a message',
           description:
-            "Idempotent per (sender, clientMessageId): 201 the first time, 200 with the same message after. `replyTo` makes it a reply (422 naming `body.replyTo` for a message not in this conversation): the thread's first message counts it in its `thread` summary. `mentions` names participants (422 naming `body.mentions.<index>` for each other one). Publishes `message.sent` (with `replyTo`, `mutedUserIds`: the recipients who muted the conversation, and `mentionedUserIds`: the mentioned recipients, notified even when muted).",
+            "Idempotent per (sender, clientMessageId): 201 the first time, 200 with the same message after. `replyTo` makes it a reply (422 naming `body.replyTo` for a message not in this conversation): the thread's first message counts it in its `thread` summary. `mentions` names participants (422 naming `body.mentions.<index>` for each other one). Publishes `message.sent` (with `replyTo`, `mutedUserIds`: the recipients who muted the conversation, and `mentionedUserIds`: the mentioned recipients, notified even when muted). `attachmentIds` (≤ 10, see POST /attachments) attach the sender's uploads, checked now if they were not (422 naming `body.attachmentIds.<index>`; 503 while the object store is unavailable, nothing written); `body` may then be empty. Views carry `attachments` with presigned downloads, for participants only.",
         },
       },
     )

@@ -1,4 +1,5 @@
 import { t } from 'elysia'
+import { MAX_ATTACHMENTS_PER_MESSAGE, MessageAttachment } from '../attachments/model'
 import { Id } from '../conversations/model'
 import { Reactions } from '../reactions/model'
 
@@ -20,7 +21,18 @@ export type EditMessageBody = typeof EditMessageBody.static
 export const MAX_MENTIONS = 50
 
 export const SendMessageBody = t.Object({
-  body: Body,
+  body: t.Optional(
+    t.String({
+      maxLength: 4 * MAX_BODY_LENGTH,
+      description: `Up to ${MAX_BODY_LENGTH} characters after trimming; may be empty or left out when the message has attachments (422 naming \`body.body\` otherwise)`,
+    }),
+  ),
+  attachmentIds: t.Optional(
+    t.Array(Id('An attachment of the sender (POST /attachments), uploaded and not yet attached'), {
+      maxItems: MAX_ATTACHMENTS_PER_MESSAGE,
+      description: `Up to ${MAX_ATTACHMENTS_PER_MESSAGE} attachments, in display order. Each upload is checked (size and type) if it was not yet: 422 naming \`body.attachmentIds.<index>\` for one that is not the sender's, not uploaded, refused (then removed) or already attached; 503 while the object store is unavailable (nothing is written)`,
+    }),
+  ),
   clientMessageId: t.Optional(
     t.String({
       minLength: 1,
@@ -108,6 +120,9 @@ export const Message = t.Object({
   }),
   thread: t.Union([Thread, t.Null()], { description: 'Null until someone replies' }),
   mentions: t.Array(t.String(), { description: 'The participants the sender mentioned' }),
+  attachments: t.Array(MessageAttachment, {
+    description: 'Its files with presigned downloads, issued to participants only; empty once deleted',
+  }),
 })
 export type Message = typeof Message.static
 

@@ -16,12 +16,16 @@ import {
   type LastMessageDoc,
   lastMessageOf,
   MESSAGE_FIELDS,
+  type MessageAttachmentDoc,
   type MessageDoc,
+  messagePreview,
   previewOf,
   readSeqRange,
   THREAD_RECENT_REPLIERS,
   type ThreadDoc,
 } from '../../db'
+import type { MessageAttachment } from '../attachments/model'
+import type { AttachmentService } from '../attachments/service'
 import { EVENT_SOURCE } from '../conversations/service'
 import { type ConversationStore, isMuted, readMarkerPath, roleOf } from '../conversations/store'
 import type { PinService } from '../pins/service'
@@ -59,7 +63,11 @@ const SEQ_CURSOR = /^(?:0|[1-9][0-9]*)$/
 /** Versioned updates of one message retried after a concurrent one moved its version. */
 const CHANGE_ATTEMPTS = 10
 
-export function toMessage(doc: MessageDoc, reactions: readonly Reaction[] = []): Message {
+export function toMessage(
+  doc: MessageDoc,
+  reactions: readonly Reaction[] = [],
+  attachments: readonly MessageAttachment[] = [],
+): Message {
   return {
     id: doc._id,
     conversationId: doc.conversationId,
@@ -81,6 +89,7 @@ export function toMessage(doc: MessageDoc, reactions: readonly Reaction[] = []):
         }
       : null,
     mentions: doc.mentions ?? [],
+    attachments: doc.deletedAt ? [] : [...attachments],
   }
 }
 
@@ -97,11 +106,14 @@ function threadWith(thread: ThreadDoc | undefined, reply: MessageDoc): ThreadDoc
   }
 }
 
-/** The trimmed body, or 422 naming `body.body` unless it is 1 to MAX_BODY_LENGTH characters. */
-function validBody(raw: string): string {
+/**
+ * The trimmed body, or 422 naming `body.body` unless it is 1 to MAX_BODY_LENGTH characters (0
+ * allowed when the message has attachments).
+ */
+function validBody(raw: string, emptyAllowed = false): string {
   const body = raw.trim()
   const length = [...body].length
-  if (length === 0 || length > MAX_BODY_LENGTH)
+  if ((length === 0 && !emptyAllowed) || length > MAX_BODY_LENGTH)
     throw problems.validation([
       { field: 'body.body', message: `Must be 1 to ${MAX_BODY_LENGTH} characters after trimming` },
     ])
@@ -149,6 +161,8 @@ export class MessageService {
     /** Its routes are mounted next to the message routes. */
     readonly pins: PinService,
     private readonly rules: MessageRules = DEFAULT_MESSAGE_RULES,
+    /** Files in messages; without it (benchmarks of text only) `attachmentIds` is refused. */
+    readonly attachments?: AttachmentService,
   ) {
     this.changes = metrics.counter('chat_message_changes_total', 'Message edits and deletes applied', [
       'action',
@@ -183,7 +197,8 @@ export class MessageService {
     input: SendMessageBody,
     correlationId?: string,
   ): Promise<SendResult> {
-    const body = validBody(input.body)
+    const attachmentIds = input.attachmentIds ?? []
+    const body = validBody(input.body ?? '', attachmentIds.length > 0)
     const conversation = await this.store.forParticipant(conversationId, senderId)
     const { clientMessageId } = input
     const idempotencyKey =
@@ -196,10 +211,20 @@ export class MessageService {
     const mentionedUserIds = mentions.filter((id) => id !== senderId)
     const replyTo =
       input.replyTo === undefined ? undefined : await this.threadOf(conversationId, input.replyTo)
+    if (attachmentIds.length > 0 && idempotencyKey !== undefined) {
+      // A resend: its attachments are already the first send's, so the claim below would refuse them.
+      const existing = await this.messages.findOne({ idempotencyKey }, { projection: MESSAGE_FIELDS })
+      if (existing) return this.duplicate(conversation, existing)
+    }
+    const attachments = await this.claimAttachments(senderId, attachmentIds, conversationId)
+    const claimed = attachments.map((attachment) => attachment.id)
+    const preview = messagePreview({ body, attachments })
 
     // Sends of one conversation on this replica go one after the other: concurrent ones would
     // all try the same seq and retry in turn (16 at once cost 3 msg/s on FerretDB). Sends from
     // other replicas still meet on the unique index.
+    // Until the insert, a failure gives the claimed attachments back (after it, they are the message's).
+    let inserted = false
     const sent = await this.serially(conversationId, async (): Promise<SendResult | MessageDoc> => {
       // After this replica's previous send of the conversation, which `conversation` may predate.
       let seq = Math.max(conversation.lastSeq, this.assigned.get(conversationId) ?? 0) + 1
@@ -215,6 +240,7 @@ export class MessageService {
           ...(idempotencyKey === undefined ? {} : { clientMessageId, idempotencyKey }),
           ...(replyTo === undefined ? {} : { replyTo }),
           ...(mentions.length > 0 && { mentions }),
+          ...(attachments.length > 0 && { attachments }),
           createdAt,
         }
         const event = buildEvent(
@@ -229,7 +255,10 @@ export class MessageService {
             mutedUserIds,
             mentionedUserIds,
             ...(replyTo === undefined ? {} : { replyTo }),
-            preview: previewOf(body),
+            preview,
+            ...(attachments.length > 0 && {
+              attachments: attachments.map(({ id, contentType, size }) => ({ id, contentType, size })),
+            }),
             createdAt: createdAt.toISOString(),
           },
           { correlationId },
@@ -245,7 +274,10 @@ export class MessageService {
             idempotencyKey === undefined
               ? null
               : await this.messages.findOne({ idempotencyKey }, { projection: MESSAGE_FIELDS })
-          if (existing) return this.duplicate(conversation, existing)
+          if (existing) {
+            await this.attachments?.release(claimed)
+            return this.duplicate(conversation, existing)
+          }
           // The seq was taken: move past it, and past whatever has been recorded since.
           this.seqCollisions.inc()
           if (attempt >= SEQ_ATTEMPTS)
@@ -264,19 +296,37 @@ export class MessageService {
         }
         this.assigned.set(conversationId, seq)
         this.outbox.committed([event])
+        inserted = true
+        // A failure here leaves the claims unbound: the sweep finds their message and binds them.
+        if (claimed.length > 0) await this.attachments?.bind(claimed, message._id)
         // In the queue: concurrent updates of one document can lose one on FerretDB, so this
         // replica counts a thread's replies one at a time. Before record: its messagesVersion
         // bump retires a cached page showing the old summary.
         if (replyTo) await this.joinThread(replyTo, message)
         return message
       }
+    }).catch(async (error: unknown) => {
+      if (!inserted) await this.attachments?.release(claimed).catch(() => undefined)
+      throw error
     })
     if ('created' in sent) return sent
     // Outside the queue: the next send needs only `assigned`, and `$max` takes records in any order.
     await this.record(sent)
     this.sent.inc({ outcome: 'created' })
     if (mentionedUserIds.length > 0) this.mentions.inc(mentionedUserIds.length)
-    return { created: true, message: toMessage(sent) }
+    return { created: true, message: toMessage(sent, [], this.attachments?.views(sent.attachments)) }
+  }
+
+  /** The message's attachments, checked and claimed (see AttachmentService.claim). */
+  private async claimAttachments(
+    senderId: string,
+    ids: readonly string[],
+    conversationId: string,
+  ): Promise<MessageAttachmentDoc[]> {
+    if (ids.length === 0) return []
+    if (!this.attachments)
+      throw problems.validation([{ field: 'body.attachmentIds', message: 'Attachments are not enabled' }])
+    return this.attachments.claim(senderId, ids, conversationId)
   }
 
   /** The thread a reply to `messageId` joins: that message's, or its own; 422 naming `body.replyTo` if not here. */
@@ -394,7 +444,10 @@ export class MessageService {
       (conversation.readMarkers[existing.senderId]?.seq ?? 0) >= existing.seq
     if (!recorded) await this.record(existing)
     this.sent.inc({ outcome: 'duplicate' })
-    return { created: false, message: toMessage(existing) }
+    return {
+      created: false,
+      message: toMessage(existing, [], this.attachments?.views(existing.attachments)),
+    }
   }
 
   /**
@@ -490,7 +543,7 @@ export class MessageService {
         docs.map((doc) => doc.seqBlock),
       ))
     const byMessage = summarize(reactions, callerId)
-    return docs.map((doc) => toMessage(doc, byMessage.get(doc._id)))
+    return docs.map((doc) => toMessage(doc, byMessage.get(doc._id), this.attachments?.views(doc.attachments)))
   }
 
   private async loadLatest(conversation: ConversationDoc): Promise<LatestPage> {
@@ -522,9 +575,9 @@ export class MessageService {
     input: EditMessageBody,
     correlationId?: string,
   ): Promise<Message> {
-    const body = validBody(input.body)
     const conversation = await this.store.forParticipant(conversationId, callerId)
     const editedAt = new Date()
+    let body = ''
     const { doc, changed } = await this.change(conversationId, messageId, (current) => {
       if (current.deletedAt) throw problems.conflict('The message was deleted')
       if (current.senderId !== callerId) throw problems.forbidden('Only its author may edit a message')
@@ -532,6 +585,7 @@ export class MessageService {
         throw problems.forbidden(
           `A message can be edited for ${windowText(this.rules.editWindowMs)} after it was sent`,
         )
+      body = validBody(input.body, (current.attachments ?? []).length > 0)
       if (current.body === body) return null
       return {
         set: { body, editedAt },
@@ -544,7 +598,7 @@ export class MessageService {
             seq: current.seq,
             senderId: current.senderId,
             participantIds: conversation.participantIds,
-            preview: previewOf(body),
+            preview: messagePreview({ body, attachments: current.attachments }),
             editedAt: editedAt.toISOString(),
           },
           { correlationId },
@@ -553,7 +607,7 @@ export class MessageService {
     })
     if (changed) {
       this.changes.inc({ action: 'edit' })
-      await this.touch(conversationId, messageId, { preview: previewOf(body) })
+      await this.touch(conversationId, messageId, { preview: messagePreview(doc) })
     }
     return (await this.views([doc], callerId))[0] as Message
   }
@@ -566,12 +620,14 @@ export class MessageService {
   async delete(callerId: string, conversationId: string, messageId: string, correlationId?: string) {
     const conversation = await this.store.forParticipant(conversationId, callerId)
     const deletedAt = new Date()
+    let attachments: MessageAttachmentDoc[] = []
     const { doc, changed } = await this.change(conversationId, messageId, (current) => {
       if (current.deletedAt) return null
+      attachments = current.attachments ?? []
       if (current.senderId !== callerId && roleOf(conversation, callerId) === 'member')
         throw problems.forbidden('Only its author, owners and admins may delete a message')
       return {
-        set: { body: '', deletedAt, deletedBy: callerId },
+        set: { body: '', deletedAt, deletedBy: callerId, ...(attachments.length > 0 && { attachments: [] }) },
         event: buildEvent(
           EVENT_SOURCE,
           'message.deleted',
@@ -590,6 +646,7 @@ export class MessageService {
     })
     if (!changed) return
     this.changes.inc({ action: 'delete' })
+    await this.attachments?.removeOf({ _id: doc._id, attachments })
     await this.reactions.removeAll(doc)
     await this.touch(conversationId, messageId, { preview: '', deleted: true })
   }

@@ -1,4 +1,5 @@
 import { bearerToken, canonicalPath, type Metrics, problems, requestContext } from '@parley/common'
+import { startClientSpan } from '@parley/common/tracing'
 import { Elysia } from 'elysia'
 import { type EdgeAuth, routeAccess } from '../edge-auth/service'
 import type { RateLimiter } from '../rate-limit/service'
@@ -121,6 +122,12 @@ export function proxyRoutes(options: ProxyOptions) {
             ? limitBody(body, bodyLimitBytes)
             : undefined
         const trusted = trustProxyHops > 0
+        // With tracing on, the upstream's server span is a child of this call's client span.
+        const upstreamSpan = startClientSpan(`${request.method} ${upstream.name}`, {
+          'http.request.method': request.method,
+          'server.address': upstream.name,
+          'url.path': path,
+        })
         const response = await forward(
           upstream,
           {
@@ -131,14 +138,16 @@ export function proxyRoutes(options: ProxyOptions) {
               proto: (trusted && request.headers.get('x-forwarded-proto')) || url.protocol.replace(/:$/, ''),
               host: (trusted && request.headers.get('x-forwarded-host')) || url.host,
               requestId,
-              traceparent,
+              traceparent: upstreamSpan?.traceparent ?? traceparent,
             }),
             body: limited?.stream ?? body,
             clientSignal: request.signal,
             ...(limited ? { bodyFailure: limited.failure } : {}),
           },
-          (status, seconds) =>
-            upstreamSeconds.observe({ upstream: upstream.name, status: String(status) }, seconds),
+          (status, seconds) => {
+            upstreamSeconds.observe({ upstream: upstream.name, status: String(status) }, seconds)
+            upstreamSpan?.end(status)
+          },
         )
         for (const [name, value] of Object.entries(limitHeaders)) response.headers.set(name, value)
         return response
