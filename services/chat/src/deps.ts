@@ -150,7 +150,7 @@ export function chatServices(
       outbox,
       metrics,
       reactions,
-      new PinService(collections.messages, store, reactions, metrics),
+      new PinService(collections.messages, store, reactions, metrics, attachments),
       rules,
       attachments,
     ),

@@ -6,6 +6,7 @@ import type { AttachmentDoc, MessageDoc } from '../src/db'
 import type { Attachment, CreatedAttachment } from '../src/modules/attachments/model'
 import type { Conversation } from '../src/modules/conversations/model'
 import type { Message, MessagePage } from '../src/modules/messages/model'
+import type { PinList } from '../src/modules/pins/model'
 import { createEventSink, createHarness, type Harness } from './harness'
 
 let chat: Harness
@@ -166,6 +167,12 @@ describe('upload → attach → download', () => {
     expect(sent.body.attachments.map((a) => a.id)).toEqual([first.id, second.id])
     const conversation = await chat.call<Conversation>(bob, 'GET', `/conversations/${conversationId}`)
     expect(conversation.body.lastMessage?.preview).toBe('📎 notes.txt +1')
+    // Pinned, it is listed with its attachments too.
+    expect(
+      (await chat.call(bob, 'PUT', `/conversations/${conversationId}/pins/${sent.body.id}`)).status,
+    ).toBe(200)
+    const pins = await chat.call<PinList>(bob, 'GET', `/conversations/${conversationId}/pins`)
+    expect(pins.body.items[0]?.message.attachments.map((a) => a.id)).toEqual([first.id, second.id])
 
     // Attached once: a second message cannot take it.
     const again = await chat.call<Problem>(alice, 'POST', `/conversations/${conversationId}/messages`, {

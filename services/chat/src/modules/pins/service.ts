@@ -3,6 +3,7 @@ import { buildEvent } from '@parley/common/events'
 import { findByIds } from '@parley/common/mongo'
 import type { Collection } from 'mongodb'
 import { type ConversationDoc, MESSAGE_FIELDS, type MessageDoc } from '../../db'
+import type { AttachmentService } from '../attachments/service'
 import { EVENT_SOURCE } from '../conversations/service'
 import type { ConversationStore } from '../conversations/store'
 import { toMessage } from '../messages/service'
@@ -31,6 +32,8 @@ export class PinService {
     private readonly store: ConversationStore,
     private readonly reactions: ReactionService,
     metrics: Metrics,
+    /** The message views' attachment downloads (none without an object store). */
+    private readonly attachments?: Pick<AttachmentService, 'views'>,
   ) {
     this.toggles = metrics.counter(
       'chat_pins_total',
@@ -136,7 +139,11 @@ export class PinService {
         if (!message) return []
         return [
           {
-            message: toMessage(message, reactions.get(messageId) ?? []),
+            message: toMessage(
+              message,
+              reactions.get(messageId) ?? [],
+              this.attachments?.views(message.attachments),
+            ),
             pinnedBy: pin.userId,
             pinnedAt: pin.at,
           },
