@@ -15,6 +15,7 @@ import {
   testS3Env,
   waitFor,
 } from '@parley/testkit'
+import type { Subprocess } from 'bun'
 
 const ROOT = join(import.meta.dir, '..', '..')
 
@@ -167,6 +168,8 @@ export async function startStack(
   })
 
   const running: RunningService[] = []
+  /** Every process started, ready or not: a stack that fails to come up stops them all. */
+  const spawned: Subprocess[] = []
   async function start(name: ServiceName, port: number, label: string = name): Promise<RunningService> {
     const opsPort = await freePort()
     const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
@@ -174,12 +177,14 @@ export async function startStack(
       stdout: options.captureLogs ? 'pipe' : process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
       stderr: 'inherit',
     })
+    spawned.push(child)
     const lines: string[] = []
     if (options.captureLogs && child.stdout instanceof ReadableStream) void collectLines(child.stdout, lines)
     const url = `http://127.0.0.1:${port}`
     const opsUrl = `http://127.0.0.1:${opsPort}`
+    // Generous: a loaded CI machine (image builds, other stacks) can take this long.
     await waitFor(async () => (await fetch(`${opsUrl}/ready`)).ok, {
-      timeoutMs: 30_000,
+      timeoutMs: 90_000,
       intervalMs: 100,
       what: `${label} ready`,
     })
@@ -199,18 +204,42 @@ export async function startStack(
     return service
   }
 
-  // auth first: the others fetch its JWKS
-  const auth = await start('auth', ports.auth)
-  const upstreams = Object.fromEntries([
-    ['auth', auth] as const,
-    ...(await Promise.all(
-      UPSTREAMS.filter((service) => service.name !== 'auth').map(
-        async (service) => [service.name, await start(service.name, ports[service.name])] as const,
-      ),
-    )),
-  ]) as Record<UpstreamName, RunningService>
-  const gateway = await start('gateway', await freePort(), 'gateway-1')
-  const gateway2 = await start('gateway', await freePort(), 'gateway-2')
+  async function dropData(): Promise<void> {
+    await redis.destroy()
+    await Promise.all([
+      ...[...databases.values()].map((database) => database.drop()),
+      vhost.drop(),
+      mongo.drop(),
+    ])
+  }
+
+  async function startAll() {
+    // auth first: the others fetch its JWKS
+    const auth = await start('auth', ports.auth)
+    const upstreams = Object.fromEntries([
+      ['auth', auth] as const,
+      ...(await Promise.all(
+        UPSTREAMS.filter((service) => service.name !== 'auth').map(
+          async (service) => [service.name, await start(service.name, ports[service.name])] as const,
+        ),
+      )),
+    ]) as Record<UpstreamName, RunningService>
+    const gateway = await start('gateway', await freePort(), 'gateway-1')
+    const gateway2 = await start('gateway', await freePort(), 'gateway-2')
+    return { upstreams, gateway, gateway2 }
+  }
+
+  let started: Awaited<ReturnType<typeof startAll>>
+  try {
+    started = await startAll()
+  } catch (error) {
+    // Nothing of a stack that did not come up outlives the test file.
+    for (const child of spawned) child.kill('SIGKILL')
+    await Promise.all(spawned.map((child) => child.exited))
+    await dropData().catch(() => undefined)
+    throw error
+  }
+  const { upstreams, gateway, gateway2 } = started
 
   return {
     ...upstreams,
@@ -227,12 +256,7 @@ export async function startStack(
           codes[service.name] = await service.stop()
         }),
       )
-      await redis.destroy()
-      await Promise.all([
-        ...[...databases.values()].map((database) => database.drop()),
-        vhost.drop(),
-        mongo.drop(),
-      ])
+      await dropData()
       return codes
     },
   }
