@@ -770,6 +770,8 @@ s3_up() {
   local logfile=$LOGS/versitygw.log bin
   mkdir -p "$DATA/s3"
   s3_buckets
+  # Built even when a server already answers: tests start private ones from it (object store down).
+  bin=$(versitygw_bin)
   if port_open "$S3_PORT"; then
     pid_running "$S3_PIDFILE" versitygw && S3_NOTE='' || S3_NOTE='(reused)'
     return 0
@@ -779,7 +781,6 @@ s3_up() {
     S3_NOTE=''
     return 0
   fi
-  bin=$(versitygw_bin)
   log "starting versitygw (S3) on 127.0.0.1:$S3_PORT, buckets in $DATA/s3"
   # The credentials go in the environment, not on the command line `ps` shows.
   start_bg "$S3_PIDFILE" "$logfile" env "ROOT_ACCESS_KEY_ID=$S3_ACCESS_KEY" "ROOT_SECRET_ACCESS_KEY=$S3_SECRET_KEY" \
