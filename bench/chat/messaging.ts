@@ -17,28 +17,19 @@
  *
  *   bun bench/chat/messaging.ts     BENCH_MSG_OPS=1000 BENCH_MSG_CONCURRENCY=16 bun bench/chat/messaging.ts
  */
+
 import { join } from 'node:path'
-import { AccessTokenVerifier } from '../../packages/common/src/auth.ts'
-import { createRuntime, parseConfig } from '../../packages/common/src/index.ts'
-import { MongoOutbox } from '../../packages/common/src/mongo.ts'
-import { closeRedis, createRedis } from '../../packages/common/src/redis.ts'
 import {
-  createTestMongo,
   createTestSigner,
   createTestVhost,
   jsonRequest,
   testInfra,
-  testLogger,
-  testRedisPrefix,
+  testS3Env,
   uniqueName,
 } from '../../packages/testkit/src/index.ts'
 import { MongoClient } from '../../services/chat/node_modules/mongodb'
-import { buildApp } from '../../services/chat/src/app.ts'
-import { ChatCache } from '../../services/chat/src/cache.ts'
-import { Env } from '../../services/chat/src/config.ts'
-import { ensureIndexes } from '../../services/chat/src/db/index.ts'
-import { chatServices } from '../../services/chat/src/deps.ts'
 import { freePort, percentile, waitForHttp } from '../lib.ts'
+import { inProcessChat } from './app.ts'
 
 const ops = Number(process.env.BENCH_MSG_OPS ?? 300)
 const concurrency = Number(process.env.BENCH_MSG_CONCURRENCY ?? 8)
@@ -91,6 +82,7 @@ async function throughputThroughGateway(): Promise<void> {
       OPS_PORT: String(chatOpsPort),
       MONGO_URL: testInfra.mongoUrl,
       MONGO_DB: mongoDb,
+      ...testS3Env(),
     },
     stdout: 'ignore',
     stderr: 'inherit',
@@ -221,38 +213,13 @@ async function throughputThroughGateway(): Promise<void> {
 
 // --- 2. page cost with reactions and thread summaries ---------------------------------------
 async function pageCost(): Promise<void> {
-  const mongo = createTestMongo()
-  const runtime = createRuntime('chat', 'silent', testLogger('chat'))
-  const config = parseConfig(Env, {
-    MONGO_URL: mongo.url,
-    MONGO_DB: mongo.dbName,
-    REDIS_URL: testInfra.redisUrl,
-    JWKS_URL: 'http://127.0.0.1:9/unused',
-  })
   // Command monitoring counts what each page asks the database.
-  const client = new MongoClient(mongo.url, { retryWrites: false, maxPoolSize: 20, monitorCommands: true })
+  const { app, deps, client, close } = await inProcessChat(signer, { monitorCommands: true })
   let commands = 0
   client.on('commandStarted', () => {
     commands++
   })
-  const db = client.db(mongo.dbName)
-  await ensureIndexes(db)
-  const redis = createRedis(testInfra.redisUrl, runtime.logger, { keyPrefix: testRedisPrefix() })
-  const cache = new ChatCache(redis, runtime.metrics, runtime.logger, config.CHAT_CACHE_TTL_SECONDS)
-  // No relay and no direct publishes: events stay staged (publishing would compete with the reads).
-  const deps = chatServices(db, cache, new MongoOutbox(db), runtime.metrics)
-  const app = buildApp({
-    runtime,
-    config,
-    readiness: [],
-    verifier: new AccessTokenVerifier({
-      jwks: signer.jwks,
-      issuer: signer.issuer,
-      audience: signer.audience,
-    }),
-    conversations: deps.conversations,
-    messages: deps.messages,
-  })
+  const redis = deps.redis
   async function call(by: User, method: string, path: string, body?: unknown) {
     const response = await app.handle(
       jsonRequest(method, path, body, { authorization: `Bearer ${by.token}` }),
@@ -337,9 +304,7 @@ async function pageCost(): Promise<void> {
       `  MongoDB commands per page (plain, limit 10 and 50 with reactions + threads): ${plain50.commands}, ${decorated10.commands}, ${decorated50.commands}`,
     )
   } finally {
-    await closeRedis(redis)
-    await client.close()
-    await mongo.drop()
+    await close()
   }
 }
 

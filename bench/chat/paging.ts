@@ -6,24 +6,10 @@
 // time and BENCH_CHAT_CONCURRENCY at once. Figures are medians of BENCH_CHAT_REPS runs.
 //   bun bench/chat/paging.ts          BENCH_CHAT_DEPTH=1000000 BENCH_CHAT_REPS=20 bun bench/chat/paging.ts
 
-import { AccessTokenVerifier } from '../../packages/common/src/auth.ts'
-import { createRuntime, newId, parseConfig } from '../../packages/common/src/index.ts'
-import { MongoOutbox } from '../../packages/common/src/mongo.ts'
-import { closeRedis, createRedis } from '../../packages/common/src/redis.ts'
-import {
-  createTestMongo,
-  createTestSigner,
-  jsonRequest,
-  testInfra,
-  testLogger,
-  testRedisPrefix,
-} from '../../packages/testkit/src/index.ts'
-import { MongoClient } from '../../services/chat/node_modules/mongodb'
-import { buildApp } from '../../services/chat/src/app.ts'
-import { ChatCache } from '../../services/chat/src/cache.ts'
-import { Env } from '../../services/chat/src/config.ts'
-import { blockOf, ensureIndexes, type MessageDoc } from '../../services/chat/src/db/index.ts'
-import { chatServices } from '../../services/chat/src/deps.ts'
+import { newId } from '../../packages/common/src/index.ts'
+import { createTestSigner, jsonRequest } from '../../packages/testkit/src/index.ts'
+import { blockOf, type MessageDoc } from '../../services/chat/src/db/index.ts'
+import { inProcessChat } from './app.ts'
 
 const depth = Number(process.env.BENCH_CHAT_DEPTH ?? 100_000)
 const reps = Number(process.env.BENCH_CHAT_REPS ?? 3)
@@ -31,31 +17,8 @@ const sends = Number(process.env.BENCH_CHAT_SENDS ?? 200)
 const concurrency = Number(process.env.BENCH_CHAT_CONCURRENCY ?? 16)
 const LIMIT = 50
 
-const mongo = createTestMongo()
 const signer = await createTestSigner()
-const runtime = createRuntime('chat', 'silent', testLogger('chat'))
-const config = parseConfig(Env, {
-  MONGO_URL: mongo.url,
-  MONGO_DB: mongo.dbName,
-  REDIS_URL: testInfra.redisUrl,
-  JWKS_URL: 'http://127.0.0.1:9/unused',
-})
-// Its own client without the service's 10 s socket timeout: a FerretDB scan of 10^5 documents can take longer.
-const client = new MongoClient(mongo.url, { retryWrites: false, maxPoolSize: 20 })
-const db = client.db(mongo.dbName)
-await ensureIndexes(db)
-const redis = createRedis(testInfra.redisUrl, runtime.logger, { keyPrefix: testRedisPrefix() })
-const cache = new ChatCache(redis, runtime.metrics, runtime.logger, config.CHAT_CACHE_TTL_SECONDS)
-// No outbox relay and no direct publishes: events stay staged (publishing would compete with the reads).
-const deps = { ...chatServices(db, cache, new MongoOutbox(db), runtime.metrics), db, redis }
-const app = buildApp({
-  runtime,
-  config,
-  readiness: [],
-  verifier: new AccessTokenVerifier({ jwks: signer.jwks, issuer: signer.issuer, audience: signer.audience }),
-  conversations: deps.conversations,
-  messages: deps.messages,
-})
+const { app, deps, close } = await inProcessChat(signer)
 
 try {
   const [writer, reader] = [Bun.randomUUIDv7(), Bun.randomUUIDv7()]
@@ -210,7 +173,5 @@ try {
   ratio(`concurrent (${concurrency}) / sequential`, parallel / sequential)
   console.log(`command: BENCH_CHAT_DEPTH=${depth} BENCH_CHAT_REPS=${reps} bun bench/chat/paging.ts`)
 } finally {
-  await closeRedis(redis)
-  await client.close()
-  await mongo.drop()
+  await close()
 }
