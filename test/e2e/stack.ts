@@ -31,14 +31,38 @@ export type RunningService = {
   stop: () => Promise<number>
 }
 
-async function collectLines(stream: ReadableStream<Uint8Array>, lines: string[]): Promise<void> {
+async function collectLines(
+  stream: ReadableStream<Uint8Array>,
+  lines: string[],
+  onLine?: (line: string) => void,
+): Promise<void> {
   const decoder = new TextDecoder()
   let rest = ''
   for await (const chunk of stream) {
     const parts = (rest + decoder.decode(chunk, { stream: true })).split('\n')
     rest = parts.pop() ?? ''
     lines.push(...parts)
+    if (onLine) for (const line of parts) onLine(line)
   }
+}
+
+/** Polls `/ready` until it answers 200 (undefined), the process exits or the deadline passes (why). */
+async function untilReady(
+  child: Subprocess,
+  readyUrl: string,
+  deadline: number,
+): Promise<string | undefined> {
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) return `exited with ${child.exitCode}`
+    try {
+      // Bounded: a process that accepts but never answers must not stall the wait.
+      if ((await fetch(readyUrl, { signal: AbortSignal.timeout(2_000) })).ok) return undefined
+    } catch {
+      // not listening yet
+    }
+    await Bun.sleep(100)
+  }
+  return child.exitCode === null ? 'still not ready at the deadline' : `exited with ${child.exitCode}`
 }
 
 /** A Redis server of the stack's own, so a test can stop it without disturbing other tests. */
@@ -98,8 +122,18 @@ export async function startStack(
     env?: Record<string, string>
     /** Keep each process's stdout (its log lines) in `logLines()` instead of dropping it. */
     captureLogs?: boolean
+    /**
+     * How long the whole stack may take to come up; below the 120 s of the test files' hooks, so
+     * a slow start fails with the services it waited for rather than as a bare hook timeout.
+     */
+    readyTimeoutMs?: number
   } = {},
 ) {
+  const startedAt = Date.now()
+  const readyBy = startedAt + (options.readyTimeoutMs ?? 100_000)
+  /** When each step of the start-up finished, for the error of a stack that does not come up. */
+  const timeline: string[] = []
+  const mark = (step: string) => timeline.push(`${step} ${((Date.now() - startedAt) / 1000).toFixed(1)} s`)
   // Every service of the roster with its own store: a database each, one MongoDB database.
   const databases = new Map<string, TestDatabase>()
   await Promise.all(
@@ -108,9 +142,12 @@ export async function startStack(
         databases.set(service.name, await createTestDatabase(join(ROOT, `services/${service.name}/drizzle`)))
     }),
   )
+  mark('databases')
   const vhost: TestVhost = await createTestVhost()
+  mark('vhost')
   const mongo: TestMongo = createTestMongo()
   const redis = await startPrivateRedis()
+  mark('redis')
   const ports = Object.fromEntries(
     await Promise.all(UPSTREAMS.map(async (service) => [service.name, await freePort()] as const)),
   ) as Record<UpstreamName, number>
@@ -175,19 +212,23 @@ export async function startStack(
     const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
       env: { ...common, ...envOf(name), PORT: String(port), OPS_PORT: String(opsPort) },
       stdout: options.captureLogs ? 'pipe' : process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
-      stderr: 'inherit',
+      stderr: 'pipe',
     })
     spawned.push(child)
     const lines: string[] = []
     if (options.captureLogs && child.stdout instanceof ReadableStream) void collectLines(child.stdout, lines)
+    // stderr still reaches the test output; its last lines also go into a start-up error.
+    const errorLines: string[] = []
+    void collectLines(child.stderr, errorLines, (line) => process.stderr.write(`[${label}] ${line}\n`))
     const url = `http://127.0.0.1:${port}`
     const opsUrl = `http://127.0.0.1:${opsPort}`
-    // Generous: a loaded CI machine (image builds, other stacks) can take this long.
-    await waitFor(async () => (await fetch(`${opsUrl}/ready`)).ok, {
-      timeoutMs: 90_000,
-      intervalMs: 100,
-      what: `${label} ready`,
-    })
+    const failure = await untilReady(child, `${opsUrl}/ready`, readyBy)
+    if (failure)
+      throw new Error(
+        `${label} did not become ready (${failure}); stack so far: ${timeline.join(', ')}; ` +
+          `its last stderr lines: ${errorLines.slice(-20).join(' | ') || '(none)'}`,
+      )
+    mark(label)
     const service: RunningService = {
       name: label,
       port,
@@ -224,8 +265,10 @@ export async function startStack(
         ),
       )),
     ]) as Record<UpstreamName, RunningService>
-    const gateway = await start('gateway', await freePort(), 'gateway-1')
-    const gateway2 = await start('gateway', await freePort(), 'gateway-2')
+    const [gateway, gateway2] = await Promise.all([
+      start('gateway', await freePort(), 'gateway-1'),
+      start('gateway', await freePort(), 'gateway-2'),
+    ])
     return { upstreams, gateway, gateway2 }
   }
 
