@@ -4,7 +4,12 @@
 # and the command that produced them. Sizes are bounded by default; see each script's header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LOG_TAG=bench
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 bash scripts/setup.sh
+# The gateway bench drives its targets with wrk and compares against nginx (Debian packages).
+need_tools wrk:wrk nginx:nginx-light
 bash scripts/infra.sh up >/dev/null
 
 suites=("$@")

@@ -415,3 +415,94 @@ describe('Redis unreachable', () => {
     }
   })
 })
+
+describe('leases', () => {
+  /** A limiter of its own on a Redis connection of its own: a replica, as far as limits go. */
+  async function replica(prefix: string, policies: string) {
+    const redis = createRedis(testInfra.redisUrl, testLogger(), { keyPrefix: prefix })
+    await waitFor(() => redis.status === 'ready', { what: 'redis' })
+    const metrics = new Metrics('test')
+    const limiter = new RateLimiter(redis, parsePolicies(policies), testLogger(), metrics)
+    return {
+      limiter,
+      metrics,
+      async close() {
+        await limiter.close()
+        await closeRedis(redis)
+      },
+    }
+  }
+  const takes = async (metrics: Metrics) => metricValue(await metrics.registry.metrics(), 'ratelimit_redis_takes_total')
+
+  test('a busy subject is admitted from leases: a Redis call per lease, not per request', async () => {
+    const one = await replica(testRedisPrefix(), '{"authenticated":{"limit":100000,"windowSeconds":60}}')
+    try {
+      for (let index = 0; index < 400; index++) {
+        const decision = await one.limiter.consume('authenticated', 'user:busy')
+        expect(decision).toMatchObject({ allowed: true, store: 'redis' })
+      }
+      // Leases grow to 256 units (1/20 of the limit, capped): 400 requests need a handful of takes.
+      expect(await takes(one.metrics)).toBeLessThan(20)
+    } finally {
+      await one.close()
+    }
+  })
+
+  test('units a replica leased and did not use go back to Redis when its lease ends', async () => {
+    const prefix = testRedisPrefix()
+    const policies = '{"authenticated":{"limit":100,"windowSeconds":3600}}'
+    const first = await replica(prefix, policies)
+    for (let index = 0; index < 20; index++)
+      expect((await first.limiter.consume('authenticated', 'user:returns')).allowed).toBe(true)
+    await first.close()
+    // The quota refills one unit per 36 s: what is left is the 80 units the first replica did not use.
+    const second = await replica(prefix, policies)
+    try {
+      let admitted = 0
+      while ((await second.limiter.consume('authenticated', 'user:returns')).allowed) admitted++
+      expect(admitted).toBe(80)
+    } finally {
+      await second.close()
+    }
+  })
+
+  test('two gateway replicas under load never admit more than the limit, and hold back at most their leases', async () => {
+    // 200 per hour: leases of up to 10 units (1/20), one unit refills every 18 s.
+    const env = {
+      AMQP_URL: vhost.url,
+      JWKS_URL: jwks.url,
+      USER_URL: upstream.url,
+      RATE_LIMIT_POLICIES: JSON.stringify({ authenticated: { limit: 200, windowSeconds: 3600 } }),
+    }
+    const prefix = testRedisPrefix()
+    const replicas = [
+      await startGateway(env, { redisKeyPrefix: prefix }),
+      await startGateway(env, { redisKeyPrefix: prefix }),
+    ]
+    try {
+      const token = await signer.sign({ sub: Bun.randomUUIDv7() })
+      const statuses: number[] = []
+      // 600 requests, 32 at a time, alternating between the replicas.
+      for (let wave = 0; wave < 600 / 32; wave++) {
+        const answers = await Promise.all(
+          Array.from({ length: 32 }, (_, index) =>
+            fetch(`${replicas[index % 2]?.url}/api/v1/users/me`, {
+              headers: { authorization: `Bearer ${token}` },
+            }),
+          ),
+        )
+        for (const answer of answers) {
+          statuses.push(answer.status)
+          await answer.arrayBuffer()
+        }
+      }
+      const admitted = statuses.filter((status) => status === 200).length
+      expect(statuses.filter((status) => status !== 200 && status !== 429)).toEqual([])
+      expect(admitted).toBeLessThanOrEqual(200)
+      // Refused early only while the other replica still held leased units: at most 2 × 10.
+      expect(admitted).toBeGreaterThanOrEqual(180)
+    } finally {
+      await Promise.all(replicas.map((replica) => replica.stop()))
+    }
+  })
+})

@@ -1,35 +1,41 @@
 import { type Logger, type Metrics, problems } from '@parley/common'
 import type { Redis } from '@parley/common/redis'
-import type { PolicyName, RateLimitPolicies } from './model'
+import type { PolicyName, RateLimitPolicies, RateLimitPolicy } from './model'
 
 /**
  * GCRA (generic cell rate algorithm): one key per subject holding the theoretical arrival
- * time (TAT). Each request moves the TAT forward by one emission interval; it is allowed
- * while the TAT stays within one window of now, so `limit` requests may burst and the
- * quota refills continuously. Redis' clock is used so every replica agrees on "now".
- * The script decides a batch of requests (KEYS[i] with ARGV interval/tolerance pairs) in
- * order, each atomically; per request it returns {allowed (1|0), ms until the TAT is reached
- * (full refill), ms until the next request fits}. The expiry is at least 1 ms: with a huge
- * quota one interval can vanish below float precision.
+ * time (TAT). Each unit moves the TAT forward by one emission interval; units are granted
+ * while the TAT stays within one window of now, so `limit` units may burst and the quota
+ * refills continuously. Redis' clock is used so every replica agrees on "now".
+ * The script decides a batch (KEYS[i] with ARGV interval, tolerance, want, need per key) in
+ * order, each atomically: it grants as many units as fit, up to `want`, or none when fewer than
+ * `need` fit. Per key it returns {units granted, ms until the TAT is reached (full refill), ms
+ * until `need` units fit (0 when granted)}. The expiry is at least 1 ms: with a huge quota one
+ * interval can vanish below float precision.
  */
 const GCRA_SCRIPT = `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local results = {}
 for index, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[index * 2 - 1])
-  local tolerance = tonumber(ARGV[index * 2])
+  local at = (index - 1) * 4
+  local interval = tonumber(ARGV[at + 1])
+  local tolerance = tonumber(ARGV[at + 2])
+  local want = tonumber(ARGV[at + 3])
+  local need = tonumber(ARGV[at + 4])
   local tat = tonumber(redis.call('GET', key) or now)
   if tat < now then tat = now end
-  local next_tat = tat + interval
+  local fit = math.floor((tolerance - (tat - now)) / interval + 1e-9)
+  local granted = math.min(want, fit)
   local base = #results
-  if next_tat - now > tolerance then
+  if granted < need then
     results[base + 1] = 0
     results[base + 2] = math.ceil(tat - now)
-    results[base + 3] = math.ceil(next_tat - now - tolerance)
+    results[base + 3] = math.ceil(tat + need * interval - now - tolerance)
   else
+    local next_tat = tat + granted * interval
     redis.call('SET', key, tostring(next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
-    results[base + 1] = 1
+    results[base + 1] = granted
     results[base + 2] = math.ceil(next_tat - now)
     results[base + 3] = 0
   end
@@ -37,19 +43,70 @@ end
 return results
 `
 
+/** Gives back units a replica leased and did not use (KEYS[i] with ARGV units, interval per key). */
+const GIVE_BACK_SCRIPT = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for index, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key))
+  if tat then
+    local back = tat - tonumber(ARGV[index * 2 - 1]) * tonumber(ARGV[index * 2])
+    if back <= now then redis.call('DEL', key)
+    else redis.call('SET', key, tostring(back), 'PX', math.max(1, math.ceil(back - now))) end
+  end
+end
+return 0
+`
+
 /** Requests decided by one script call at most (keeps a single call short for Redis). */
 const MAX_BATCH = 128
 
-type GcraResult = [allowed: number, untilRefillMs: number, retryAfterMs: number]
+/**
+ * Leases: a replica takes units of a busy subject's quota from Redis ahead of its requests and
+ * admits from them locally, so a steady client costs a Redis call per lease, not per request.
+ * A lease holds at most LEASE_SHARE of the limit (and LEASE_MAX_UNITS), for LEASE_TTL_MS; then
+ * its unused units go back. A subject starts with leases of one unit (exactly today's cost and
+ * accounting) and doubles while it keeps using them up within the TTL.
+ */
+export const LEASE_SHARE = 1 / 20
+export const LEASE_MAX_UNITS = 256
+export const LEASE_TTL_MS = 1_000
+
+/** Units a lease of `policy` may hold: 1 for small limits, so those stay exact per request. */
+export function maxLeaseUnits(policy: RateLimitPolicy): number {
+  return Math.max(1, Math.min(LEASE_MAX_UNITS, Math.floor(policy.limit * LEASE_SHARE)))
+}
+
+type GcraResult = [granted: number, untilRefillMs: number, retryAfterMs: number]
 type RedisWithGcra = Redis & {
   gcra(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<number[]>
+  giveBack(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<number>
 }
-type PendingDecision = {
+type PendingTake = {
   key: string
   interval: number
   tolerance: number
+  want: number
+  need: number
   resolve: (result: GcraResult) => void
   reject: (error: unknown) => void
+}
+
+/** A replica's units of one subject's quota, taken from Redis and not yet used. */
+type Lease = {
+  units: number
+  /** Units the next take asks for. */
+  size: number
+  /** Units asked for by takes still in flight. */
+  pending: number
+  /** Date.now() of the last grant; the lease ends LEASE_TTL_MS later. */
+  grantedAt: number
+  /** Units Redis still had free after the last grant, and ms until its full refill then. */
+  freeAfterGrant: number
+  untilRefillMs: number
+  /** After a refusal, refused here until then without asking Redis (abusive clients cost nothing). */
+  refusedUntil: number
+  interval: number
 }
 
 /** One policy a request is counted against: `cost` units (default 1) of `subject`'s quota. */
@@ -68,7 +125,7 @@ export type RateLimitDecision = {
   store: 'redis' | 'memory'
 }
 
-/** The same GCRA step as the Lua script, over a local clock and map. */
+/** The same GCRA step as the Lua script (want = need = one increment), over a local clock and map. */
 function gcraStep(tat: number | undefined, now: number, interval: number, tolerance: number) {
   const start = tat === undefined || tat < now ? now : tat
   const nextTat = start + interval
@@ -109,14 +166,20 @@ function rateLimitHeaders(decision: RateLimitDecision): Record<string, string> {
 }
 
 /**
- * Rate limits in Redis with one atomic script call per request; while Redis is unreachable
- * the same algorithm runs in process (logged once per outage, counted by `store`).
+ * Rate limits decided in Redis, shared by every replica; busy subjects are served from leases
+ * (see LEASE_SHARE) so their requests need no round trip. No replica ever admits a unit Redis
+ * did not grant. While Redis is unreachable the same algorithm runs in process (logged once per
+ * outage, counted by `store`).
  */
 export class RateLimiter {
   private readonly memory = new MemoryGcra()
+  private readonly leases = new Map<string, Lease>()
   private readonly decisions
+  private readonly redisTakes
   private degraded = false
-  private pending: PendingDecision[] = []
+  private pending: PendingTake[] = []
+  /** Takes and give-backs not yet settled (close waits for them). */
+  private readonly inFlight = new Set<Promise<void>>()
   private readonly sweeper: ReturnType<typeof setInterval>
 
   constructor(
@@ -124,14 +187,24 @@ export class RateLimiter {
     private readonly policies: RateLimitPolicies,
     private readonly logger: Logger,
     metrics: Metrics,
+    private readonly maxLeases = 100_000,
   ) {
     if (!('gcra' in redis)) redis.defineCommand('gcra', { lua: GCRA_SCRIPT })
+    if (!('giveBack' in redis)) redis.defineCommand('giveBack', { lua: GIVE_BACK_SCRIPT })
     this.decisions = metrics.counter('ratelimit_decisions_total', 'Rate-limit decisions', [
       'policy',
       'decision',
       'store',
     ])
-    this.sweeper = setInterval(() => this.memory.sweep(), 60_000)
+    this.redisTakes = metrics.counter(
+      'ratelimit_redis_takes_total',
+      'Rate-limit decisions and leases asked of Redis, by policy (a request served from a lease asks nothing)',
+      ['policy'],
+    )
+    this.sweeper = setInterval(() => {
+      this.memory.sweep()
+      void this.endLeases(Date.now())
+    }, LEASE_TTL_MS)
     this.sweeper.unref()
   }
 
@@ -142,15 +215,25 @@ export class RateLimiter {
    */
   async consume(policyName: PolicyName, subject: string, cost = 1): Promise<RateLimitDecision> {
     const policy = this.policies[policyName]
-    const tolerance = policy.windowSeconds * 1000
-    const interval = tolerance / policy.limit
-    const increment = interval * Math.min(Math.max(1, cost), policy.limit)
     const key = `ratelimit:${policyName}:${subject}`
+    const now = Date.now()
+    const units = Math.min(Math.max(1, cost), policy.limit)
+    const lease = units === 1 ? this.leases.get(key) : undefined
+    if (lease && now - lease.grantedAt >= LEASE_TTL_MS) this.endLease(key, lease)
+    else if (lease && lease.units > 0) {
+      lease.units--
+      if (lease.size > 1 && lease.pending === 0 && lease.units * 2 <= lease.size)
+        void this.refill(policyName, key, lease)
+      return this.decided(policyName, policy, lease, now, true)
+    } else if (lease && lease.refusedUntil > now) return this.decided(policyName, policy, lease, now, false)
     let store: RateLimitDecision['store'] = 'redis'
     let result: GcraResult
     try {
       if (this.redis.status !== 'ready') throw new Error(`redis is ${this.redis.status}`)
-      result = await this.takeInRedis(key, increment, tolerance)
+      result =
+        units === 1
+          ? await this.takeForLease(policyName, key, policy, now)
+          : await this.take(policyName, key, policy, units, units)
       if (this.degraded) {
         this.degraded = false
         this.logger.info('rate limiting is back on redis')
@@ -164,21 +247,21 @@ export class RateLimiter {
         )
       }
       store = 'memory'
-      result = this.memory.take(key, increment, tolerance)
+      const { interval, tolerance } = gcraOf(policy)
+      result = this.memory.take(key, interval * units, tolerance)
     }
-    const [allowed, untilRefillMs, retryAfterMs] = result
-    const decision: RateLimitDecision = {
+    const [granted, untilRefillMs, retryAfterMs] = result
+    const { interval, tolerance } = gcraOf(policy)
+    return this.record(policyName, {
       policy: policyName,
       limit: policy.limit,
       windowSeconds: policy.windowSeconds,
-      allowed: allowed === 1,
-      remaining: allowed === 1 ? Math.max(0, Math.floor((tolerance - untilRefillMs) / interval)) : 0,
+      allowed: granted > 0,
+      remaining: granted > 0 ? Math.max(0, Math.floor((tolerance - untilRefillMs) / interval)) : 0,
       resetSeconds: Math.ceil(untilRefillMs / 1000),
-      retryAfterSeconds: allowed === 1 ? 0 : Math.max(1, Math.ceil(retryAfterMs / 1000)),
+      retryAfterSeconds: granted > 0 ? 0 : Math.max(1, Math.ceil(retryAfterMs / 1000)),
       store,
-    }
-    this.decisions.inc({ policy: policyName, decision: decision.allowed ? 'allow' : 'deny', store })
-    return decision
+    })
   }
 
   /**
@@ -202,20 +285,193 @@ export class RateLimiter {
     return headers
   }
 
-  close(): void {
+  /** Stops the sweeper and gives every lease's unused units back to Redis (waiting up to a second). */
+  async close(): Promise<void> {
     clearInterval(this.sweeper)
+    await this.endLeases(Number.POSITIVE_INFINITY)
+    const deadline = Date.now() + 1_000
+    while ((this.inFlight.size > 0 || this.pending.length > 0) && Date.now() < deadline)
+      await Promise.race([Promise.all(this.inFlight), Bun.sleep(10)])
   }
 
   /**
-   * Queues the decision for the next script call: every request that reaches the limiter in
-   * one event-loop turn is decided by a single atomic call (one round trip and one client
-   * command instead of one per request, which dominates the gateway's cost under load).
+   * One unit for this request and, for a subject that used up its last lease within the TTL,
+   * more for the ones after it: the extra units go into the lease.
    */
-  private takeInRedis(key: string, interval: number, tolerance: number): Promise<GcraResult> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ key, interval, tolerance, resolve, reject })
+  private async takeForLease(
+    policyName: PolicyName,
+    key: string,
+    policy: RateLimitPolicy,
+    now: number,
+  ): Promise<GcraResult> {
+    let lease = this.leases.get(key)
+    const busy = lease !== undefined && now - lease.grantedAt < LEASE_TTL_MS
+    if (!lease) {
+      if (this.leases.size >= this.maxLeases) void this.endLeases(now)
+      lease = {
+        units: 0,
+        size: 1,
+        pending: 0,
+        grantedAt: now,
+        freeAfterGrant: 0,
+        untilRefillMs: 0,
+        refusedUntil: 0,
+        interval: gcraOf(policy).interval,
+      }
+      this.leases.set(key, lease)
+    } else lease.size = busy ? Math.min(maxLeaseUnits(policy), lease.size * 2) : 1
+    // Requests arriving together while a take is in flight ask for themselves only.
+    const want = Math.max(1, lease.size - lease.units - lease.pending)
+    lease.pending += want
+    let result: GcraResult
+    try {
+      result = await this.take(policyName, key, policy, want, 1)
+    } finally {
+      lease.pending -= want
+    }
+    this.granted(lease, result, policy, Date.now())
+    // This request takes one of the granted units, or (refused in the same call that topped the
+    // lease up) one of the lease's.
+    const refusedButLeased = result[0] === 0 && lease.units > 0
+    if (result[0] > 0 || refusedButLeased) lease.units--
+    this.giveBackIfEnded(key, lease)
+    return refusedButLeased ? [1, lease.untilRefillMs, 0] : result
+  }
+
+  /** Tops a busy subject's lease up in the background, before its requests run out of units. */
+  private async refill(policyName: PolicyName, key: string, lease: Lease): Promise<void> {
+    const policy = this.policies[policyName]
+    const want = lease.size - lease.units
+    lease.pending += want
+    try {
+      const result = await this.take(policyName, key, policy, want, 1)
+      this.granted(lease, result, policy, Date.now())
+      this.giveBackIfEnded(key, lease)
+    } catch {
+      // Redis failed: the next request without units decides (and falls back) itself.
+    } finally {
+      lease.pending -= want
+    }
+  }
+
+  private granted(lease: Lease, result: GcraResult, policy: RateLimitPolicy, now: number): void {
+    const [granted, untilRefillMs, retryAfterMs] = result
+    if (granted === 0) {
+      lease.refusedUntil = now + retryAfterMs
+      lease.size = 1
+      return
+    }
+    const { interval, tolerance } = gcraOf(policy)
+    lease.units += granted
+    lease.refusedUntil = 0
+    lease.grantedAt = now
+    lease.untilRefillMs = untilRefillMs
+    lease.freeAfterGrant = Math.max(0, Math.floor((tolerance - untilRefillMs) / interval))
+  }
+
+  /** A decision served from a lease (allowed) or from its cached refusal; its units came from Redis. */
+  private decided(
+    policyName: PolicyName,
+    policy: RateLimitPolicy,
+    lease: Lease,
+    now: number,
+    allowed: boolean,
+  ): RateLimitDecision {
+    const refused = !allowed
+    const elapsed = now - lease.grantedAt
+    return this.record(policyName, {
+      policy: policyName,
+      limit: policy.limit,
+      windowSeconds: policy.windowSeconds,
+      allowed: !refused,
+      remaining: refused ? 0 : Math.min(policy.limit, lease.units + lease.freeAfterGrant),
+      resetSeconds: Math.max(0, Math.ceil((lease.untilRefillMs - elapsed) / 1000)),
+      retryAfterSeconds: refused ? Math.max(1, Math.ceil((lease.refusedUntil - now) / 1000)) : 0,
+      store: 'redis',
+    })
+  }
+
+  private record(policyName: PolicyName, decision: RateLimitDecision): RateLimitDecision {
+    this.decisions.inc({
+      policy: policyName,
+      decision: decision.allowed ? 'allow' : 'deny',
+      store: decision.store,
+    })
+    return decision
+  }
+
+  /** Units granted to a lease that ended while its take was in flight (close) go straight back. */
+  private giveBackIfEnded(key: string, lease: Lease): void {
+    if (this.leases.get(key) !== lease) this.endLease(key, lease)
+  }
+
+  /** Forgets a lease and gives its unused units back (best effort: unreturned units refill anyway). */
+  private endLease(key: string, lease: Lease): void {
+    if (this.leases.get(key) === lease) this.leases.delete(key)
+    const units = lease.units
+    lease.units = 0
+    if (units > 0 && this.redis.status === 'ready')
+      this.track((this.redis as RedisWithGcra).giveBack(1, key, units, lease.interval))
+  }
+
+  /** Keeps a Redis call in `inFlight` until it settles, so close() can wait for it. */
+  private track(call: Promise<unknown>): void {
+    const settled = call.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.inFlight.add(settled)
+    void settled.finally(() => this.inFlight.delete(settled))
+  }
+
+  /** Ends the leases older than the TTL at `now` (all of them with +Infinity), in one call per batch. */
+  private async endLeases(now: number): Promise<void> {
+    const ended: [string, Lease][] = []
+    // On close (now = +Infinity) leases with a take in flight end too: their units come back when it lands.
+    for (const [key, lease] of this.leases)
+      if (now === Number.POSITIVE_INFINITY || (lease.pending === 0 && now - lease.grantedAt >= LEASE_TTL_MS))
+        ended.push([key, lease])
+    for (const [key] of ended) this.leases.delete(key)
+    const unused = ended
+      .filter(([, lease]) => lease.units > 0)
+      .map(([key, lease]) => {
+        const units = lease.units
+        lease.units = 0
+        return { key, units, interval: lease.interval }
+      })
+    if (unused.length === 0 || this.redis.status !== 'ready') return
+    for (let start = 0; start < unused.length; start += MAX_BATCH) {
+      const batch = unused.slice(start, start + MAX_BATCH)
+      const call = (this.redis as RedisWithGcra).giveBack(
+        batch.length,
+        ...batch.map((lease) => lease.key),
+        ...batch.flatMap((lease) => [lease.units, lease.interval]),
+      )
+      this.track(call)
+      await call.catch(() => undefined)
+    }
+  }
+
+  /**
+   * Queues the take for the next script call: every take that reaches the limiter in one
+   * event-loop turn is decided by a single atomic call (one round trip and one client command
+   * instead of one per request).
+   */
+  private take(
+    policyName: PolicyName,
+    key: string,
+    policy: RateLimitPolicy,
+    want: number,
+    need: number,
+  ): Promise<GcraResult> {
+    this.redisTakes.inc({ policy: policyName })
+    const { interval, tolerance } = gcraOf(policy)
+    const taken = new Promise<GcraResult>((resolve, reject) => {
+      this.pending.push({ key, interval, tolerance, want, need, resolve, reject })
       if (this.pending.length === 1) setImmediate(() => this.flush())
     })
+    this.track(taken)
+    return taken
   }
 
   private flush(): void {
@@ -226,18 +482,24 @@ export class RateLimiter {
       ;(this.redis as RedisWithGcra)
         .gcra(
           batch.length,
-          ...batch.map((decision) => decision.key),
-          ...batch.flatMap((decision) => [decision.interval, decision.tolerance]),
+          ...batch.map((take) => take.key),
+          ...batch.flatMap((take) => [take.interval, take.tolerance, take.want, take.need]),
         )
         .then(
           (flat) => {
-            for (const [index, decision] of batch.entries())
-              decision.resolve([flat[index * 3] ?? 0, flat[index * 3 + 1] ?? 0, flat[index * 3 + 2] ?? 0])
+            for (const [index, take] of batch.entries())
+              take.resolve([flat[index * 3] ?? 0, flat[index * 3 + 1] ?? 0, flat[index * 3 + 2] ?? 0])
           },
           (error: unknown) => {
-            for (const decision of batch) decision.reject(error)
+            for (const take of batch) take.reject(error)
           },
         )
     }
   }
+}
+
+/** A policy's GCRA parameters in ms: the window (burst tolerance) and the interval one unit costs. */
+function gcraOf(policy: RateLimitPolicy): { interval: number; tolerance: number } {
+  const tolerance = policy.windowSeconds * 1000
+  return { interval: tolerance / policy.limit, tolerance }
 }
