@@ -152,6 +152,20 @@ export class RevocationStore {
     return identity.issuedAt < revokedBefore
   }
 
+  /**
+   * `isRevoked` from memory alone: undefined when the answer needs a Redis read (no lookup of
+   * this session within `cacheMs` while Redis is up).
+   */
+  isRevokedNow(identity: Identity): boolean | undefined {
+    if (this.sessionRevoked(identity.sessionId)) return true
+    const lookup = this.lookups.get(identity.sessionId)
+    const fresh = lookup !== undefined && Date.now() - lookup.checkedAt < this.options.cacheMs
+    if (!fresh && this.redis.status === 'ready') return undefined
+    if (lookup?.sessionRevoked) return true
+    const revokedBefore = Math.max(this.userRevokedBefore(identity.userId) ?? 0, lookup?.revokedBefore ?? 0)
+    return identity.issuedAt < revokedBefore
+  }
+
   /** Both keys of a token in one read, cached per session. */
   private async lookup(identity: Identity): Promise<Lookup | undefined> {
     const now = Date.now()
@@ -228,6 +242,12 @@ export class EdgeAuth {
     return identity
   }
 
+  /** The identity of a token verified before and not yet expired; undefined when it must be verified. */
+  identifyNow(token: string): Identity | undefined {
+    const cached = this.verified.get(token)
+    return cached && cached.expiresAt > Date.now() / 1000 ? cached : undefined
+  }
+
   /** Whether the token's session, or all of the user's sessions since it was issued, were revoked. */
   isRevoked(identity: Identity): Promise<boolean> {
     return this.revocations.isRevoked(identity)
@@ -245,6 +265,27 @@ export class EdgeAuth {
    * trips; a revoked caller's request is counted, harmlessly), 429 past a limit. Returns the
    * identity and the RateLimit headers to answer with.
    */
+  /**
+   * `admit` without waiting, when memory decides all of it: a token verified before, its
+   * revocation state cached, every charge decided by a lease. Undefined (nothing charged) otherwise.
+   */
+  admitNow(
+    token: string | undefined,
+    limiter: RateLimiter,
+    charges: (identity: Identity) => RateLimitCharge[],
+  ): { identity: Identity; limitHeaders: Record<string, string> } | undefined {
+    if (!token) throw problems.unauthorized()
+    const identity = this.identifyNow(token)
+    if (!identity) return undefined
+    const revoked = this.revocations.isRevokedNow(identity)
+    if (revoked === undefined) return undefined
+    const limitHeaders = limiter.enforceNow(charges(identity))
+    if (!limitHeaders) return undefined
+    // As in admit, a revoked caller's request is counted, then refused.
+    if (revoked) throw problems.unauthorized('The session has been revoked')
+    return { identity, limitHeaders }
+  }
+
   async admit(
     token: string | undefined,
     limiter: RateLimiter,

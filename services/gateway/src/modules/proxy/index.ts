@@ -1,8 +1,27 @@
-import { bearerToken, canonicalPath, type Metrics, problems, requestContext } from '@parley/common'
-import { startClientSpan } from '@parley/common/tracing'
-import { Elysia } from 'elysia'
+import {
+  bearerToken,
+  checkBeforeRouting,
+  HttpProblem,
+  type Identity,
+  type Logger,
+  logAccess,
+  logFailure,
+  type Metrics,
+  nextTraceparent,
+  problemResponse,
+  problems,
+  requestIdFor,
+} from '@parley/common'
+import {
+  activeTraceparent,
+  nameServerSpan,
+  serveTraced,
+  startClientSpan,
+  tracingEnabled,
+} from '@parley/common/tracing'
 import { type EdgeAuth, routeAccess } from '../edge-auth/service'
 import type { RateLimiter } from '../rate-limit/service'
+import type { EdgeHeaders } from '../security'
 import {
   API_PREFIX,
   clientAddress,
@@ -10,8 +29,8 @@ import {
   limitBody,
   matchUpstream,
   readBody,
+  toUpstreamHeaders,
   type Upstream,
-  upstreamRequestHeaders,
 } from './service'
 
 export type ProxyOptions = {
@@ -19,17 +38,17 @@ export type ProxyOptions = {
   edgeAuth: EdgeAuth
   limiter: RateLimiter
   metrics: Metrics
+  logger: Logger
+  edgeHeaders: EdgeHeaders
   trustProxyHops: number
   bodyLimitBytes: number
 }
 
-const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
-
-/**
- * Returned by the route's parser so Elysia's default parsers leave the body stream alone.
- * An object, because global hooks that inspect `body` (httpKit refuses non-object JSON) see it.
- */
-const UNPARSED = Object.freeze({})
+const PROXIED_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'])
+/** The route template proxied requests are measured under (one series, whatever the path). */
+export const PROXY_ROUTE = `${API_PREFIX}/*`
+/** The gateway's own routes under the API prefix: the app serves them. */
+const OWN_ROUTES = new Set([`${API_PREFIX}/ws`, `${API_PREFIX}/sync`])
 
 /** The JSON object a small buffered body holds, or undefined (the service answers malformed input). */
 function jsonObject(body: Uint8Array): Record<string, unknown> | undefined {
@@ -55,105 +74,223 @@ function itemCount(body: Record<string, unknown> | undefined, field: string): nu
   return Array.isArray(items) ? Math.max(1, items.length) : 1
 }
 
+/** Observes a histogram by label values, each combination's child resolved once (no label hashing per request). */
+function seriesOf(histogram: ReturnType<Metrics['histogram']>): (labels: string[], seconds: number) => void {
+  const children = new Map<string, { observe: (seconds: number) => void }>()
+  return (labels, seconds) => {
+    const key = labels.join(' ')
+    let child = children.get(key)
+    if (!child) {
+      child = histogram.labels(...labels)
+      children.set(key, child)
+    }
+    child.observe(seconds)
+  }
+}
+
+/** `request.url` split without a URL object (this runs on every proxied request). */
+type UrlParts = { scheme: string; host: string; pathname: string; search: string }
+
+function urlParts(url: string): UrlParts {
+  const schemeEnd = url.indexOf('://')
+  const pathStart = url.indexOf('/', schemeEnd + 3)
+  const queryStart = url.indexOf('?', pathStart)
+  return {
+    scheme: url.slice(0, schemeEnd),
+    host: url.slice(schemeEnd + 3, pathStart),
+    pathname: queryStart === -1 ? url.slice(pathStart) : url.slice(pathStart, queryStart),
+    search: queryStart === -1 ? '' : url.slice(queryStart),
+  }
+}
+
 /**
- * `/api/v1/<area>/…` → the owning service, with edge authentication and rate limiting.
+ * `/api/v1/<area>/…` → the owning service, with edge authentication and rate limiting: the
+ * gateway's hot path, run as a plain function in front of the framework (app.ts wraps the app's
+ * fetch with it) rather than through Elysia's per-request lifecycle. It does what httpKit and the
+ * security plugin do for every other route, with the same shared functions: request id and
+ * traceparent, the path and body-length checks, problem+json answers, the edge headers, the
+ * request histogram and the access log line.
  * Bodies stream both ways; only bodies a limit counts by are buffered (login: the email;
  * invitations: the invitees), and they are small.
  */
-export function proxyRoutes(options: ProxyOptions) {
-  const { upstreams, edgeAuth, limiter, trustProxyHops, bodyLimitBytes } = options
+export function proxyHandler(options: ProxyOptions) {
+  const { upstreams, edgeAuth, limiter, logger, trustProxyHops, bodyLimitBytes, edgeHeaders } = options
+  const duration = options.metrics.histogram('http_request_duration_seconds', 'HTTP request latency', [
+    'method',
+    'route',
+    'status',
+  ])
   const upstreamSeconds = options.metrics.histogram(
     'upstream_request_duration_seconds',
     'Time until the upstream answered with headers, by upstream and status',
     ['upstream', 'status'],
   )
+  const accessLog = logger.isLevelEnabled('info')
+  const traced = tracingEnabled()
+  const observeRequest = seriesOf(duration)
+  const observeUpstream = seriesOf(upstreamSeconds)
 
-  const plugin = new Elysia({ name: 'gateway.proxy' }).use(requestContext)
-  for (const method of PROXIED_METHODS) {
-    plugin.route(
-      method,
-      `${API_PREFIX}/*`,
-      async ({ request, server, requestId, traceparent }) => {
-        const url = new URL(request.url)
-        // httpKit has refused paths without a canonical form; this one is routed, limited and forwarded.
-        const canonical = canonicalPath(url.pathname)
-        const path = canonical.ok ? canonical.path.slice(API_PREFIX.length) : ''
-        const upstream = matchUpstream(upstreams, path)
-        if (!upstream) throw problems.notFound('No route matches this path')
-
-        const client = clientAddress(
-          server?.requestIP(request)?.address ?? '127.0.0.1',
-          request.headers.get('x-forwarded-for'),
-          trustProxyHops,
-        )
-        const access = routeAccess(request.method, path)
-        let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body
-        let limitHeaders: Record<string, string>
-        if (access.anonymous) {
-          const ip = `ip:${client.ip}`
-          if (access.keyedByEmail) {
-            body = await readBody(request.body, bodyLimitBytes)
-            const email = emailSubject(jsonObject(body))
-            limitHeaders = await limiter.enforce([
-              { policy: access.policy, subject: `${ip}:email:${email}` },
-              { policy: 'loginEmail', subject: `email:${email}` },
-            ])
-          } else limitHeaders = await limiter.enforce([{ policy: access.policy, subject: ip }])
-        } else {
-          const token = bearerToken(request.headers.get('authorization'))
-          ;({ limitHeaders } = await edgeAuth.admit(token, limiter, async (identity) => {
-            // Charges per invitee need the (small) body; everything else streams.
-            let parsed: Record<string, unknown> | undefined
-            if (access.charges.some((charge) => charge.perItemOf)) {
-              body = await readBody(request.body, bodyLimitBytes)
-              parsed = jsonObject(body)
-            }
-            return access.charges.map((charge) => ({
-              policy: charge.policy,
-              subject: `user:${identity.userId}`,
-              cost: charge.perItemOf ? itemCount(parsed, charge.perItemOf) : 1,
-            }))
-          }))
-        }
-
-        // Content-Length is enforced by httpKit; an undeclared (chunked) length is counted while streaming.
-        const limited =
-          body instanceof ReadableStream && !request.headers.has('content-length')
-            ? limitBody(body, bodyLimitBytes)
-            : undefined
-        const trusted = trustProxyHops > 0
-        // With tracing on, the upstream's server span is a child of this call's client span.
-        const upstreamSpan = startClientSpan(`${request.method} ${upstream.name}`, {
-          'http.request.method': request.method,
-          'server.address': upstream.name,
-          'url.path': path,
-        })
-        const response = await forward(
-          upstream,
-          {
-            method: request.method,
-            pathAndQuery: `${path}${url.search}`,
-            headers: upstreamRequestHeaders(request.headers, {
-              client,
-              proto: (trusted && request.headers.get('x-forwarded-proto')) || url.protocol.replace(/:$/, ''),
-              host: (trusted && request.headers.get('x-forwarded-host')) || url.host,
-              requestId,
-              traceparent: upstreamSpan?.traceparent ?? traceparent,
-            }),
-            body: limited?.stream ?? body,
-            clientSignal: request.signal,
-            ...(limited ? { bodyFailure: limited.failure } : {}),
-          },
-          (status, seconds) => {
-            upstreamSeconds.observe({ upstream: upstream.name, status: String(status) }, seconds)
-            upstreamSpan?.end(status)
-          },
-        )
-        for (const [name, value] of Object.entries(limitHeaders)) response.headers.set(name, value)
-        return response
-      },
-      { parse: () => UNPARSED, detail: { hide: true } },
+  /** Forwards a request whose path passed the checks; throws HttpProblems (401, 404, 429, 502–504…). */
+  async function proxied(
+    request: Request,
+    server: Bun.Server<unknown> | null | undefined,
+    url: UrlParts,
+    servicePath: string,
+    requestId: string,
+    traceparent: string,
+  ): Promise<Response> {
+    const upstream = matchUpstream(upstreams, servicePath)
+    if (!upstream) throw problems.notFound('No route matches this path')
+    const client = clientAddress(
+      server?.requestIP(request)?.address ?? '127.0.0.1',
+      request.headers.get('x-forwarded-for'),
+      trustProxyHops,
     )
+    const access = routeAccess(request.method, servicePath)
+    let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body
+    let limitHeaders: Record<string, string>
+    if (access.anonymous) {
+      const ip = `ip:${client.ip}`
+      if (access.keyedByEmail) {
+        body = await readBody(request.body, bodyLimitBytes)
+        const email = emailSubject(jsonObject(body))
+        limitHeaders = await limiter.enforce([
+          { policy: access.policy, subject: `${ip}:email:${email}` },
+          { policy: 'loginEmail', subject: `email:${email}` },
+        ])
+      } else {
+        const charges = [{ policy: access.policy, subject: ip }]
+        limitHeaders = limiter.enforceNow(charges) ?? (await limiter.enforce(charges))
+      }
+    } else {
+      const token = bearerToken(request.headers.get('authorization'))
+      const perUser = (identity: Identity) =>
+        access.charges.map((charge) => ({ policy: charge.policy, subject: `user:${identity.userId}` }))
+      // Nearly every request: token, revocation state and limits all decided in memory.
+      const admitted = access.charges.some((charge) => charge.perItemOf)
+        ? undefined
+        : edgeAuth.admitNow(token, limiter, perUser)
+      if (admitted) limitHeaders = admitted.limitHeaders
+      else
+        ({ limitHeaders } = await edgeAuth.admit(token, limiter, async (identity) => {
+          // Charges per invitee need the (small) body; everything else streams.
+          let parsed: Record<string, unknown> | undefined
+          if (access.charges.some((charge) => charge.perItemOf)) {
+            body = await readBody(request.body, bodyLimitBytes)
+            parsed = jsonObject(body)
+          }
+          return access.charges.map((charge) => ({
+            policy: charge.policy,
+            subject: `user:${identity.userId}`,
+            cost: charge.perItemOf ? itemCount(parsed, charge.perItemOf) : 1,
+          }))
+        }))
+    }
+
+    // Content-Length is checked before routing; an undeclared (chunked) length is counted while streaming.
+    const limited =
+      body instanceof ReadableStream && !request.headers.has('content-length')
+        ? limitBody(body, bodyLimitBytes)
+        : undefined
+    const trusted = trustProxyHops > 0
+    // With tracing on, the upstream's server span is a child of this call's client span.
+    const upstreamSpan = startClientSpan(`${request.method} ${upstream.name}`, {
+      'http.request.method': request.method,
+      'server.address': upstream.name,
+      'url.path': servicePath,
+    })
+    const response = await forward(
+      upstream,
+      {
+        method: request.method,
+        pathAndQuery: `${servicePath}${url.search}`,
+        headers: toUpstreamHeaders(request.headers, {
+          client,
+          proto: (trusted && request.headers.get('x-forwarded-proto')) || url.scheme,
+          host: (trusted && request.headers.get('x-forwarded-host')) || url.host,
+          requestId,
+          traceparent: upstreamSpan?.traceparent ?? traceparent,
+        }),
+        body: limited?.stream ?? body,
+        // Only a request with a body can still be sending when its client goes away.
+        clientSignal: request.body ? request.signal : undefined,
+        ...(limited ? { bodyFailure: limited.failure } : {}),
+      },
+      (status, seconds) => {
+        observeUpstream([upstream.name, String(status)], seconds)
+        upstreamSpan?.end(status)
+      },
+    )
+    for (const name in limitHeaders) response.headers.set(name, limitHeaders[name] as string)
+    return response
   }
-  return plugin
+
+  async function serve(
+    request: Request,
+    server: Bun.Server<unknown> | null | undefined,
+    url: UrlParts,
+  ): Promise<Response> {
+    const startedAt = performance.now()
+    const requestId = requestIdFor(request.headers.get('x-request-id'))
+    const traceparent = (traced && activeTraceparent()) || nextTraceparent(request.headers.get('traceparent'))
+    const checked = checkBeforeRouting(
+      url.pathname,
+      request.headers.get('content-length'),
+      bodyLimitBytes,
+      false,
+    )
+    const route = checked.ok ? PROXY_ROUTE : 'unmatched'
+    if (traced && checked.ok) nameServerSpan(request, route)
+    let response: Response
+    try {
+      if (!checked.ok) throw checked.problem
+      response = await proxied(
+        request,
+        server,
+        url,
+        checked.path.slice(API_PREFIX.length),
+        requestId,
+        traceparent,
+      )
+    } catch (error) {
+      const problem = error instanceof HttpProblem ? error : problems.internal()
+      if (problem.status >= 500) logFailure(logger, error, { path: url.pathname, requestId, traceparent })
+      response = problemResponse(problem, url.pathname)
+    }
+    const headers = response.headers
+    const edge = edgeHeaders(request.headers.get('origin'))
+    for (const name in edge) headers.set(name, edge[name] as string)
+    headers.set('x-request-id', requestId)
+    const seconds = (performance.now() - startedAt) / 1000
+    observeRequest([request.method, route, String(response.status)], seconds)
+    if (accessLog)
+      logAccess(logger, {
+        requestId,
+        traceparent,
+        method: request.method,
+        path: url.pathname,
+        route,
+        status: response.status,
+        ms: Math.round(seconds * 1000),
+      })
+    return response
+  }
+
+  /**
+   * Answers a proxied request (everything under the API prefix but the gateway's own routes),
+   * never throwing: failures are problem+json answers. Undefined for any other request.
+   */
+  return (
+    request: Request,
+    server: Bun.Server<unknown> | null | undefined,
+  ): Promise<Response> | undefined => {
+    if (!PROXIED_METHODS.has(request.method)) return undefined
+    const url = urlParts(request.url)
+    if (!url.pathname.startsWith(`${API_PREFIX}/`) || OWN_ROUTES.has(url.pathname)) return undefined
+    if (!traced) return serve(request, server, url)
+    // Inside its server span, as httpKit's wrap runs every other request.
+    return serveTraced(request, (traceable) => serve(traceable, server, url)) as Promise<Response>
+  }
 }
+
+export type ProxyHandler = ReturnType<typeof proxyHandler>

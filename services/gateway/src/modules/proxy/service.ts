@@ -29,12 +29,20 @@ const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encod
 const IDENTITY_HEADER =
   /^(x-(user|auth|identity|session|roles?|account|email|remote-user|forwarded-user)\b.*|remote-user)$/
 
-/** Removes hop-by-hop fields (and the fields `Connection` lists) in place. */
-export function stripHopByHop(headers: Headers): Headers {
+/**
+ * Removes hop-by-hop fields (and the fields `Connection` lists) in place, and with
+ * `dropIdentity` the identity-looking ones too. One pass over the names: this runs twice per
+ * proxied request.
+ */
+export function stripHopByHop(headers: Headers, dropIdentity = false): Headers {
   const listed = headers.get('connection')
   if (listed) for (const name of listed.split(',')) if (name.trim()) headers.delete(name.trim())
   for (const name of HOP_BY_HOP) headers.delete(name)
-  for (const name of [...headers.keys()]) if (name.startsWith('proxy-')) headers.delete(name)
+  const dropped: string[] = []
+  headers.forEach((_, name) => {
+    if (name.startsWith('proxy-') || (dropIdentity && IDENTITY_HEADER.test(name))) dropped.push(name)
+  })
+  for (const name of dropped) headers.delete(name)
   return headers
 }
 
@@ -71,10 +79,12 @@ export type ForwardContext = {
   traceparent: string
 }
 
-/** The request headers a service receives: end-to-end fields only, no identity claims, forwarding info added. */
-export function upstreamRequestHeaders(incoming: Headers, context: ForwardContext): Headers {
-  const headers = stripHopByHop(new Headers(incoming))
-  for (const name of [...headers.keys()]) if (IDENTITY_HEADER.test(name)) headers.delete(name)
+/**
+ * Turns the client's request headers, in place (the request is only forwarded afterwards), into
+ * the ones a service receives: end-to-end fields only, no identity claims, forwarding info added.
+ */
+export function toUpstreamHeaders(headers: Headers, context: ForwardContext): Headers {
+  stripHopByHop(headers, true)
   headers.delete('host')
   headers.delete('forwarded')
   headers.set('x-forwarded-for', context.client.forwardedFor)
@@ -158,6 +168,35 @@ const CLIENT_CLOSED_REQUEST = new HttpProblem(
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
 
 /**
+ * Upstream deadlines on one coarse clock: a timer per request costs more than the rest of the
+ * timeout handling; a sweep every DEADLINE_TICK_MS aborts the overdue ones (up to a tick late).
+ */
+const DEADLINE_TICK_MS = 50
+const deadlines = new Map<AbortController, number>()
+let deadlineSweep: ReturnType<typeof setInterval> | undefined
+
+function withDeadline(ms: number): AbortController {
+  const controller = new AbortController()
+  deadlines.set(controller, performance.now() + ms)
+  if (!deadlineSweep) {
+    deadlineSweep = setInterval(() => {
+      const now = performance.now()
+      for (const [overdue, deadline] of deadlines)
+        if (deadline <= now) {
+          deadlines.delete(overdue)
+          overdue.abort()
+        }
+      if (deadlines.size === 0) {
+        clearInterval(deadlineSweep)
+        deadlineSweep = undefined
+      }
+    }, DEADLINE_TICK_MS)
+    deadlineSweep.unref()
+  }
+  return controller
+}
+
+/**
  * Sends the request to the upstream over Bun's pooled keep-alive connections and returns
  * its response as a stream. The timeout covers the wait for response headers; failures
  * become 503 (unreachable), 504 (timed out) or 502 problems.
@@ -168,8 +207,7 @@ export async function forward(
   onHeaders: (status: number, seconds: number) => void,
 ): Promise<Response> {
   const started = performance.now()
-  const timeout = new AbortController()
-  const timer = setTimeout(() => timeout.abort(), upstream.timeoutMs)
+  const timeout = withDeadline(upstream.timeoutMs)
   const signal = request.clientSignal
     ? AbortSignal.any([timeout.signal, request.clientSignal])
     : timeout.signal
@@ -194,12 +232,18 @@ export async function forward(
     onHeaders(problem.status, (performance.now() - started) / 1000)
     throw problem
   } finally {
-    clearTimeout(timer)
+    deadlines.delete(timeout)
   }
   onHeaders(response.status, (performance.now() - started) / 1000)
-  const headers = stripHopByHop(new Headers(response.headers))
-  const body = NULL_BODY_STATUSES.has(response.status) || request.method === 'HEAD' ? null : response.body
-  return new Response(body, { status: response.status, statusText: response.statusText, headers })
+  // Bun's fetch responses have mutable headers: the upstream's response goes back as it is.
+  stripHopByHop(response.headers)
+  if (NULL_BODY_STATUSES.has(response.status) || request.method === 'HEAD')
+    return new Response(null, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    })
+  return response
 }
 
 function upstreamProblem(upstream: Upstream, error: unknown, timedOut: boolean): HttpProblem {

@@ -220,12 +220,10 @@ export class RateLimiter {
     const units = Math.min(Math.max(1, cost), policy.limit)
     const lease = units === 1 ? this.leases.get(key) : undefined
     if (lease && now - lease.grantedAt >= LEASE_TTL_MS) this.endLease(key, lease)
-    else if (lease && lease.units > 0) {
-      lease.units--
-      if (lease.size > 1 && lease.pending === 0 && lease.units * 2 <= lease.size)
-        void this.refill(policyName, key, lease)
-      return this.decided(policyName, policy, lease, now, true)
-    } else if (lease && lease.refusedUntil > now) return this.decided(policyName, policy, lease, now, false)
+    else if (lease) {
+      const local = this.fromLease(policyName, policy, key, lease, now)
+      if (local) return local
+    }
     let store: RateLimitDecision['store'] = 'redis'
     let result: GcraResult
     try {
@@ -269,9 +267,35 @@ export class RateLimiter {
    * told about: a denial if any (thrown as the 429 problem), else the policy closest to its limit.
    */
   async enforce(charges: readonly RateLimitCharge[]): Promise<Record<string, string>> {
-    const decisions = await Promise.all(
-      charges.map((charge) => this.consume(charge.policy, charge.subject, charge.cost)),
+    return this.answer(
+      await Promise.all(charges.map((charge) => this.consume(charge.policy, charge.subject, charge.cost))),
     )
+  }
+
+  /**
+   * `enforce` without waiting, when leases decide every charge (the steady state of a busy
+   * client); undefined, with nothing charged, when any charge needs Redis.
+   */
+  enforceNow(charges: readonly RateLimitCharge[]): Record<string, string> | undefined {
+    const now = Date.now()
+    const leased: { charge: RateLimitCharge; key: string; lease: Lease }[] = []
+    for (const charge of charges) {
+      const key = `ratelimit:${charge.policy}:${charge.subject}`
+      const lease = (charge.cost ?? 1) <= 1 ? this.leases.get(key) : undefined
+      if (!lease || now - lease.grantedAt >= LEASE_TTL_MS || (lease.units === 0 && lease.refusedUntil <= now))
+        return undefined
+      leased.push({ charge, key, lease })
+    }
+    return this.answer(
+      leased.map(
+        ({ charge, key, lease }) =>
+          this.fromLease(charge.policy, this.policies[charge.policy], key, lease, now) as RateLimitDecision,
+      ),
+    )
+  }
+
+  /** The RateLimit headers of the decision the client is told about; throws the 429 problem of a denial. */
+  private answer(decisions: readonly RateLimitDecision[]): Record<string, string> {
     let chosen = decisions[0] as RateLimitDecision
     for (const decision of decisions) {
       if (!decision.allowed) {
@@ -367,6 +391,24 @@ export class RateLimiter {
     lease.grantedAt = now
     lease.untilRefillMs = untilRefillMs
     lease.freeAfterGrant = Math.max(0, Math.floor((tolerance - untilRefillMs) / interval))
+  }
+
+  /** A unit from a live lease, or its cached refusal; undefined when the lease can decide neither. */
+  private fromLease(
+    policyName: PolicyName,
+    policy: RateLimitPolicy,
+    key: string,
+    lease: Lease,
+    now: number,
+  ): RateLimitDecision | undefined {
+    if (lease.units > 0) {
+      lease.units--
+      if (lease.size > 1 && lease.pending === 0 && lease.units * 2 <= lease.size)
+        void this.refill(policyName, key, lease)
+      return this.decided(policyName, policy, lease, now, true)
+    }
+    if (lease.refusedUntil > now) return this.decided(policyName, policy, lease, now, false)
+    return undefined
   }
 
   /** A decision served from a lease (allowed) or from its cached refusal; its units came from Redis. */
