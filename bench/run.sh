@@ -8,12 +8,13 @@ LOG_TAG=bench
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 bash scripts/setup.sh
-# The gateway bench drives its targets with wrk and compares against nginx (Debian packages).
-need_tools wrk:wrk nginx:nginx-light
+# The gateway bench drives its targets with wrk and compares against nginx and the seed-style
+# Express gateway on Node.js (Debian packages).
+need_tools wrk:wrk nginx:nginx-light node:nodejs
 bash scripts/infra.sh up >/dev/null
 
 suites=("$@")
-[[ ${#suites[@]} -gt 0 ]] || suites=(auth user chat notification gateway)
+[[ ${#suites[@]} -gt 0 ]] || suites=(auth user chat notification gateway services)
 for suite in "${suites[@]}"; do
   for script in bench/"$suite"/*; do
     case "$script" in

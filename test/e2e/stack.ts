@@ -28,6 +28,8 @@ export type RunningService = {
   process: ReturnType<typeof Bun.spawn>
   /** Its stdout lines so far (with `captureLogs`; empty otherwise). */
   logLines: () => readonly string[]
+  /** From spawn to its first 200 from /ready (the stack starts auth, then the rest together). */
+  readyMs: number
   stop: () => Promise<number>
 }
 
@@ -209,6 +211,7 @@ export async function startStack(
   const spawned: Subprocess[] = []
   async function start(name: ServiceName, port: number, label: string = name): Promise<RunningService> {
     const opsPort = await freePort()
+    const spawnedAt = performance.now()
     const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
       env: { ...common, ...envOf(name), PORT: String(port), OPS_PORT: String(opsPort) },
       stdout: options.captureLogs ? 'pipe' : process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
@@ -228,6 +231,7 @@ export async function startStack(
         `${label} did not become ready (${failure}); stack so far: ${timeline.join(', ')}; ` +
           `its last stderr lines: ${errorLines.slice(-20).join(' | ') || '(none)'}`,
       )
+    const readyMs = performance.now() - spawnedAt
     mark(label)
     const service: RunningService = {
       name: label,
@@ -236,6 +240,7 @@ export async function startStack(
       opsUrl,
       process: child,
       logLines: () => lines,
+      readyMs,
       stop: async () => {
         child.kill('SIGTERM')
         return child.exited

@@ -392,3 +392,60 @@ describe('edge headers', () => {
     expect(response.headers.get('ratelimit')).toMatch(/^"authenticated";r=\d+;t=\d+$/)
   })
 })
+
+describe('the proxy fast path and the framework path', () => {
+  test('answer alike: edge headers, request ids, problems and the request histogram', async () => {
+    const origin = { origin: 'https://app.example.com' }
+    const before = await gateway.metrics()
+    const proxied = await fetch(`${gateway.url}/api/v1/users/me`, {
+      headers: { ...bearer(), ...origin, 'x-request-id': 'fast-path-1' },
+    })
+    const framework = await fetch(`${gateway.url}/docs/json`, {
+      headers: { ...origin, 'x-request-id': 'framework-1' },
+    })
+    expect(proxied.status).toBe(200)
+    expect(framework.status).toBe(200)
+    const edge = (response: Response) =>
+      Object.fromEntries(
+        [...response.headers].filter(
+          ([name]) =>
+            name.startsWith('access-control-') ||
+            [
+              'x-content-type-options',
+              'x-frame-options',
+              'referrer-policy',
+              'vary',
+              'strict-transport-security',
+            ].includes(name),
+        ),
+      )
+    expect(edge(proxied)).toEqual(edge(framework))
+    expect(proxied.headers.get('access-control-allow-origin')).toBe('https://app.example.com')
+    expect(proxied.headers.get('x-request-id')).toBe('fast-path-1')
+    expect(framework.headers.get('x-request-id')).toBe('framework-1')
+
+    // A refusal before routing and a missing upstream are problems like the framework's 404.
+    const refused = await fetch(`${gateway.url}/api/v1/users/a%2Fb`, { headers: bearer() })
+    expect(refused.status).toBe(400)
+    expect(refused.headers.get('content-type')).toBe('application/problem+json')
+    expect(((await refused.json()) as { errors: { field: string }[] }).errors[0]?.field).toBe('path')
+    const unrouted = await fetch(`${gateway.url}/api/v1/nothing-here`, { headers: bearer() })
+    expect(unrouted.status).toBe(404)
+    expect(unrouted.headers.get('content-type')).toBe('application/problem+json')
+    expect(unrouted.headers.get('x-request-id')).toBeTruthy()
+
+    const after = await gateway.metrics()
+    const count = (text: string, labels: Record<string, string>) =>
+      metricValue(text, 'http_request_duration_seconds_count', labels)
+    for (const labels of [
+      { method: 'GET', route: '/api/v1/*', status: '200' },
+      { method: 'GET', route: '/api/v1/*', status: '404' },
+      { method: 'GET', route: 'unmatched', status: '400' },
+      { method: 'GET', route: '/docs/json', status: '200' },
+    ])
+      expect({ ...labels, added: count(after, labels) - count(before, labels) }).toEqual({
+        ...labels,
+        added: 1,
+      })
+  })
+})

@@ -432,7 +432,8 @@ describe('leases', () => {
       },
     }
   }
-  const takes = async (metrics: Metrics) => metricValue(await metrics.registry.metrics(), 'ratelimit_redis_takes_total')
+  const takes = async (metrics: Metrics) =>
+    metricValue(await metrics.registry.metrics(), 'ratelimit_redis_takes_total')
 
   test('a busy subject is admitted from leases: a Redis call per lease, not per request', async () => {
     const one = await replica(testRedisPrefix(), '{"authenticated":{"limit":100000,"windowSeconds":60}}')
