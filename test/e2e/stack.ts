@@ -129,6 +129,11 @@ export async function startStack(
      * a slow start fails with the services it waited for rather than as a bare hook timeout.
      */
     readyTimeoutMs?: number
+    /**
+     * Compiled executables (`bun build --compile`, as the images run them) to start instead of the
+     * sources, by service; each gets MIGRATIONS_DIR, as in its image.
+     */
+    binaries?: Partial<Record<ServiceName, string>>
   } = {},
 ) {
   const startedAt = Date.now()
@@ -212,8 +217,11 @@ export async function startStack(
   async function start(name: ServiceName, port: number, label: string = name): Promise<RunningService> {
     const opsPort = await freePort()
     const spawnedAt = performance.now()
-    const child = Bun.spawn(['bun', join(ROOT, `services/${name}/src/index.ts`)], {
-      env: { ...common, ...envOf(name), PORT: String(port), OPS_PORT: String(opsPort) },
+    const binary = options.binaries?.[name]
+    const command = binary ? [binary] : ['bun', join(ROOT, `services/${name}/src/index.ts`)]
+    const compiled = binary ? { MIGRATIONS_DIR: join(ROOT, `services/${name}/drizzle`) } : {}
+    const child = Bun.spawn(command, {
+      env: { ...common, ...envOf(name), ...compiled, PORT: String(port), OPS_PORT: String(opsPort) },
       stdout: options.captureLogs ? 'pipe' : process.env.TEST_LOG_LEVEL ? 'inherit' : 'ignore',
       stderr: 'pipe',
     })
