@@ -35,3 +35,17 @@ fi
 
 # A no-op when node_modules matches the lockfile.
 bun install --frozen-lockfile --silent </dev/null
+
+# schemathesis (test/e2e/schemathesis.test.ts fuzzes the gateway's OpenAPI document with it), pinned,
+# in a venv under .cache through pip and its configured index; Debian splits venv support out of
+# python3 (python3-venv), so a bare Debian 12 gets both.
+SCHEMATHESIS_VERSION=4.32.5
+schemathesis_venv=.cache/schemathesis
+if [[ "$("$schemathesis_venv/bin/st" --version 2>/dev/null || true)" != *"version $SCHEMATHESIS_VERSION" ]]; then
+  need_tools python3:python3
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  log "installing schemathesis==$SCHEMATHESIS_VERSION into $schemathesis_venv"
+  rm -rf "$schemathesis_venv"
+  python3 -m venv "$schemathesis_venv"
+  "$schemathesis_venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" </dev/null
+fi

@@ -43,6 +43,24 @@ export const problems = {
   forbidden: (detail = 'You may not do this') => new HttpProblem(403, 'Forbidden', detail, 'forbidden'),
   notFound: (detail = 'No such resource') => new HttpProblem(404, 'Not Found', detail, 'not-found'),
   conflict: (detail: string) => new HttpProblem(409, 'Conflict', detail, 'conflict'),
+  unsupportedMediaType: (expected: string) =>
+    new HttpProblem(
+      415,
+      'Unsupported Media Type',
+      `The request body must be ${expected}`,
+      'unsupported-media-type',
+      [{ field: 'body', message: `Expected Content-Type ${expected}` }],
+    ),
+  /** RFC 9110 §15.5.6: the path exists, not with this method; `Allow` lists the methods it has. */
+  methodNotAllowed: (method: string, allowed: readonly string[]) =>
+    new HttpProblem(
+      405,
+      'Method Not Allowed',
+      `${method} is not served here; use ${allowed.join(', ')}`,
+      'method-not-allowed',
+      undefined,
+      { allow: allowed.join(', ') },
+    ),
   payloadTooLarge: (limit: number) =>
     // The unread rest of the body would poison a kept-alive connection: close it.
     new HttpProblem(

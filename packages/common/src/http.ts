@@ -11,8 +11,8 @@ import { registerFormats } from './formats'
 import { exitOnSignals, type Lifecycle } from './lifecycle'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
-import { canonicalPath } from './paths'
 import { RequestState, recordRequest, requestStateOf } from './request-context'
+import { checkBeforeRouting, logAccess, logFailure, requestIdFor } from './request-edge'
 import type { Runtime } from './runtime'
 import { activeTraceparent, nameServerSpan, serveTraced, tracingEnabled } from './tracing'
 
@@ -36,13 +36,20 @@ export type HttpKitOptions = {
   bodyLimitBytes: number
   /**
    * `strict` (services): a path not already canonical (see `canonicalPath`) is 404, so a
-   * service serves each route under one spelling only. `canonicalise` (the gateway): the
-   * routes canonicalise themselves; only paths with no canonical form are refused (400).
+   * service serves each route under one spelling only, and a request body must be JSON (415
+   * otherwise: every service route takes JSON). `canonicalise` (the gateway): the routes
+   * canonicalise themselves; only paths with no canonical form are refused (400), and bodies
+   * are forwarded as they are.
    */
   paths?: 'strict' | 'canonicalise'
 }
 
-const REQUEST_ID_PATTERN = /^[\w.:-]{1,128}$/
+/**
+ * A route's `detail` flag for a body that may be left out: the OpenAPI plugin documents every
+ * body as required, and the gateway's merged document turns this into `required: false`.
+ */
+export const OPTIONAL_BODY = 'x-parley-optional-body'
+
 const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
 /** An app's fetch; it answers nothing for a request it upgraded to a WebSocket. */
 type AppFetch = (request: Request) => Response | undefined | Promise<Response | undefined>
@@ -125,6 +132,74 @@ export function toProblem(code: string | number, error: unknown, url?: URL): Htt
   return problems.internal()
 }
 
+/** A route template as a matcher: `:param` is one segment, `*` the rest of the path. */
+function templateMatcher(template: string): RegExp {
+  const pattern = template
+    .split('/')
+    .map((segment) =>
+      segment === '*'
+        ? '.*'
+        : segment.startsWith(':')
+          ? '[^/]+'
+          : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+    )
+    .join('/')
+  return new RegExp(`^${pattern}$`)
+}
+
+type RouteTable = readonly { readonly method: string; readonly path: string }[]
+
+/**
+ * The methods the app serves at `pathname` (its WebSocket routes count as GET, and GET brings
+ * HEAD), for the `Allow` of a 405 (`literalOnly`: of the routes without parameters); empty
+ * when no route has this path. The matchers are built once per route count,
+ * so routes added later are seen and an unmatched request does not recompile them.
+ */
+function allowedMethods(routes: () => RouteTable): (pathname: string, literalOnly?: boolean) => string[] {
+  let compiled:
+    | { count: number; matchers: { method: string; literal: boolean; matcher: RegExp }[] }
+    | undefined
+  return (pathname, literalOnly = false) => {
+    const table = routes()
+    if (compiled?.count !== table.length)
+      compiled = {
+        count: table.length,
+        matchers: table.map(({ method, path }) => ({
+          method: method === 'WS' ? 'GET' : method,
+          literal: !/[:*]/.test(path),
+          matcher: templateMatcher(path),
+        })),
+      }
+    const methods = new Set<string>()
+    for (const { method, literal, matcher } of compiled.matchers)
+      if (method !== 'ALL' && (literal || !literalOnly) && matcher.test(pathname)) {
+        methods.add(method)
+        // Bun's server answers HEAD for every GET route (without the body).
+        if (method === 'GET') methods.add('HEAD')
+      }
+    return [...methods]
+  }
+}
+
+/**
+ * Reads what is left of a request body the app answered without reading (no route, no such
+ * method, a route that takes none, a refused path) before the answer goes out: a client that
+ * streams its body (the gateway, over pooled keep-alive connections) would otherwise have the
+ * rest read as its next request, which Bun answers with an empty 400. Bounded by the listener's
+ * maxRequestBodySize; an oversized one is answered 413 and its connection closed instead. Free
+ * for requests without a body.
+ */
+function drainingBodies(handle: AppFetch): AppFetch {
+  return (request) => {
+    const answer = handle(request)
+    if (request.body === null) return answer
+    return Promise.resolve(answer).then(async (response) => {
+      if (!request.bodyUsed && response?.status !== 413) await request.arrayBuffer().catch(() => undefined)
+      return response
+    })
+  }
+}
+
 function malformedJson(): HttpProblem {
   return problems.badRequest('The request body is not valid JSON', [
     { field: 'body', message: 'Malformed body' },
@@ -148,13 +223,19 @@ export function httpKit(options: HttpKitOptions) {
     'status',
   ])
   const accessLog = logger.isLevelEnabled('info')
-  // Decided once: without tracing no wrap is installed and no request pays for it.
+  // Decided once: without tracing no request pays for a span.
   const traced = tracingEnabled()
 
   const kit = new Elysia({ name: 'parley.http', seed: `${service}#${pluginInstances++}` })
+  // The app's routes, not only the kit's: Elysia points a used plugin's getGlobalRoutes at its parent's.
+  // biome-ignore lint/complexity/useLiteralKeys: getGlobalRoutes is protected; element access reaches it.
+  const methodsAt = allowedMethods(() => kit['getGlobalRoutes']())
   // Every request (the ones refused before routing too) runs inside its server span's context.
   // Elysia types a wrap's handler loosely ((...unknown[]) => Function); it is the app's fetch.
-  if (traced) kit.wrap((handle) => (request: Request) => serveTraced(request, handle as unknown as AppFetch))
+  kit.wrap((handle) => {
+    const serve = drainingBodies(handle as unknown as AppFetch)
+    return traced ? (request: Request) => serveTraced(request, serve) : serve
+  })
   return kit
     .use(
       openapi({
@@ -176,8 +257,7 @@ export function httpKit(options: HttpKitOptions) {
       }),
     )
     .onRequest(({ request, set }) => {
-      const incomingId = request.headers.get('x-request-id')
-      const requestId = incomingId && REQUEST_ID_PATTERN.test(incomingId) ? incomingId : crypto.randomUUID()
+      const requestId = requestIdFor(request.headers.get('x-request-id'))
       const traceparent =
         (traced && activeTraceparent()) || nextTraceparent(request.headers.get('traceparent'))
       const state = new RequestState(logger, requestId, traceparent)
@@ -193,17 +273,24 @@ export function httpKit(options: HttpKitOptions) {
         )
         return problemResponse(problem, pathname, { 'x-request-id': requestId })
       }
-      const canonical = canonicalPath(pathname)
-      if (!canonical.ok)
-        return refuse(problems.badRequest(canonical.reason, [{ field: 'path', message: canonical.reason }]))
-      if (strictPaths && canonical.path !== pathname)
-        return refuse(problems.notFound('No route matches this path'))
-      const length = Number(request.headers.get('content-length') ?? 0)
-      if (length > bodyLimitBytes) return refuse(problems.payloadTooLarge(bodyLimitBytes))
+      const checked = checkBeforeRouting(
+        pathname,
+        request.headers.get('content-length'),
+        bodyLimitBytes,
+        strictPaths,
+      )
+      if (!checked.ok) return refuse(checked.problem)
     })
     .onTransform({ as: 'global' }, ({ body, request, route }) => {
       if (traced) nameServerSpan(request, route)
-      if (!request.headers.get('content-type')?.includes('json')) return
+      // Elysia does not read the body of a GET or HEAD: whatever is sent there is ignored.
+      if (request.method === 'GET' || request.method === 'HEAD') return
+      if (!request.headers.get('content-type')?.includes('json')) {
+        // Elysia would parse a form or text body too and validate whatever it made of it.
+        const sent = request.body !== null && request.headers.get('content-length') !== '0'
+        if (strictPaths && sent) throw problems.unsupportedMediaType('application/json')
+        return
+      }
       // For an optional body Elysia swallows a JSON syntax error and hands the route `undefined`.
       if (body === undefined) {
         if (Number(request.headers.get('content-length') ?? 0) > 0) throw malformedJson()
@@ -216,16 +303,25 @@ export function httpKit(options: HttpKitOptions) {
     })
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
       const url = new URL(request.url)
-      const problem = toProblem(code, error, url)
+      let problem = toProblem(code, error, url)
+      // A route that parses JSON whatever the media type (`parse: 'json'`) fails on a form or text body.
+      if (code === 'PARSE' && strictPaths && !request.headers.get('content-type')?.includes('json'))
+        problem = problems.unsupportedMediaType('application/json')
+      // A known path asked with a method it does not have: 405 naming the ones it has. A path
+      // with routes of its own (e.g. /conversations/blocks) is theirs even where a parameter
+      // route takes the method (PATCH /conversations/:id would only refuse `blocks` as an id).
+      const staticPath = code === 'VALIDATION' && error instanceof ValidationError && error.type === 'params'
+      if (code === 'NOT_FOUND' || staticPath) {
+        const allowed = methodsAt(url.pathname, staticPath)
+        if (allowed.length > 0 && !allowed.includes(request.method))
+          problem = problems.methodNotAllowed(request.method, allowed)
+      }
       // Elysia reports an unmatched route to onAfterResponse with status 200 unless it is set here.
       set.status = problem.status
       const path = url.pathname
       if (problem.status >= 500) {
         const state = requestStateOf(request)
-        logger.error(
-          { err: error, path, requestId: state?.requestId, traceparent: state?.traceparent },
-          'request failed',
-        )
+        logFailure(logger, error, { path, requestId: state?.requestId, traceparent: state?.traceparent })
       }
       const requestId =
         typeof set.headers['x-request-id'] === 'string' ? set.headers['x-request-id'] : undefined
@@ -239,20 +335,16 @@ export function httpKit(options: HttpKitOptions) {
       const template = route || 'unmatched'
       if (template !== HEALTH_PATH) {
         duration.observe({ method: request.method, route: template, status: String(status) }, seconds)
-        // Bindings per line, not a child logger per request: this runs on every request.
         if (!accessLog) return
-        logger.info(
-          {
-            requestId: state.requestId,
-            traceparent: state.traceparent,
-            method: request.method,
-            path: new URL(request.url).pathname,
-            route: template,
-            status,
-            ms: Math.round(seconds * 1000),
-          },
-          'request',
-        )
+        logAccess(logger, {
+          requestId: state.requestId,
+          traceparent: state.traceparent,
+          method: request.method,
+          path: new URL(request.url).pathname,
+          route: template,
+          status,
+          ms: Math.round(seconds * 1000),
+        })
       }
     })
     .get(HEALTH_PATH, () => ({ status: 'ok', service }), { detail: { hide: true } })

@@ -32,6 +32,7 @@ function buildTestApp(readiness: ReadinessCheck[] = []) {
         q: t.Optional(t.String()),
       }),
     })
+    .get('/widgets/top-10', () => [])
     .get('/crash', () => {
       throw new Error('database password is hunter2')
     })
@@ -105,6 +106,40 @@ describe('problem+json', () => {
     const response = await app.handle(new Request('http://localhost/nowhere'))
     expect(response.status).toBe(404)
     expect(response.headers.get('content-type')).toBe(PROBLEM)
+  })
+
+  test('a known path asked with another method is a 405 problem whose Allow lists its methods', async () => {
+    for (const method of ['TRACE', 'DELETE', 'PUT']) {
+      const response = await app.handle(new Request('http://localhost/widgets/abc', { method }))
+      expect(response.status).toBe(405)
+      expect(response.headers.get('allow')).toBe('POST')
+      expect(response.headers.get('content-type')).toBe(PROBLEM)
+      expect(await problemOf(response)).toMatchObject({ status: 405, title: 'Method Not Allowed' })
+    }
+    const search = await app.handle(new Request('http://localhost/search', { method: 'POST' }))
+    expect(search.status).toBe(405)
+    expect(search.headers.get('allow')).toBe('GET, HEAD')
+    // A path with a route of its own is not a parameter of another: POST /widgets/:id would refuse `top-10`.
+    const featured = await app.handle(jsonRequest('POST', '/widgets/top-10', { name: 'xyz', count: 1 }))
+    expect(featured.status).toBe(405)
+    expect(featured.headers.get('allow')).toBe('GET, HEAD')
+    // Only the template's shape counts: one segment for `:id`, so a deeper path is unknown.
+    expect(
+      (await app.handle(new Request('http://localhost/widgets/abc/x', { method: 'TRACE' }))).status,
+    ).toBe(404)
+  })
+
+  test('a body that is not JSON is a 415 problem, even one the route could parse', async () => {
+    const form = new FormData()
+    form.set('name', 'xyz')
+    form.set('count', '1')
+    for (const body of [form, new URLSearchParams({ name: 'xyz', count: '1' }), 'name=xyz']) {
+      const response = await app.handle(new Request('http://localhost/widgets/abc', { method: 'POST', body }))
+      expect(response.status).toBe(415)
+      expect(await problemOf(response)).toMatchObject({ status: 415, errors: [{ field: 'body' }] })
+    }
+    // No body, no media type needed.
+    expect((await app.handle(new Request('http://localhost/options', { method: 'POST' }))).status).toBe(200)
   })
 
   test('unexpected errors are 500 problems without internals', async () => {
@@ -229,6 +264,35 @@ describe('over a real listener', () => {
     })
     expect(response.status).toBe(413)
     expect(response.headers.get('content-type')).toBe(PROBLEM)
+  })
+
+  test('a streamed body answered without its route (405, 404) leaves the kept-alive connection usable', async () => {
+    const streamed = (text: string) =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(text))
+          controller.close()
+        },
+      })
+    const send = (method: string, path: string) =>
+      fetch(`http://127.0.0.1:${port}${path}`, {
+        method,
+        headers: { 'content-type': 'application/json' },
+        body: streamed('{"name":"xyz","count":1}'),
+        duplex: 'half',
+      } as RequestInit)
+    // The gateway streams bodies over pooled connections: unread, their rest was the next request (an empty 400).
+    for (const [method, path, status] of [
+      ['DELETE', '/widgets/abc', 405],
+      ['POST', '/widgets/abc/', 404],
+    ] as const) {
+      const refused = await send(method, path)
+      expect(refused.status).toBe(status)
+      await refused.text()
+      const next = await send('POST', '/widgets/abc')
+      expect(next.status).toBe(200)
+      expect(await next.json()).toEqual({ id: 'abc', name: 'xyz' })
+    }
   })
 })
 

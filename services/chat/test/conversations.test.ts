@@ -187,11 +187,19 @@ describe('GET /conversations', () => {
       expect(reply.headers.get('content-type')).toContain('application/problem+json')
       expect(reply.body.errors?.[0]?.field).toBe('query.limit')
     }
-    for (const cursor of ['garbage', 'W10', encodeURIComponent('{"$gt":""}')]) {
+    for (const cursor of ['garbage', 'W10']) {
       const reply = await chat.call<Problem>(alice, 'GET', `/conversations?cursor=${cursor}`)
       expect(reply.status).toBe(422)
       expect(reply.body.errors).toEqual([{ field: 'query.cursor', message: 'Invalid cursor' }])
     }
+    // Not even base64url: refused by the schema's pattern.
+    const shapeless = await chat.call<Problem>(
+      alice,
+      'GET',
+      `/conversations?cursor=${encodeURIComponent('{"$gt":""}')}`,
+    )
+    expect(shapeless.status).toBe(422)
+    expect(shapeless.body.errors?.[0]?.field).toBe('query.cursor')
     const forged = Buffer.from(JSON.stringify([Date.now(), { $gt: '' }])).toString('base64url')
     expect((await chat.call(alice, 'GET', `/conversations?cursor=${forged}`)).status).toBe(422)
   })

@@ -97,10 +97,28 @@ describe('POST /conversations/:id/messages', () => {
     const conversationId = await conversationOf(alice, [bob])
     expect((await send(alice, conversationId, `  ${'é'.repeat(4000)}  `)).status).toBe(201)
     expect((await send(alice, conversationId, '😀'.repeat(4000))).status).toBe(201)
-    for (const body of ['', '   \n\t ', 'a'.repeat(4001)]) {
+    for (const body of ['', '   \n\t ', 'a'.repeat(4001), 'nul \u0000 inside']) {
       const reply = await chat.call<Problem>(alice, 'POST', `/conversations/${conversationId}/messages`, {
         body,
       })
+      expect(reply.status).toBe(422)
+      expect(reply.body.errors?.[0]?.field).toBe('body.body')
+    }
+  })
+
+  test('an edit to a blank body or one with U+0000 (the store refuses it) is 422 naming body.body', async () => {
+    const conversationId = await conversationOf(alice, [bob])
+    const sent = await send(alice, conversationId, 'first')
+    const messageId = (sent.body as { id: string }).id
+    for (const body of ['', ' \u3000\n', 'ends with \u0000']) {
+      const reply = await chat.call<Problem>(
+        alice,
+        'PATCH',
+        `/conversations/${conversationId}/messages/${messageId}`,
+        {
+          body,
+        },
+      )
       expect(reply.status).toBe(422)
       expect(reply.body.errors?.[0]?.field).toBe('body.body')
     }

@@ -156,13 +156,20 @@ describe('block', () => {
     expect(await chat.metricsText()).toMatch(/chat_blocks_total\{action="block"[^}]*\} [1-9]/)
   })
 
-  test('bad input: 422 naming params.userId (not an id, unknown, oneself); nothing written, no event', async () => {
+  test('bad input: 422 naming params.userId (not an id), 409 for oneself, 404 for an unknown user; nothing written, no event', async () => {
     const kai = await chat.newUser('Kai')
-    for (const target of ['nope', Bun.randomUUIDv7(), kai]) {
+    for (const [target, status] of [
+      ['nope', 422],
+      [kai, 409],
+    ] as const) {
       const reply = await chat.call<Problem>(kai, 'PUT', `/conversations/blocks/${target}`)
-      expect(reply.status).toBe(422)
+      expect(reply.status).toBe(status)
       expect(reply.body.errors?.[0]?.field).toBe('params.userId')
     }
+    for (const method of ['PUT', 'DELETE'] as const)
+      expect(
+        (await chat.call<Problem>(kai, method, `/conversations/blocks/${Bun.randomUUIDv7()}`)).status,
+      ).toBe(404)
     expect(await blocks().countDocuments({ userId: kai })).toBe(0)
     await Bun.sleep(200)
     expect(eventsOf('user.blocked', (e) => e.data.userId === kai)).toEqual([])

@@ -5,7 +5,7 @@ import { docsRoutes } from './modules/docs'
 import type { DocsAggregator } from './modules/docs/service'
 import type { EdgeAuth } from './modules/edge-auth/service'
 import type { EphemeralHub } from './modules/ephemeral/service'
-import { proxyHandler } from './modules/proxy'
+import { proxyHandler, proxyRoutes } from './modules/proxy'
 import type { Upstream } from './modules/proxy/service'
 import type { RateLimiter } from './modules/rate-limit/service'
 import { realtimeRoutes } from './modules/realtime'
@@ -74,6 +74,7 @@ export function buildApp({
       .use(docsRoutes(docs))
       .use(realtimeRoutes({ hub, edgeAuth, limiter, ephemeral }))
       .use(syncRoutes({ streams, edgeAuth, limiter, hub }))
+      .use(proxyRoutes(proxy))
   )
 }
 

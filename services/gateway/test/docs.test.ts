@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createRuntime, httpKit } from '@parley/common'
+import { createRuntime, httpKit, OPTIONAL_BODY } from '@parley/common'
 import { Problem } from '@parley/contracts'
 import {
   createTestSigner,
@@ -29,6 +29,17 @@ function startUserService() {
       }),
     )
     .get('/users/me', () => ({ id: '1' }), { detail: { summary: 'The caller' } })
+    .patch('/users/me', ({ body }) => body, {
+      body: t.Object({ displayName: t.String() }),
+      response: { 200: t.Object({ displayName: t.String() }), 422: Problem },
+    })
+    .get('/users', () => [], {
+      query: t.Object({ limit: t.Optional(t.Integer({ minimum: 1, maximum: 100 })) }),
+    })
+    .post('/users/me/forget', ({ body }) => body ?? {}, {
+      body: t.Optional(t.Object({ everything: t.Boolean() })),
+      detail: { [OPTIONAL_BODY]: true },
+    })
     .get('/users/:id', ({ params }) => ({ id: params.id }), {
       params: t.Object({ id: t.String() }),
       response: { 200: t.Object({ id: t.String() }), 404: Problem },
@@ -79,6 +90,7 @@ function specServer(paths: string[], profile: object) {
 }
 
 let vhost: TestVhost
+let signer: Awaited<ReturnType<typeof createTestSigner>>
 let jwks: ReturnType<typeof startJwksServer>
 let users: ReturnType<typeof startUserService>
 let chat: ReturnType<typeof specServer>
@@ -88,7 +100,8 @@ let gateway: TestGateway
 
 beforeAll(async () => {
   vhost = await createTestVhost()
-  jwks = startJwksServer((await createTestSigner()).jwks)
+  signer = await createTestSigner()
+  jwks = startJwksServer(signer.jwks)
   users = startUserService()
   chat = specServer(['/conversations', '/conversations/{id}'], {
     type: 'object',
@@ -159,6 +172,46 @@ describe('merged OpenAPI document', () => {
       expect(ws.responses[status]?.content?.['application/json']?.schema?.$id).toBe(Problem.$id)
     expect(spec.info?.title).toBe('Parley API')
     expect(spec.components?.securitySchemes?.bearer).toBeDefined()
+  })
+
+  test('operations document the edge answers, JSON bodies only, no coercion branches, optional bodies', async () => {
+    const spec = await mergedSpec()
+    type Operation = {
+      requestBody?: { required?: boolean; content?: Record<string, unknown> }
+      parameters?: { name: string; schema: Record<string, unknown> }[]
+      responses: Record<string, Json>
+    } & Record<string, unknown>
+    const patch = spec.paths?.['/api/v1/users/me']?.patch as Operation
+    expect(Object.keys(patch.requestBody?.content ?? {})).toEqual(['application/json'])
+    for (const status of ['400', '413', '415', '422', '429', '502', '503', '504'])
+      expect(Object.keys(patch.responses[status]?.content ?? {})).toEqual(['application/problem+json'])
+    // No body, no 413 or 415.
+    const read = spec.paths?.['/api/v1/users/me']?.get as Operation
+    expect(Object.keys(read.responses)).toEqual(expect.arrayContaining(['400', '429', '502', '503', '504']))
+    expect(read.responses['415']).toBeUndefined()
+    // Elysia's `anyOf: [{type: string, format: integer}, integer]` for a query number is the integer.
+    const list = spec.paths?.['/api/v1/users']?.get as Operation
+    const limit = list.parameters?.find((parameter) => parameter.name === 'limit')?.schema
+    expect(limit).toMatchObject({ type: 'integer', minimum: 1, maximum: 100 })
+    expect(limit?.anyOf).toBeUndefined()
+    expect(JSON.stringify(spec)).not.toContain('"format":"integer"')
+    const forget = spec.paths?.['/api/v1/users/me/forget']?.post as Operation
+    expect(forget.requestBody?.required).toBe(false)
+    expect(forget[OPTIONAL_BODY]).toBeUndefined()
+    expect(patch.requestBody?.required).toBe(true)
+  })
+
+  test('a method a path does not have answers 405 with Allow, through the gateway', async () => {
+    const token = await signer.sign({ sub: crypto.randomUUID() })
+    for (const method of ['PUT', 'DELETE']) {
+      const response = await fetch(`${gateway.url}/api/v1/users/me`, {
+        method,
+        headers: { authorization: `Bearer ${token}` },
+      })
+      expect(response.status).toBe(405)
+      expect(response.headers.get('allow')).toBe('GET, HEAD, PATCH')
+      expect(response.headers.get('content-type')).toBe('application/problem+json')
+    }
   })
 
   test('colliding component names are kept apart and references follow', async () => {

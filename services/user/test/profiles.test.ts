@@ -176,7 +176,9 @@ describe('PATCH /users/me', () => {
       token: other.token,
       body: { displayName: 'Hijacked' },
     })
-    expect(sideways.status).toBe(404)
+    // The path is a profile's, read-only: 405 naming what it allows.
+    expect(sideways.status).toBe(405)
+    expect(sideways.headers.get('allow')).toBe('GET, HEAD')
     const [row] = await user.db.select().from(profiles).where(eq(profiles.id, owner.id))
     expect(row?.displayName).toBe('Owner')
   })

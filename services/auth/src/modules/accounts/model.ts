@@ -1,11 +1,13 @@
+import { EMAIL_PATTERN } from '@parley/common'
 import { DisplayName } from '@parley/contracts'
 import { t } from 'elysia'
 import { TokenPair } from '../tokens/model'
 
 const Email = t.String({
   format: 'email',
+  pattern: EMAIL_PATTERN,
   maxLength: 254,
-  description: 'Case-insensitive; surrounding spaces are ignored',
+  description: 'Case-insensitive',
   examples: ['ada@example.com'],
 })
 

@@ -1,4 +1,10 @@
-import { type AccessTokenVerifier, authPlugin, problemResponses, requestContext } from '@parley/common'
+import {
+  type AccessTokenVerifier,
+  authPlugin,
+  OPTIONAL_BODY,
+  problemResponses,
+  requestContext,
+} from '@parley/common'
 import { Elysia, t } from 'elysia'
 import { type accessTokenSigner, TokenPair, tokenPair } from '../tokens'
 import { LogoutBody, RefreshBody, RevokeBody } from './model'
@@ -66,6 +72,8 @@ export function sessionRoutes(
         detail: {
           tags: ['auth'],
           summary: 'Revoke every session of a user',
+          // The OpenAPI plugin marks every body required; the gateway's merged document honours this.
+          [OPTIONAL_BODY]: true,
           description:
             'Without a body: every session of the caller. With `{userId}`: that user’s sessions, which needs the `admin` role. Publishes `user.sessions_revoked`, so the gateway rejects access tokens issued before now.',
         },

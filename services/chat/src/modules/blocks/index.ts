@@ -24,10 +24,10 @@ export function blockRoutes(verifier: AccessTokenVerifier, blocks: BlockService)
       {
         auth: true,
         params: BlockParams,
-        response: { 204: t.Void(), ...problemResponses(401, 422) },
+        response: { 204: t.Void(), ...problemResponses(401, 404, 409, 422) },
         detail: {
           summary: 'Block a user',
-          description: `Idempotent. 422 naming \`params.userId\` for an unknown user or oneself. Publishes \`user.blocked\` when it was not blocked yet. ${EFFECT}`,
+          description: `Idempotent. 404 for an unknown user, 409 for oneself, 422 naming \`params.userId\` for a malformed id. Publishes \`user.blocked\` when it was not blocked yet. ${EFFECT}`,
         },
       },
     )
@@ -40,11 +40,11 @@ export function blockRoutes(verifier: AccessTokenVerifier, blocks: BlockService)
       {
         auth: true,
         params: BlockParams,
-        response: { 204: t.Void(), ...problemResponses(401, 422) },
+        response: { 204: t.Void(), ...problemResponses(401, 404, 409, 422) },
         detail: {
           summary: 'Unblock a user',
           description:
-            'Idempotent. 422 naming `params.userId` for an unknown user or oneself. Publishes `user.unblocked` when it was blocked.',
+            'Idempotent. 404 for an unknown user, 409 for oneself, 422 naming `params.userId` for a malformed id. Publishes `user.unblocked` when it was blocked.',
         },
       },
     )

@@ -94,9 +94,11 @@ export class BlockService {
     correlationId: string | undefined,
   ): Promise<void> {
     if (userId === callerId)
-      throw problems.validation([{ field: 'params.userId', message: 'You cannot block yourself' }])
-    if ((await this.users.unknownIds([userId])).length > 0)
-      throw problems.validation([{ field: 'params.userId', message: `Unknown user ${userId}` }])
+      // A conflict with who the caller is, not a malformed id.
+      throw new HttpProblem(409, 'Conflict', 'You cannot block yourself', 'conflict', [
+        { field: 'params.userId', message: 'You cannot block yourself' },
+      ])
+    if ((await this.users.unknownIds([userId])).length > 0) throw problems.notFound('No such user')
     const id = blockId(callerId, userId)
     const at = new Date()
     const event = buildEvent(

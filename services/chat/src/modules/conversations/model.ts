@@ -22,6 +22,8 @@ export const SetRoleBody = t.Object({ role: RoleName })
 
 const Title = t.String({
   maxLength: MAX_TITLE_LENGTH,
+  // The store cannot keep U+0000 (FerretDB's PostgreSQL backend).
+  pattern: '^[^\\u0000]*$',
   description: 'Trimmed; an empty title is stored as null',
 })
 
@@ -50,7 +52,13 @@ export const AddParticipantsBody = t.Object({
 /** Elysia's `t` (not the contracts' PageQuery): only its numbers are coerced from the query string. */
 export const ConversationListQuery = t.Object({
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
-  cursor: t.Optional(t.String({ maxLength: 512, description: 'nextCursor of the previous page' })),
+  cursor: t.Optional(
+    t.String({
+      maxLength: 512,
+      pattern: '^[A-Za-z0-9_-]+$',
+      description: 'Opaque: `nextCursor` of the previous page',
+    }),
+  ),
 })
 
 const Timestamp = t.String({ format: 'date-time' })

@@ -8,10 +8,21 @@ export const MessageParams = t.Object({ id: Id('Conversation id'), messageId: Id
 /** Body length limit, in characters (code points) after trimming. */
 export const MAX_BODY_LENGTH = 4000
 
+/**
+ * What `String.prototype.trim` removes (ECMAScript WhiteSpace and LineTerminator), spelled out:
+ * `\s` means a slightly different set in other regex dialects (Python's, schemathesis').
+ */
+const TRIMMED = '\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff'
+
+/** No NUL: the message store cannot keep it (FerretDB's PostgreSQL backend refuses U+0000). */
+const NO_NUL = '^[^\\u0000]*$'
+
 const Body = t.String({
-  // The precise limit (1–4000 characters after trim) is checked by the service.
+  // Not blank and no NUL, written so that no input backtracks: leading whitespace, one other
+  // character, anything after. The limit (at most 4000 characters after trimming) is the service's.
+  pattern: `^[${TRIMMED}]*[^${TRIMMED}\\u0000][^\\u0000]*$`,
   maxLength: 4 * MAX_BODY_LENGTH,
-  description: `1–${MAX_BODY_LENGTH} characters after trimming`,
+  description: `1–${MAX_BODY_LENGTH} characters after trimming, no U+0000 (422 naming \`body.body\` otherwise)`,
 })
 
 export const EditMessageBody = t.Object({ body: Body })
@@ -24,6 +35,7 @@ export const SendMessageBody = t.Object({
   body: t.Optional(
     t.String({
       maxLength: 4 * MAX_BODY_LENGTH,
+      pattern: NO_NUL,
       description: `Up to ${MAX_BODY_LENGTH} characters after trimming; may be empty or left out when the message has attachments (422 naming \`body.body\` otherwise)`,
     }),
   ),
@@ -91,8 +103,14 @@ export const Thread = t.Object(
 
 export const MessagePageQuery = t.Object({
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 50 })),
-  after: t.Optional(Cursor('Return the messages right after this position (oldest first)')),
-  before: t.Optional(Cursor('Return the messages right before this position')),
+  after: t.Optional(
+    Cursor('Return the messages right after this position (oldest first); not together with `before` (422)'),
+  ),
+  before: t.Optional(
+    Cursor(
+      'Return the messages right before this position; not together with `after` (422 naming `query.before`)',
+    ),
+  ),
 })
 export type MessagePageQuery = typeof MessagePageQuery.static
 

@@ -18,7 +18,8 @@ export const GATEWAY_DOCUMENT: OpenApiDocument = {
     description:
       'Every public route of every Parley service, as served through the gateway under /api/v1. ' +
       'Errors are RFC 9457 problem+json. Rate-limited routes answer `RateLimit-Policy` and `RateLimit` ' +
-      'headers, and 429 with `Retry-After` when the quota is exhausted.',
+      'headers, and 429 with `Retry-After` when the quota is exhausted. A path of this document asked with a ' +
+      'method it does not list answers 405 with `Allow`; request bodies are `application/json` only (415 otherwise).',
   },
   // One entry, relative: the document describes the gateway that serves it, wherever it is mounted.
   servers: [{ url: '/', description: 'This gateway' }],

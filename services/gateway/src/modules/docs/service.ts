@@ -1,4 +1,5 @@
-import type { Logger } from '@parley/common'
+import { type Logger, OPTIONAL_BODY } from '@parley/common'
+import { Problem } from '@parley/contracts'
 
 /** The parts of an OpenAPI 3 document the merge touches; everything else is carried as is. */
 export type OpenApiDocument = {
@@ -46,11 +47,45 @@ function renameCollisions(service: string, spec: OpenApiDocument, merged: OpenAp
   return rewritten
 }
 
-type Operation = { tags?: string[]; responses?: Record<string, unknown> }
+type Operation = {
+  tags?: string[]
+  [OPTIONAL_BODY]?: unknown
+  requestBody?: { content?: Record<string, unknown>; [field: string]: unknown }
+  responses?: Record<string, unknown>
+}
+
+/** The bodies every service parses (httpKit answers 415 to the others). */
+const JSON_MEDIA_TYPE = 'application/json'
+
+/**
+ * The answers the edge itself gives to any proxied operation, whatever the service documents:
+ * a path with no canonical form or a body that is not JSON (400), a body over BODY_LIMIT_BYTES
+ * (413) or not JSON (415), the rate limit (429) and an upstream that fails, is down or is slow
+ * (502, 503, 504).
+ */
+const EDGE_RESPONSES: Record<string, string> = {
+  '400':
+    'Bad request: the path has no canonical form (e.g. an encoded control character or `..`), or the body is not valid JSON',
+  '429':
+    'Rate limit exceeded (problem+json). Every answer carries `RateLimit-Policy` and `RateLimit`; this one adds `Retry-After`.',
+  '502': 'The service behind this route failed',
+  '503': 'The service behind this route is unavailable',
+  '504': 'The service behind this route did not answer in time',
+}
+const BODY_RESPONSES: Record<string, string> = {
+  '413': 'The request body exceeds BODY_LIMIT_BYTES',
+  '415': 'The request body is not `application/json`',
+}
+
+function problemAnswer(description: string) {
+  return { description, content: { [PROBLEM_MEDIA_TYPE]: { schema: Problem } } }
+}
 
 /**
  * What the gateway adds to every proxied operation: its service as its one tag (Swagger UI groups
- * by service; a service's own feature tags would list an operation twice) and the 429 answer.
+ * by service; a service's own feature tags would list an operation twice), the answers of the
+ * edge itself, and request bodies as the services parse them (JSON only; the OpenAPI plugin also
+ * lists form encodings, which httpKit refuses).
  */
 function atTheEdge(operation: Operation, service: string): Operation {
   const responses = Object.fromEntries(
@@ -59,11 +94,46 @@ function atTheEdge(operation: Operation, service: string): Operation {
       asServed(status, response),
     ]),
   )
-  return {
-    ...operation,
-    tags: [service],
-    responses: { ...responses, '429': responses['429'] ?? RATE_LIMITED },
+  const edge = { ...EDGE_RESPONSES, ...(operation.requestBody ? BODY_RESPONSES : {}) }
+  for (const [status, description] of Object.entries(edge)) responses[status] ??= problemAnswer(description)
+  const { [OPTIONAL_BODY]: optionalBody, ...documented } = operation
+  const json = operation.requestBody?.content?.[JSON_MEDIA_TYPE]
+  const requestBody = operation.requestBody && {
+    ...operation.requestBody,
+    ...(json ? { content: { [JSON_MEDIA_TYPE]: json } } : {}),
+    ...(optionalBody === true ? { required: false } : {}),
   }
+  return {
+    ...documented,
+    tags: [service],
+    ...(requestBody ? { requestBody } : {}),
+    responses,
+  }
+}
+
+/**
+ * Elysia coerces query and path values and documents each as `anyOf: [{type: string, format:
+ * integer}, X]`; the string branch (a format JSON Schema does not know) would let any string
+ * through, e.g. `limit=`. The document says what is accepted: X.
+ */
+function withoutCoercionBranches(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutCoercionBranches)
+  if (value === null || typeof value !== 'object') return value
+  const node = Object.fromEntries(
+    Object.entries(value).map(([key, child]) => [key, withoutCoercionBranches(child)]),
+  ) as Record<string, unknown>
+  const branches = node.anyOf
+  if (!Array.isArray(branches) || branches.length !== 2) return node
+  const coerced = branches.findIndex(isCoercionBranch)
+  if (coerced === -1) return node
+  const { anyOf: _anyOf, ...rest } = node
+  return { ...rest, ...(branches[1 - coerced] as Record<string, unknown>) }
+}
+
+function isCoercionBranch(branch: unknown): boolean {
+  if (branch === null || typeof branch !== 'object') return false
+  const { type, format } = branch as { type?: unknown; format?: unknown }
+  return type === 'string' && (format === 'integer' || format === 'numeric' || format === 'boolean')
 }
 
 const PROBLEM_MEDIA_TYPE = 'application/problem+json'
@@ -86,11 +156,6 @@ function asServed(status: string, response: unknown): unknown {
       mediaTypes.map(([type, value]) => [type === 'application/json' ? PROBLEM_MEDIA_TYPE : type, value]),
     ),
   }
-}
-
-const RATE_LIMITED = {
-  description:
-    'Rate limit exceeded (problem+json). Every answer carries `RateLimit-Policy` and `RateLimit`; this one adds `Retry-After`.',
 }
 
 /**
@@ -130,7 +195,7 @@ export function mergeSpecs(
     if (!tags.some((known) => known.name === source.service))
       tags.push({ name: source.service, description: `Routes of the ${source.service} service` })
   }
-  return merged
+  return withoutCoercionBranches(merged) as OpenApiDocument
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   startClientSpan,
   tracingEnabled,
 } from '@parley/common/tracing'
+import { Elysia } from 'elysia'
 import { type EdgeAuth, routeAccess } from '../edge-auth/service'
 import type { RateLimiter } from '../rate-limit/service'
 import type { EdgeHeaders } from '../security'
@@ -44,7 +45,18 @@ export type ProxyOptions = {
   bodyLimitBytes: number
 }
 
-const PROXIED_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'])
+/**
+ * The methods proxied. Another (TRACE, QUERY…) is answered by the app: a CORS preflight by the
+ * security plugin, anything else 405 with these in Allow (httpKit, from proxyRoutes below).
+ */
+const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
+const PROXIED = new Set<string>(PROXIED_METHODS)
+/**
+ * The methods whose body streams through to the service (no DELETE route takes one). Any other
+ * request's body is read off the client's keep-alive connection here (unread, it would be parsed
+ * as the next request) and not forwarded.
+ */
+const STREAMED_BODY_METHODS = new Set(['POST', 'PUT', 'PATCH'])
 /** The route template proxied requests are measured under (one series, whatever the path). */
 export const PROXY_ROUTE = `${API_PREFIX}/*`
 /** The gateway's own routes under the API prefix: the app serves them. */
@@ -87,6 +99,9 @@ function seriesOf(histogram: ReturnType<Metrics['histogram']>): (labels: string[
     child.observe(seconds)
   }
 }
+
+/** Returned by the routes' parser so Elysia leaves the body stream alone (an object: hooks inspect it). */
+const UNPARSED = Object.freeze({})
 
 /** `request.url` split without a URL object (this runs on every proxied request). */
 type UrlParts = { scheme: string; host: string; pathname: string; search: string }
@@ -148,6 +163,10 @@ export function proxyHandler(options: ProxyOptions) {
     )
     const access = routeAccess(request.method, servicePath)
     let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body
+    if (body && !STREAMED_BODY_METHODS.has(request.method)) {
+      await readBody(request.body, bodyLimitBytes)
+      body = null
+    }
     let limitHeaders: Record<string, string>
     if (access.anonymous) {
       const ip = `ip:${client.ip}`
@@ -213,7 +232,7 @@ export function proxyHandler(options: ProxyOptions) {
         }),
         body: limited?.stream ?? body,
         // Only a request with a body can still be sending when its client goes away.
-        clientSignal: request.body ? request.signal : undefined,
+        clientSignal: body ? request.signal : undefined,
         ...(limited ? { bodyFailure: limited.failure } : {}),
       },
       (status, seconds) => {
@@ -277,14 +296,15 @@ export function proxyHandler(options: ProxyOptions) {
   }
 
   /**
-   * Answers a proxied request (everything under the API prefix but the gateway's own routes),
-   * never throwing: failures are problem+json answers. Undefined for any other request.
+   * Answers a proxied request (everything under the API prefix but the gateway's own routes,
+   * in PROXIED_METHODS), never throwing: failures are problem+json answers. Undefined for any
+   * other request.
    */
   return (
     request: Request,
     server: Bun.Server<unknown> | null | undefined,
   ): Promise<Response> | undefined => {
-    if (!PROXIED_METHODS.has(request.method)) return undefined
+    if (!PROXIED.has(request.method)) return undefined
     const url = urlParts(request.url)
     if (!url.pathname.startsWith(`${API_PREFIX}/`) || OWN_ROUTES.has(url.pathname)) return undefined
     if (!traced) return serve(request, server, url)
@@ -294,3 +314,28 @@ export function proxyHandler(options: ProxyOptions) {
 }
 
 export type ProxyHandler = ReturnType<typeof proxyHandler>
+
+/**
+ * The proxied routes in the app's route table, so that a method the proxy does not take gets
+ * 405 with their methods in Allow. The wrap in app.ts answers these requests before routing;
+ * should one arrive here (a caller of app.handle without the wrap), it is proxied all the same.
+ */
+export function proxyRoutes(proxy: ProxyHandler) {
+  const plugin = new Elysia({ name: 'gateway.proxy' })
+  for (const method of PROXIED_METHODS)
+    plugin.route(
+      method,
+      PROXY_ROUTE,
+      ({ request, server }) => {
+        // The gateway's own paths (a GET of /api/v1/ws that is no upgrade) are no service's.
+        const answer = proxy(request, server)
+        if (!answer) throw problems.notFound('No route matches this path')
+        return answer
+      },
+      {
+        parse: () => UNPARSED,
+        detail: { hide: true },
+      },
+    )
+  return plugin
+}

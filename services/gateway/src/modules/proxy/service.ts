@@ -237,12 +237,8 @@ export async function forward(
   onHeaders(response.status, (performance.now() - started) / 1000)
   // Bun's fetch responses have mutable headers: the upstream's response goes back as it is.
   stripHopByHop(response.headers)
-  if (NULL_BODY_STATUSES.has(response.status) || request.method === 'HEAD')
-    return new Response(null, {
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-    })
+  const init = { status: response.status, statusText: response.statusText, headers: response.headers }
+  if (NULL_BODY_STATUSES.has(response.status) || request.method === 'HEAD') return new Response(null, init)
   return response
 }
 

@@ -17,6 +17,9 @@ export type SyncRouteOptions = {
 /** The query, validated after authentication (so an anonymous caller learns nothing else). */
 function syncQuery(url: URL): { since?: string; limit: number } {
   const raw = Object.fromEntries(url.searchParams)
+  // Value.Convert would read `true` as 1: a limit is written in digits.
+  if (raw.limit !== undefined && !/^[0-9]+$/.test(raw.limit))
+    throw problems.validation([{ field: 'query.limit', message: 'Expected an integer' }])
   const query = Value.Default(SyncQuery, Value.Convert(SyncQuery, raw)) as SyncQuery
   const errors: ProblemFieldError[] = [...Value.Errors(SyncQuery, query)].map((error) => ({
     field: `query${error.path.replaceAll('/', '.')}`,

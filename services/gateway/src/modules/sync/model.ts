@@ -11,6 +11,8 @@ import { type Static, Type as t } from '@sinclair/typebox'
 export const Cursor = t.String({
   minLength: 1,
   maxLength: 200,
+  // The shape decodeCursor accepts (base64url); what it encodes is the server's.
+  pattern: '^[A-Za-z0-9_-]+$',
   description: 'Opaque position in the caller’s event stream; pass it back as `since` to resume after it',
 })
 

@@ -66,7 +66,13 @@ export const ListQuery = t.Object({
   ),
   // Same bounds as the contracts' PageQuery, written with Elysia's `t` so query strings are coerced.
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
-  cursor: t.Optional(t.String({ maxLength: 512, description: 'Opaque `nextCursor` of the previous page' })),
+  cursor: t.Optional(
+    t.String({
+      maxLength: 512,
+      pattern: '^[A-Za-z0-9_-]+$',
+      description: 'Opaque `nextCursor` of the previous page',
+    }),
+  ),
 })
 export type ListQuery = typeof ListQuery.static
 

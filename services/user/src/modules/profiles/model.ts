@@ -34,6 +34,13 @@ export const OwnProfile = t.Object(
 )
 export type OwnProfile = typeof OwnProfile.static
 
+/**
+ * What `checkAvatarUrl` accepts, as a pattern both JavaScript and other dialects read alike: a
+ * host name whose last label starts with a letter (never parsed as an IPv4 address), a port URL
+ * parsing never refuses, then printable ASCII only.
+ */
+const HTTPS_URL = '^https://(?:[A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*(?::[0-9]{1,4})?(?:[/?#][!-~]*)?$'
+
 export const ProfileUpdate = t.Object(
   {
     // The rule registration applies too (auth's POST /auth/register).
@@ -44,8 +51,9 @@ export const ProfileUpdate = t.Object(
       }),
     ),
     avatarUrl: t.Optional(
-      t.Union([t.String({ maxLength: 2048, pattern: '^https://' }), t.Null()], {
-        description: 'An https URL of up to 2048 characters; null clears it',
+      t.Union([t.String({ maxLength: 2048, pattern: HTTPS_URL }), t.Null()], {
+        description:
+          'An https URL of up to 2048 characters: a host name (no credentials, no IP address), an optional port, then printable ASCII; null clears it',
       }),
     ),
   },
@@ -76,10 +84,20 @@ export const UserListQuery = t.Object({
       description: `Comma-separated user ids (at most ${MAX_BATCH_IDS}): a batch lookup instead of a search`,
     }),
   ),
-  // The range is checked by the service: Elysia reports a coerced number out of range without its name.
-  limit: t.Optional(t.Integer({ default: 20, description: `Page size, 1–${MAX_PAGE_SIZE}` })),
+  limit: t.Optional(
+    t.Integer({
+      minimum: 1,
+      maximum: MAX_PAGE_SIZE,
+      default: 20,
+      description: `Page size, 1–${MAX_PAGE_SIZE}`,
+    }),
+  ),
   cursor: t.Optional(
-    t.String({ maxLength: 512, description: 'Opaque; the `nextCursor` of the previous page' }),
+    t.String({
+      maxLength: 512,
+      pattern: '^[A-Za-z0-9_-]+$',
+      description: 'Opaque; the `nextCursor` of the previous page (search only)',
+    }),
   ),
 })
 export type UserListQuery = typeof UserListQuery.static

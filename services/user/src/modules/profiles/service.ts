@@ -8,7 +8,6 @@ import type { ProfileArrivals } from './arrivals'
 import type { ProfileCache } from './cache'
 import {
   MAX_BATCH_IDS,
-  MAX_PAGE_SIZE,
   type OwnProfile,
   type ProfileUpdate,
   type PublicProfile,
@@ -169,8 +168,6 @@ export class ProfileService {
     const { q, ids, limit = 20, cursor } = query
     if ((q === undefined) === (ids === undefined))
       throw problems.validation([{ field: 'query', message: 'Pass either q (search) or ids (batch lookup)' }])
-    if (limit < 1 || limit > MAX_PAGE_SIZE)
-      throw problems.validation([{ field: 'query.limit', message: `Expected 1 to ${MAX_PAGE_SIZE}` }])
     if (ids !== undefined) {
       if (cursor !== undefined)
         throw problems.validation([{ field: 'query.cursor', message: 'A batch lookup has a single page' }])
