@@ -212,6 +212,22 @@ describe('merged OpenAPI document', () => {
       expect(response.headers.get('allow')).toBe('GET, HEAD, PATCH')
       expect(response.headers.get('content-type')).toBe('application/problem+json')
     }
+    // A method the gateway does not proxy at all: its own 405, the proxied methods in Allow.
+    for (const method of ['TRACE', 'QUERY']) {
+      const response = await fetch(`${gateway.url}/api/v1/users/me`, {
+        method,
+        headers: { authorization: `Bearer ${token}` },
+      })
+      expect(response.status).toBe(405)
+      expect(response.headers.get('allow')?.split(', ').sort()).toEqual([
+        'DELETE',
+        'GET',
+        'HEAD',
+        'PATCH',
+        'POST',
+        'PUT',
+      ])
+    }
   })
 
   test('colliding component names are kept apart and references follow', async () => {
