@@ -12,13 +12,7 @@ import {
   problems,
   requestIdFor,
 } from '@parley/common'
-import {
-  activeTraceparent,
-  nameServerSpan,
-  serveTraced,
-  startClientSpan,
-  tracingEnabled,
-} from '@parley/common/tracing'
+import { activeTraceparent, nameServerSpan, startClientSpan, tracingEnabled } from '@parley/common/tracing'
 import { Elysia } from 'elysia'
 import { type EdgeAuth, routeAccess } from '../edge-auth/service'
 import type { RateLimiter } from '../rate-limit/service'
@@ -307,9 +301,8 @@ export function proxyHandler(options: ProxyOptions) {
     if (!PROXIED.has(request.method)) return undefined
     const url = urlParts(request.url)
     if (!url.pathname.startsWith(`${API_PREFIX}/`) || OWN_ROUTES.has(url.pathname)) return undefined
-    if (!traced) return serve(request, server, url)
-    // Inside its server span, as httpKit's wrap runs every other request.
-    return serveTraced(request, (traceable) => serve(traceable, server, url)) as Promise<Response>
+    // With tracing on, httpKit's wrap (outside this one) already runs it inside its server span.
+    return serve(request, server, url)
   }
 }
 
