@@ -346,7 +346,7 @@ test('MongoDB: entries claimed by a relay that hangs are taken over once its lea
   const hungRuntime = runtimeFor('mongo-hung-relay')
   const url = new URL(vhost.url)
   url.port = String(proxy.port)
-  const hungBus = await connectedBus(hungRuntime, url.toString(), { confirmTimeoutMs: 4_000 })
+  const hungBus = await connectedBus(hungRuntime, url.toString(), { confirmTimeoutMs: 8_000 })
   const runtime = runtimeFor('mongo-takeover-relay')
   const bus = await connectedBus(runtime)
   const seen = await deliveries(bus)
@@ -354,7 +354,8 @@ test('MongoDB: entries claimed by a relay that hangs are taken over once its lea
     buildEvent('parley/test', 'user.registered', userRegistered()),
   )
   await stageWithSubjects(events)
-  const lease = { claimLeaseMs: 1_000, pollIntervalMs: 50 }
+  // Long enough that a loaded machine still asks the second relay while the lease runs.
+  const lease = { claimLeaseMs: 4_000, pollIntervalMs: 50 }
   const hung = new MongoOutboxRelay(mongo.db, hungBus, hungRuntime.logger, hungRuntime.metrics, lease)
   const relay = new MongoOutboxRelay(mongo.db, bus, runtime.logger, runtime.metrics, lease)
   try {

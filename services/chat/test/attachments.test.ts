@@ -19,7 +19,8 @@ beforeAll(async () => {
     createHarness({ env: { CHAT_ATTACHMENT_MAX_BYTES: '2000000' } }),
     createHarness({
       env: {
-        CHAT_ATTACHMENT_DOWNLOAD_URL_SECONDS: '1',
+        // Two, not one: signing times are whole seconds, so a URL lives between 1 and 2 s.
+        CHAT_ATTACHMENT_DOWNLOAD_URL_SECONDS: '2',
         CHAT_ATTACHMENT_ORPHAN_SECONDS: '1',
         CHAT_ATTACHMENT_DAILY_COUNT: '2',
         CHAT_ATTACHMENT_DAILY_BYTES: '1000',
@@ -366,7 +367,7 @@ describe('downloads go to participants only', () => {
       attachmentIds: [file.id],
     })
     const url = sent.body.attachments[0]?.url ?? ''
-    await Bun.sleep(2_100)
+    await Bun.sleep(Date.parse(sent.body.attachments[0]?.expiresAt ?? '') + 1_100 - Date.now())
     const expired = await fetch(url)
     expect(expired.status).toBe(403)
     // A fresh view signs a fresh URL.
