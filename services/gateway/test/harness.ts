@@ -244,6 +244,41 @@ export async function rawWebSocket(wsUrl: string, token: string): Promise<RawWeb
       chunk.toString('latin1').startsWith('HTTP/1.1 101') ? resolve() : reject(new Error('upgrade refused')),
     )
     socket.once('error', reject)
+    socket.setTimeout(3000, () => {
+      console.log('RAW', JSON.stringify(Buffer.concat(chunks).toString()))
+      resolve()
+    })
   })
   return { socket, ended }
+}
+
+/**
+ * Sends `head` (request line and fields, no blank line) and `body` as they are on a connection
+ * of its own, for requests `fetch` will not send (a GET with a body); resolves with the first
+ * answer (Content-Length framed) and closes the connection.
+ */
+export async function rawRequest(
+  url: string,
+  head: string,
+  body = '',
+): Promise<{ status: number; text: string }> {
+  const { hostname, port } = new URL(url)
+  const socket = connectTcp({ host: hostname, port: Number(port) })
+  let received = Buffer.alloc(0)
+  const answer = await new Promise<{ fields: string; text: string }>((resolve, reject) => {
+    socket.once('connect', () => socket.write(`${head}\r\n\r\n${body}`))
+    socket.on('data', (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk])
+      const end = received.indexOf('\r\n\r\n')
+      if (end < 0) return
+      const fields = received.subarray(0, end).toString()
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(fields)?.[1] ?? 0)
+      const rest = received.subarray(end + 4)
+      if (rest.length >= length) resolve({ fields, text: rest.subarray(0, length).toString() })
+    })
+    socket.once('error', reject)
+    socket.once('close', () => reject(new Error(`closed before a whole answer: ${received}`)))
+  })
+  socket.destroy()
+  return { status: Number(answer.fields.split(' ', 2)[1]), text: answer.text }
 }

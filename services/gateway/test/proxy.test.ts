@@ -4,6 +4,7 @@ import {
   closedPort,
   metricValue,
   type RecordedRequest,
+  rawRequest,
   startGateway,
   startJwksServer,
   startUpstream,
@@ -142,6 +143,26 @@ describe('routing', () => {
     expect(response.status).toBe(200)
     expect(await response.text()).toBe('')
     expect(users.requests.at(-1)?.method).toBe('HEAD')
+  })
+
+  test('a body on a method without body semantics is dropped with its length; the pooled connection stays in step', async () => {
+    for (const method of ['DELETE', 'GET'] as const) {
+      const { status, text } = await rawRequest(
+        gateway.url,
+        `${method} /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 13`,
+        '{"a":"hello"}',
+      )
+      expect(status).toBe(200)
+      const echoed = JSON.parse(text) as RecordedRequest
+      expect(echoed.method).toBe(method)
+      expect(echoed.body).toBe('')
+      expect(echoed.headers['content-length'] ?? '0').toBe('0')
+    }
+    // The gateway's pooled connections to the service answer the next requests at once.
+    const next = await Promise.all(
+      Array.from({ length: 4 }, () => fetch(`${gateway.url}/api/v1/users/me`, { headers: bearer() })),
+    )
+    expect(next.map((response) => response.status)).toEqual([200, 200, 200, 200])
   })
 
   test('the Authorization header is forwarded (services verify it again)', async () => {

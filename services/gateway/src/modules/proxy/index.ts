@@ -157,9 +157,13 @@ export function proxyHandler(options: ProxyOptions) {
     )
     const access = routeAccess(request.method, servicePath)
     let body: ReadableStream<Uint8Array> | Uint8Array | null = request.body
-    if (body && !STREAMED_BODY_METHODS.has(request.method)) {
-      await readBody(request.body, bodyLimitBytes)
+    if (!STREAMED_BODY_METHODS.has(request.method)) {
+      if (body) await readBody(body, bodyLimitBytes)
       body = null
+      // Its length goes too (Bun gives a GET no body stream even when one was declared): a
+      // Content-Length with no body sent leaves the service waiting for bytes that never come
+      // (a 504), and the pooled connection out of step after it.
+      request.headers.delete('content-length')
     }
     let limitHeaders: Record<string, string>
     if (access.anonymous) {
