@@ -309,8 +309,11 @@ export function httpKit(options: HttpKitOptions) {
         problem = problems.unsupportedMediaType('application/json')
       // A known path asked with a method it does not have: 405 naming the ones it has. A path
       // with routes of its own (e.g. /conversations/blocks) is theirs even where a parameter
-      // route takes the method (PATCH /conversations/:id would only refuse `blocks` as an id).
-      const staticPath = code === 'VALIDATION' && error instanceof ValidationError && error.type === 'params'
+      // route takes the method (PATCH /conversations/:id would only refuse `blocks` as an id),
+      // or a wildcard route that finds nothing there (the gateway's proxy: PUT /api/v1/sync).
+      const staticPath =
+        (code === 'VALIDATION' && error instanceof ValidationError && error.type === 'params') ||
+        (error instanceof HttpProblem && error.status === 404)
       if (code === 'NOT_FOUND' || staticPath) {
         const allowed = methodsAt(url.pathname, staticPath)
         if (allowed.length > 0 && !allowed.includes(request.method))

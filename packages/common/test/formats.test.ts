@@ -39,6 +39,7 @@ test('email: what people type is accepted, malformed addresses are not', () => {
     'a.b+tag@mail.example.co.uk',
     "o'neil@example.org",
     'x_y-z@ex-ample.io',
+    `${'l'.repeat(64)}@${'d'.repeat(63)}.example.com`,
   ])
     expect(Value.Check(email, valid)).toBe(true)
   for (const invalid of [
@@ -54,6 +55,10 @@ test('email: what people type is accepted, malformed addresses are not', () => {
     'ada@example-.com',
     'ada example@example.com',
     'ada@exa mple.com',
+    // RFC 5321 lengths: local part, domain label, the whole address.
+    `${'l'.repeat(65)}@example.com`,
+    `ada@${'d'.repeat(64)}.com`,
+    `ada@${'d.'.repeat(124)}com`,
   ])
     expect(Value.Check(email, invalid)).toBe(false)
 })

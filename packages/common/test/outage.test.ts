@@ -112,7 +112,8 @@ test('PostgreSQL outbox: events written while the broker is down arrive after it
   })
   // Deleted once the broker confirmed, which may be just after the consumer got them.
   await waitFor(
-    async () => (await pg.sql<{ count: number }[]>`select count(*)::int as count from outbox`)[0]?.count === 0,
+    async () =>
+      (await pg.sql<{ count: number }[]>`select count(*)::int as count from outbox`)[0]?.count === 0,
     { what: 'the published rows to be deleted' },
   )
   await relay.stop()

@@ -276,7 +276,7 @@ describe('bad input names the field and writes nothing', () => {
     expect((await attachmentDoc(chat, mallorys.id))?.status).toBe('pending')
   })
 
-  test('an attachment not uploaded yet is 422 and stays pending', async () => {
+  test('an attachment not uploaded yet is 409 to complete, 422 naming the field to send, and stays pending', async () => {
     const alice = await chat.newUser('Alice')
     const created = await chat.call<CreatedAttachment>(alice, 'POST', '/attachments', {
       filename: 'later.pdf',
@@ -284,8 +284,15 @@ describe('bad input names the field and writes nothing', () => {
       size: 10,
     })
     const complete = await chat.call<Problem>(alice, 'POST', `/attachments/${created.body.id}/complete`)
-    expect(complete.status).toBe(422)
-    expect(complete.body.errors?.[0]?.field).toBe('params.id')
+    expect(complete.status).toBe(409)
+    expect(complete.headers.get('content-type')).toContain('application/problem+json')
+    const bob = await chat.newUser('Bob')
+    const conversationId = await conversationOf(chat, alice, [bob])
+    const sent = await chat.call<Problem>(alice, 'POST', `/conversations/${conversationId}/messages`, {
+      attachmentIds: [created.body.id],
+    })
+    expect(sent.status).toBe(422)
+    expect(sent.body.errors?.[0]?.field).toBe('body.attachmentIds.0')
     expect((await attachmentDoc(chat, created.body.id))?.status).toBe('pending')
   })
 })

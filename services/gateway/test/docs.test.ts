@@ -212,6 +212,18 @@ describe('merged OpenAPI document', () => {
       expect(response.headers.get('allow')).toBe('GET, HEAD, PATCH')
       expect(response.headers.get('content-type')).toBe('application/problem+json')
     }
+    // The gateway's own routes under the proxied prefix are theirs, not the proxy's.
+    for (const [path, allow] of [
+      ['/api/v1/sync', 'GET, HEAD'],
+      ['/api/v1/ws', 'GET, HEAD'],
+    ] as const) {
+      const response = await fetch(`${gateway.url}${path}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}` },
+      })
+      expect(response.status).toBe(405)
+      expect(response.headers.get('allow')).toBe(allow)
+    }
     // A method the gateway does not proxy at all: its own 405, the proxied methods in Allow.
     for (const method of ['TRACE', 'QUERY']) {
       const response = await fetch(`${gateway.url}/api/v1/users/me`, {

@@ -244,10 +244,6 @@ export async function rawWebSocket(wsUrl: string, token: string): Promise<RawWeb
       chunk.toString('latin1').startsWith('HTTP/1.1 101') ? resolve() : reject(new Error('upgrade refused')),
     )
     socket.once('error', reject)
-    socket.setTimeout(3000, () => {
-      console.log('RAW', JSON.stringify(Buffer.concat(chunks).toString()))
-      resolve()
-    })
   })
   return { socket, ended }
 }

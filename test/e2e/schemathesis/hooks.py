@@ -117,10 +117,13 @@ def map_case(ctx, case):
         case.path_parameters["emoji"] = next(EMOJI_TURN)
     # POST …/messages: the body may be blank only when the message has attachments, and its
     # limit counts characters after trimming: a rule across two fields and a transformation.
-    if path.endswith("/conversations/{id}/messages") and method == "POST" and isinstance(case.body, dict):
+    # PATCH …/messages/{messageId} (an edit) has the same limit, attachments aside.
+    sends = path.endswith("/conversations/{id}/messages") and method == "POST"
+    edits = path.endswith("/messages/{messageId}") and method == "PATCH"
+    if (sends or edits) and isinstance(case.body, dict):
         text = case.body.get("body")
         trimmed = len(text.strip(TRIMMED)) if isinstance(text, str) else 0
-        if not case.body.get("attachmentIds") and not (1 <= trimmed <= MAX_BODY_LENGTH):
+        if not (sends and case.body.get("attachmentIds")) and not (1 <= trimmed <= MAX_BODY_LENGTH):
             case.body["body"] = "Hello from schemathesis"
     return case
 

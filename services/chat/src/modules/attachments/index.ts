@@ -38,11 +38,11 @@ export function attachmentRoutes(verifier: AccessTokenVerifier, service: Attachm
       {
         auth: true,
         params: AttachmentParams,
-        response: { 200: Attachment, ...problemResponses(401, 404, 422, 503) },
+        response: { 200: Attachment, ...problemResponses(401, 404, 409, 422, 503) },
         detail: {
           summary: 'Check an upload',
           description:
-            "The owner only (404 otherwise). Checks the object's real size and type against the declared ones: 422 naming `params.id` when they differ (the object and the attachment are removed) or nothing was uploaded yet. An image is re-encoded without its metadata (EXIF location included), measured and given a thumbnail. Idempotent; sending a message with the attachment does the same check. 503 while the object store is unavailable (the attachment stays pending).",
+            "The owner only (404 otherwise). Checks the object's real size and type against the declared ones: 422 naming `params.id` when they differ (the object and the attachment are removed); 409 while nothing is uploaded yet (it stays pending). An image is re-encoded without its metadata (EXIF location included), measured and given a thumbnail. Idempotent; sending a message with the attachment does the same check. 503 while the object store is unavailable (the attachment stays pending).",
         },
       },
     )

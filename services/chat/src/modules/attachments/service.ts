@@ -166,7 +166,8 @@ export class AttachmentService {
   async complete(callerId: string, id: string): Promise<Attachment> {
     const doc = await this.attachments.findOne({ _id: id, ownerId: callerId })
     if (!doc || doc.status === 'deleted') throw problems.notFound('No such attachment')
-    return this.toAttachment(doc.status === 'pending' ? await this.verify(doc, 'params.id') : doc)
+    // Nothing uploaded yet is the attachment's state, not a bad id: 409, and it stays pending.
+    return this.toAttachment(doc.status === 'pending' ? await this.verify(doc, 'params.id', 'conflict') : doc)
   }
 
   /** The attachment with fresh download URLs: its owner, or a participant of its conversation (404 otherwise). */
@@ -402,16 +403,22 @@ export class AttachmentService {
 
   /**
    * Checks an upload and makes it ready: the real size and type must be the declared ones (else
-   * the object and the attachment are removed: 422 naming `field`). 422 too while nothing is
-   * uploaded (the attachment stays). Object-store failures are 503 and leave it pending.
+   * the object and the attachment are removed: 422 naming `field`). While nothing is uploaded the
+   * attachment stays, and the answer is `notUploaded`: 422 naming `field` or a 409. Object-store
+   * failures are 503 and leave it pending.
    */
-  private async verify(doc: AttachmentDoc, field: string): Promise<AttachmentDoc> {
+  private async verify(
+    doc: AttachmentDoc,
+    field: string,
+    notUploaded: 'invalid' | 'conflict' = 'invalid',
+  ): Promise<AttachmentDoc> {
     const info = await this.objects.stat(doc.uploadKey)
     if (!info) {
       this.rejections.inc({ reason: 'missing' })
-      throw problems.validation([
-        { field, message: 'Not uploaded yet: PUT the file to its upload URL first' },
-      ])
+      const message = 'Not uploaded yet: PUT the file to its upload URL first'
+      throw notUploaded === 'conflict'
+        ? problems.conflict(message)
+        : problems.validation([{ field, message }])
     }
     if (info.size !== doc.size)
       return this.refuse(doc, 'size', field, `The upload has ${info.size} bytes, ${doc.size} were declared`)
