@@ -34,7 +34,9 @@ function startUserService() {
       response: { 200: t.Object({ displayName: t.String() }), 422: Problem },
     })
     .get('/users', () => [], {
-      query: t.Object({ limit: t.Optional(t.Integer({ minimum: 1, maximum: 100 })) }),
+      query: t.Object({
+        limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, description: 'At most this many users' })),
+      }),
     })
     .post('/users/me/forget', ({ body }) => body ?? {}, {
       body: t.Optional(t.Object({ everything: t.Boolean() })),
@@ -174,11 +176,11 @@ describe('merged OpenAPI document', () => {
     expect(spec.components?.securitySchemes?.bearer).toBeDefined()
   })
 
-  test('operations document the edge answers, JSON bodies only, no coercion branches, optional bodies', async () => {
+  test('operations document the edge answers, JSON bodies only, no coercion branches, optional bodies, described parameters', async () => {
     const spec = await mergedSpec()
     type Operation = {
       requestBody?: { required?: boolean; content?: Record<string, unknown> }
-      parameters?: { name: string; schema: Record<string, unknown> }[]
+      parameters?: { name: string; description?: string; schema: Record<string, unknown> }[]
       responses: Record<string, Json>
     } & Record<string, unknown>
     const patch = spec.paths?.['/api/v1/users/me']?.patch as Operation
@@ -191,8 +193,11 @@ describe('merged OpenAPI document', () => {
     expect(read.responses['415']).toBeUndefined()
     // Elysia's `anyOf: [{type: string, format: integer}, integer]` for a query number is the integer.
     const list = spec.paths?.['/api/v1/users']?.get as Operation
-    const limit = list.parameters?.find((parameter) => parameter.name === 'limit')?.schema
+    const limitParameter = list.parameters?.find((parameter) => parameter.name === 'limit')
+    const limit = limitParameter?.schema
     expect(limit).toMatchObject({ type: 'integer', minimum: 1, maximum: 100 })
+    // Its text where Swagger UI and client generators read it.
+    expect(limitParameter?.description).toBe('At most this many users')
     expect(limit?.anyOf).toBeUndefined()
     expect(JSON.stringify(spec)).not.toContain('"format":"integer"')
     const forget = spec.paths?.['/api/v1/users/me/forget']?.post as Operation

@@ -47,11 +47,23 @@ function renameCollisions(service: string, spec: OpenApiDocument, merged: OpenAp
   return rewritten
 }
 
+type Parameter = { description?: string; schema?: { description?: string }; [field: string]: unknown }
+
 type Operation = {
   tags?: string[]
   [OPTIONAL_BODY]?: unknown
+  parameters?: Parameter[]
   requestBody?: { content?: Record<string, unknown>; [field: string]: unknown }
   responses?: Record<string, unknown>
+}
+
+/**
+ * The OpenAPI plugin leaves a parameter's text in its schema, where Swagger UI and client
+ * generators do not look: it becomes the parameter's description.
+ */
+function describedParameter(parameter: Parameter): Parameter {
+  if (parameter.description || !parameter.schema?.description) return parameter
+  return { ...parameter, description: parameter.schema.description }
 }
 
 /** The bodies every service parses (httpKit answers 415 to the others). */
@@ -84,8 +96,8 @@ function problemAnswer(description: string) {
 /**
  * What the gateway adds to every proxied operation: its service as its one tag (Swagger UI groups
  * by service; a service's own feature tags would list an operation twice), the answers of the
- * edge itself, and request bodies as the services parse them (JSON only; the OpenAPI plugin also
- * lists form encodings, which httpKit refuses).
+ * edge itself, parameters with their descriptions, and request bodies as the services parse them
+ * (JSON only; the OpenAPI plugin also lists form encodings, which httpKit refuses).
  */
 function atTheEdge(operation: Operation, service: string): Operation {
   const responses = Object.fromEntries(
@@ -106,6 +118,7 @@ function atTheEdge(operation: Operation, service: string): Operation {
   return {
     ...documented,
     tags: [service],
+    ...(operation.parameters ? { parameters: operation.parameters.map(describedParameter) } : {}),
     ...(requestBody ? { requestBody } : {}),
     responses,
   }
