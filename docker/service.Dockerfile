@@ -34,6 +34,8 @@ WORKDIR /app
 # Every workspace's package.json is needed: the frozen lockfile names them all (a missing or
 # extra one fails the install, and scripts/validate-deploy.sh compares this list with the repository).
 COPY package.json bun.lock bunfig.toml tsconfig.json ./
+# The lockfile's patchedDependencies (applied by bun install).
+COPY patches/ patches/
 COPY packages/client/package.json packages/client/
 COPY packages/common/package.json packages/common/
 COPY packages/contracts/package.json packages/contracts/

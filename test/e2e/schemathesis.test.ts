@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DEFAULT_POLICIES } from '../../services/gateway/src/modules/rate-limit/model'
+import { undescribed } from './openapi-descriptions'
 import { type Stack, startStack } from './stack'
 
 /**
@@ -44,6 +45,13 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.stop()
 }, 60_000)
+
+describe('the merged document', () => {
+  test('describes every operation, parameter, response and field', async () => {
+    const document = (await (await fetch(`${stack.gateway.url}/docs/json`)).json()) as Record<string, unknown>
+    expect(undescribed(document)).toEqual([])
+  })
+})
 
 describe('schemathesis against the gateway', () => {
   test(

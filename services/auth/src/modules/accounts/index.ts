@@ -66,6 +66,11 @@ export function accountRoutes(
     .get('/me', ({ identity }) => accounts.me(identity.userId, identity.sessionId), {
       auth: true,
       response: { 200: Me, ...problemResponses(401) },
-      detail: { tags: ['auth'], summary: 'The caller’s identity, roles and verification state' },
+      detail: {
+        tags: ['auth'],
+        summary: 'The caller’s identity, roles and verification state',
+        description:
+          'Read from the account, not the token: `emailVerified` is current even when the access token’s `email_verified` claim is older.',
+      },
     })
 }

@@ -25,17 +25,27 @@ export type RegisterBody = typeof RegisterBody.static
 
 export const LoginBody = t.Object({
   email: Email,
-  password: t.String({ minLength: 1, maxLength: 128 }),
+  password: t.String({
+    minLength: 1,
+    maxLength: 128,
+    description: 'The account’s password, up to 128 characters',
+  }),
 })
 export type LoginBody = typeof LoginBody.static
 
-export const User = t.Object({
-  id: t.String({ format: 'uuid' }),
-  email: t.String({ format: 'email' }),
-  displayName: t.String(),
-  emailVerified: t.Boolean(),
-  createdAt: t.String({ format: 'date-time' }),
-})
+export const User = t.Object(
+  {
+    id: t.String({ format: 'uuid', description: 'The user id: `sub` of the access token, the id in /users' }),
+    email: t.String({ format: 'email', description: 'The sign-in address, lower-cased' }),
+    displayName: t.String({ description: 'The name other users see (changed with `PATCH /users/me`)' }),
+    emailVerified: t.Boolean({ description: 'Whether the address was confirmed with a mailed code' }),
+    createdAt: t.String({
+      format: 'date-time',
+      description: 'When the account was registered (ISO 8601, UTC)',
+    }),
+  },
+  { description: 'The signed-in account' },
+)
 export type User = typeof User.static
 
 export const SessionWithUser = t.Object({ ...TokenPair.properties, user: User })

@@ -12,4 +12,6 @@ export const ConfirmBody = t.Object({
   code: t.String({ pattern: '^[0-9]{6}$', description: 'The 6-digit code from the mail' }),
 })
 
-export const Verified = t.Object({ emailVerified: t.Literal(true) })
+export const Verified = t.Object({
+  emailVerified: t.Literal(true, { description: 'Always true: the address is now verified' }),
+})

@@ -1,5 +1,5 @@
 import { t } from 'elysia'
-import { Id } from '../conversations/model'
+import { Id, Timestamp } from '../conversations/model'
 
 /** The most attachments one message may carry. */
 export const MAX_ATTACHMENTS_PER_MESSAGE = 10
@@ -36,53 +36,79 @@ export const AttachmentStatus = t.Union([t.Literal('pending'), t.Literal('ready'
 
 export const PresignedUpload = t.Object(
   {
-    method: t.Literal('PUT'),
+    method: t.Literal('PUT', { description: 'Always PUT: send the bytes as the whole request body' }),
     url: t.String({ description: 'Presigned: PUT the bytes here, with the headers below' }),
     headers: t.Record(t.String(), t.String(), {
       description:
         'Headers to send with the PUT; the bytes are checked against the declared type and size afterwards',
     }),
-    expiresAt: t.String({ format: 'date-time' }),
+    expiresAt: Timestamp('When `url` stops accepting the upload'),
   },
   { description: 'A presigned S3 PUT, valid for CHAT_ATTACHMENT_UPLOAD_URL_SECONDS' },
 )
 
+/** Fields an attachment and its message view share, described once. */
+const Pixels = (side: string) =>
+  t.Union([t.Integer({ minimum: 1 }), t.Null()], {
+    description: `${side} in pixels of an image as served, once checked; null before, and for other files`,
+  })
+const Filename = t.String({
+  description: 'As uploaded, cleaned (JSON-escaped; Content-Disposition carries it RFC 6266-encoded)',
+})
+const ContentType = t.String({
+  description: 'MIME type, lowercase, one of CHAT_ATTACHMENT_CONTENT_TYPES; checked against the bytes',
+})
+const Size = t.Integer({
+  minimum: 1,
+  description:
+    'Bytes: as declared until the upload is checked, then as served (an image without its metadata)',
+})
+
+const ThumbnailSide = t.Integer({
+  minimum: 1,
+  description: 'In pixels, at most 320: the image scaled down, its aspect ratio kept',
+})
+
 const Thumbnail = t.Object({
   url: t.String({ description: 'Presigned GET of the thumbnail (at most 320 px on its longer side, WebP)' }),
-  width: t.Integer({ minimum: 1 }),
-  height: t.Integer({ minimum: 1 }),
+  width: ThumbnailSide,
+  height: ThumbnailSide,
 })
 
 /** An attachment as a message view shows it. */
 export const MessageAttachment = t.Object({
-  id: t.String(),
-  filename: t.String({
-    description: 'As uploaded, cleaned (JSON-escaped; Content-Disposition carries it RFC 6266-encoded)',
-  }),
-  contentType: t.String(),
-  size: t.Integer({ minimum: 1, description: 'Bytes served (an image without its metadata)' }),
-  width: t.Union([t.Integer({ minimum: 1 }), t.Null()], { description: 'Images only' }),
-  height: t.Union([t.Integer({ minimum: 1 }), t.Null()], { description: 'Images only' }),
+  id: t.String({ description: 'Attachment id (GET /attachments/{id} renews the URLs)' }),
+  filename: Filename,
+  contentType: ContentType,
+  size: Size,
+  width: Pixels('Width'),
+  height: Pixels('Height'),
   url: t.String({
     description:
       'Presigned GET, valid for CHAT_ATTACHMENT_DOWNLOAD_URL_SECONDS; `Content-Disposition: attachment` unless an image',
   }),
-  expiresAt: t.String({ format: 'date-time', description: 'When `url` and `thumbnail.url` stop working' }),
-  thumbnail: t.Union([Thumbnail, t.Null()], { description: 'Images only' }),
+  expiresAt: Timestamp('When `url` and `thumbnail.url` stop working'),
+  thumbnail: t.Union([Thumbnail, t.Null()], {
+    description: 'A small WebP preview; null for files that are not images',
+  }),
 })
 export type MessageAttachment = typeof MessageAttachment.static
 
 export const Attachment = t.Object({
   id: t.String({ description: 'UUIDv7' }),
-  filename: t.String(),
-  contentType: t.String(),
-  size: t.Integer({ minimum: 1 }),
+  filename: Filename,
+  contentType: ContentType,
+  size: Size,
   status: AttachmentStatus,
-  width: t.Union([t.Integer({ minimum: 1 }), t.Null()]),
-  height: t.Union([t.Integer({ minimum: 1 }), t.Null()]),
-  conversationId: t.Union([t.String(), t.Null()]),
-  messageId: t.Union([t.String(), t.Null()]),
-  createdAt: t.String({ format: 'date-time' }),
+  width: Pixels('Width'),
+  height: Pixels('Height'),
+  conversationId: t.Union([t.String(), t.Null()], {
+    description: 'The conversation of its message; null until a sent message carries it',
+  }),
+  messageId: t.Union([t.String(), t.Null()], {
+    description: 'The message that carries it; null until one is sent with it',
+  }),
+  createdAt: Timestamp('When the upload was declared'),
   download: t.Union([MessageAttachment, t.Null()], {
     description: 'Presigned downloads, once the bytes are checked',
   }),

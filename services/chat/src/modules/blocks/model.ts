@@ -1,5 +1,5 @@
 import { t } from 'elysia'
-import { Id } from '../conversations/model'
+import { Id, Timestamp } from '../conversations/model'
 
 export const BlockParams = t.Object({ userId: Id('The user to block or unblock') })
 
@@ -7,7 +7,7 @@ export const BlockList = t.Object({
   items: t.Array(
     t.Object({
       userId: Id('A user the caller blocked'),
-      blockedAt: t.String({ format: 'date-time' }),
+      blockedAt: Timestamp('When the caller blocked them'),
     }),
     { description: 'Most recent first' },
   ),

@@ -51,7 +51,11 @@ export function conversationRoutes(verifier: AccessTokenVerifier, conversations:
       auth: true,
       params: ConversationParams,
       response: { 200: Conversation, ...problemResponses(401, 404, 422) },
-      detail: { summary: 'A conversation of the caller (404 for anyone else)' },
+      detail: {
+        summary: 'A conversation of the caller (404 for anyone else)',
+        description:
+          "As the list shows it: participants with roles and read markers, the last message, and the caller's unread count and mute state. 422 naming `params.id` when it is not an id.",
+      },
     })
     .patch(
       '/conversations/:id',

@@ -1,6 +1,6 @@
 import { t } from 'elysia'
 import { MAX_ATTACHMENTS_PER_MESSAGE, MessageAttachment } from '../attachments/model'
-import { Id } from '../conversations/model'
+import { Id, Timestamp, UNREAD_COUNT_CAP } from '../conversations/model'
 import { Reactions } from '../reactions/model'
 
 export const MessageParams = t.Object({ id: Id('Conversation id'), messageId: Id('Message id') })
@@ -78,8 +78,15 @@ const Cursor = (description: string) =>
     description: `${description}. Opaque: a \`nextCursor\` (a message id is accepted too)`,
   })
 
+const PageLimit = t.Integer({
+  minimum: 1,
+  maximum: 100,
+  default: 50,
+  description: 'Messages per page, 1–100 (default 50)',
+})
+
 export const RepliesQuery = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 50 })),
+  limit: t.Optional(PageLimit),
   after: t.Optional(
     t.String({
       pattern: '^(?:0|[1-9][0-9]{0,14})$',
@@ -91,8 +98,11 @@ export type RepliesQuery = typeof RepliesQuery.static
 
 export const Thread = t.Object(
   {
-    replyCount: t.Integer({ minimum: 1 }),
-    lastReplyAt: t.String({ format: 'date-time' }),
+    replyCount: t.Integer({
+      minimum: 1,
+      description: 'Replies sent to the thread (a deleted reply still counts)',
+    }),
+    lastReplyAt: Timestamp('When the newest reply was sent'),
     recentReplierIds: t.Array(t.String(), {
       maxItems: 3,
       description: 'The most recent distinct repliers, newest first',
@@ -102,7 +112,7 @@ export const Thread = t.Object(
 )
 
 export const MessagePageQuery = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 50 })),
+  limit: t.Optional(PageLimit),
   after: t.Optional(
     Cursor('Return the messages right after this position (oldest first); not together with `before` (422)'),
   ),
@@ -114,34 +124,39 @@ export const MessagePageQuery = t.Object({
 })
 export type MessagePageQuery = typeof MessagePageQuery.static
 
-export const Message = t.Object({
-  id: t.String({ description: 'UUIDv7' }),
-  conversationId: t.String(),
-  seq: t.Integer({
-    minimum: 1,
-    description:
-      'Position in the conversation: 1, 2, 3… in commit order, never reused; a message with a higher seq is never visible before one with a lower seq',
-  }),
-  senderId: t.String(),
-  body: t.String({ description: 'Empty once the message is deleted' }),
-  clientMessageId: t.Union([t.String(), t.Null()]),
-  createdAt: t.String({ format: 'date-time' }),
-  editedAt: t.Union([t.String({ format: 'date-time' }), t.Null()], {
-    description: 'When its author last changed the body; null if never',
-  }),
-  deletedAt: t.Union([t.String({ format: 'date-time' }), t.Null()], {
-    description: 'Set on a tombstone: the seq stays, body and reactions are gone',
-  }),
-  reactions: Reactions,
-  replyTo: t.Union([t.String(), t.Null()], {
-    description: "The thread's first message when this is a reply",
-  }),
-  thread: t.Union([Thread, t.Null()], { description: 'Null until someone replies' }),
-  mentions: t.Array(t.String(), { description: 'The participants the sender mentioned' }),
-  attachments: t.Array(MessageAttachment, {
-    description: 'Its files with presigned downloads, issued to participants only; empty once deleted',
-  }),
-})
+export const Message = t.Object(
+  {
+    id: t.String({ description: 'UUIDv7' }),
+    conversationId: t.String({ description: 'The conversation it was sent in' }),
+    seq: t.Integer({
+      minimum: 1,
+      description:
+        'Position in the conversation: 1, 2, 3… in commit order, never reused; a message with a higher seq is never visible before one with a lower seq',
+    }),
+    senderId: t.String({ description: 'User id of its author' }),
+    body: t.String({ description: 'Empty once the message is deleted' }),
+    clientMessageId: t.Union([t.String(), t.Null()], {
+      description: "The sender's idempotency key, as sent; null when none was given",
+    }),
+    createdAt: Timestamp('When it was sent; `seq`, not this, gives the order'),
+    editedAt: t.Union([t.String({ format: 'date-time' }), t.Null()], {
+      description: 'When its author last changed the body; null if never',
+    }),
+    deletedAt: t.Union([t.String({ format: 'date-time' }), t.Null()], {
+      description: 'Set on a tombstone: the seq stays, body and reactions are gone',
+    }),
+    reactions: Reactions,
+    replyTo: t.Union([t.String(), t.Null()], {
+      description: "The thread's first message when this is a reply",
+    }),
+    thread: t.Union([Thread, t.Null()], { description: 'Null until someone replies' }),
+    mentions: t.Array(t.String(), { description: 'The participants the sender mentioned' }),
+    attachments: t.Array(MessageAttachment, {
+      description: 'Its files with presigned downloads, issued to participants only; empty once deleted',
+    }),
+  },
+  { description: 'A message as participants see it' },
+)
 export type Message = typeof Message.static
 
 export const MessagePage = t.Object({
@@ -156,9 +171,12 @@ export type MessagePage = typeof MessagePage.static
 export const ReadBody = t.Object({ messageId: Id('The newest message the caller has read') })
 
 export const ReadReceipt = t.Object({
-  conversationId: t.String(),
+  conversationId: t.String({ description: 'The conversation whose read marker this is' }),
   lastReadMessageId: t.String({ description: 'Never moves backwards' }),
   lastReadSeq: t.Integer({ minimum: 1, description: 'Sequence number of that message' }),
-  unreadCount: t.Integer({ minimum: 0 }),
+  unreadCount: t.Integer({
+    minimum: 0,
+    description: `Messages from others after the marker, counted as Conversation.unreadCount (up to ${UNREAD_COUNT_CAP})`,
+  }),
 })
 export type ReadReceipt = typeof ReadReceipt.static

@@ -1,5 +1,5 @@
 import { t } from 'elysia'
-import { Id } from '../conversations/model'
+import { Id, Timestamp } from '../conversations/model'
 import { Message } from '../messages/model'
 
 /** The most messages a conversation keeps pinned: pins live on the conversation document. */
@@ -10,7 +10,7 @@ export const PinParams = t.Object({ id: Id('Conversation id'), messageId: Id('Me
 export const Pin = t.Object({
   message: Message,
   pinnedBy: t.String({ description: 'The participant who pinned it' }),
-  pinnedAt: t.String({ format: 'date-time' }),
+  pinnedAt: Timestamp('When it was pinned'),
 })
 export type Pin = typeof Pin.static
 

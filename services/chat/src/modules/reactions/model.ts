@@ -14,8 +14,8 @@ export const ReactionParams = t.Object({
 })
 
 export const Reaction = t.Object({
-  emoji: t.String(),
-  count: t.Integer({ minimum: 1 }),
+  emoji: t.String({ description: 'The emoji as stored: NFC, fully-qualified (❤️, not ❤)' }),
+  count: t.Integer({ minimum: 1, description: 'How many users reacted with it' }),
   me: t.Boolean({ description: 'Whether the caller is one of them' }),
 })
 export type Reaction = typeof Reaction.static
@@ -25,7 +25,7 @@ export const Reactions = t.Array(Reaction, {
 })
 
 export const MessageReactions = t.Object({
-  messageId: t.String(),
+  messageId: t.String({ description: 'The message these reactions are on' }),
   reactions: Reactions,
 })
 export type MessageReactions = typeof MessageReactions.static

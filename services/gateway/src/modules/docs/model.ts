@@ -1,5 +1,5 @@
 import { Problem, USER_STREAM_EVENT_TYPES } from '@parley/contracts'
-import { Cursor, ResyncRequiredProblem, SYNC_MAX_LIMIT, SyncPage } from '../sync/model'
+import { Cursor, ResyncRequiredProblem, SYNC_MAX_LIMIT, SyncPage, SyncQuery } from '../sync/model'
 import type { OpenApiDocument } from './service'
 
 /** The shared Problem schema, as the services' own routes document their problem answers. */
@@ -98,12 +98,19 @@ export const GATEWAY_DOCUMENT: OpenApiDocument = {
           'current `cursor`: refetch state, then continue from it. Charged to the `authenticated` limit.',
         security: [{ bearer: [] }],
         parameters: [
-          { name: 'since', in: 'query', required: false, schema: Cursor },
+          {
+            name: 'since',
+            in: 'query',
+            required: false,
+            description: 'Return the events after this cursor; absent: none, only the current cursor',
+            schema: Cursor,
+          },
           {
             name: 'limit',
             in: 'query',
             required: false,
-            schema: { type: 'integer', minimum: 1, maximum: SYNC_MAX_LIMIT, default: 100 },
+            description: `Most events to return, 1–${SYNC_MAX_LIMIT}`,
+            schema: SyncQuery.properties.limit,
           },
         ],
         responses: {

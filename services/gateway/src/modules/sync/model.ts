@@ -20,7 +20,7 @@ export const Cursor = t.String({
 export const StreamFrame = t.Union(
   USER_STREAM_EVENT_TYPES.map((type) =>
     t.Object({
-      type: t.Literal(type),
+      type: t.Literal(type, { description: 'The event type (CloudEvents `type`); says what `data` holds' }),
       id: t.String({ description: 'The event id (CloudEvents `id`), the same for every recipient' }),
       cursor: Cursor,
       data: EventSchemas[type],
@@ -36,7 +36,14 @@ export const SYNC_MAX_LIMIT = 500
 
 export const SyncQuery = t.Object({
   since: t.Optional(Cursor),
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: SYNC_MAX_LIMIT, default: 100 })),
+  limit: t.Optional(
+    t.Integer({
+      minimum: 1,
+      maximum: SYNC_MAX_LIMIT,
+      default: 100,
+      description: `Most events to return, 1–${SYNC_MAX_LIMIT}`,
+    }),
+  ),
 })
 export type SyncQuery = Static<typeof SyncQuery>
 

@@ -6,6 +6,7 @@ import {
   Notification,
   NotificationPage,
   NotificationParams,
+  UNREAD_COUNT_CAP,
   UnreadCount,
 } from './model'
 import type { NotificationService } from './service'
@@ -28,7 +29,11 @@ export function notificationRoutes(service: NotificationService, verifier: Acces
     .get('/unread-count', ({ identity }) => service.unreadCount(identity.userId), {
       auth: true,
       response: { 200: UnreadCount, ...problemResponses(401) },
-      detail: { summary: 'Count my unread notifications (for a badge)', tags: ['notifications'] },
+      detail: {
+        summary: 'Count my unread notifications (for a badge)',
+        description: `Counts stop at ${UNREAD_COUNT_CAP}: \`capped\` says there are more (show "${UNREAD_COUNT_CAP}+").`,
+        tags: ['notifications'],
+      },
     })
     .post('/:id/read', ({ identity, params }) => service.markRead(identity.userId, params.id), {
       auth: true,
@@ -44,6 +49,11 @@ export function notificationRoutes(service: NotificationService, verifier: Acces
     .post('/read-all', async ({ identity }) => ({ markedRead: await service.markAllRead(identity.userId) }), {
       auth: true,
       response: { 200: MarkedRead, ...problemResponses(401) },
-      detail: { summary: 'Mark all my notifications read', tags: ['notifications'] },
+      detail: {
+        summary: 'Mark all my notifications read',
+        description:
+          'Sets `readAt` on every unread one; answers how many that was (0 when none were unread).',
+        tags: ['notifications'],
+      },
     })
 }

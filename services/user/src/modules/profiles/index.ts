@@ -62,7 +62,11 @@ export function profileRoutes(service: ProfileService, verifier: AccessTokenVeri
       auth: true,
       params: ProfileParams,
       response: { 200: PublicProfile, ...problemResponses(401, 404, 422) },
-      detail: { summary: 'A public profile (never the email)', tags: ['users'] },
+      detail: {
+        summary: 'A public profile (never the email)',
+        description: 'Any signed-in user may read any profile. 404 when no user has this id.',
+        tags: ['users'],
+      },
     })
     .get('/users', ({ query }) => service.list(query), {
       auth: true,

@@ -4,16 +4,24 @@ import { t } from 'elysia'
 export const MAX_BATCH_IDS = 100
 export const MAX_PAGE_SIZE = 100
 
-const Uuid = t.String({ format: 'uuid' })
-const Timestamp = t.String({ format: 'date-time' })
+// The fields both profile views share, described once.
+const UserId = t.String({ format: 'uuid', description: 'The user id (the access token’s `sub`)' })
+const ProfileDisplayName = t.String({ description: 'The name shown to other users' })
+const Bio = t.Union([t.String(), t.Null()], {
+  description: 'Free text of up to 280 characters; null when none',
+})
+const AvatarUrl = t.Union([t.String(), t.Null()], {
+  description: 'An https URL of the picture; null when none',
+})
+const CreatedAt = t.String({ format: 'date-time', description: 'When the user registered (ISO 8601, UTC)' })
 
 export const PublicProfile = t.Object(
   {
-    id: Uuid,
-    displayName: t.String(),
-    bio: t.Union([t.String(), t.Null()]),
-    avatarUrl: t.Union([t.String(), t.Null()]),
-    createdAt: Timestamp,
+    id: UserId,
+    displayName: ProfileDisplayName,
+    bio: Bio,
+    avatarUrl: AvatarUrl,
+    createdAt: CreatedAt,
   },
   { description: 'What any signed-in user may see of a profile' },
 )
@@ -21,14 +29,20 @@ export type PublicProfile = typeof PublicProfile.static
 
 export const OwnProfile = t.Object(
   {
-    id: Uuid,
-    email: t.String(),
-    emailVerified: t.Boolean(),
-    displayName: t.String(),
-    bio: t.Union([t.String(), t.Null()]),
-    avatarUrl: t.Union([t.String(), t.Null()]),
-    createdAt: Timestamp,
-    updatedAt: Timestamp,
+    id: UserId,
+    email: t.String({ description: 'The sign-in address (lower-cased); only its owner sees it' }),
+    emailVerified: t.Boolean({
+      description: 'Whether the address was confirmed (`POST /auth/verify-email/confirm`)',
+    }),
+    displayName: ProfileDisplayName,
+    bio: Bio,
+    avatarUrl: AvatarUrl,
+    createdAt: CreatedAt,
+    updatedAt: t.String({
+      format: 'date-time',
+      description:
+        'When the profile (or its verification) last changed (ISO 8601, UTC); the registration time if never',
+    }),
   },
   { description: 'The caller’s own profile, with its private fields' },
 )
@@ -65,7 +79,7 @@ export const ProfileUpdate = t.Object(
 )
 export type ProfileUpdate = typeof ProfileUpdate.static
 
-export const ProfileParams = t.Object({ id: Uuid })
+export const ProfileParams = t.Object({ id: t.String({ format: 'uuid', description: 'The user id' }) })
 
 /** Elysia's `t` (not the contracts' PageQuery): only its numbers are coerced from the query string. */
 export const UserListQuery = t.Object({
