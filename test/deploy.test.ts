@@ -312,6 +312,7 @@ describe('helm chart', () => {
   // name passes 63 and is shortened. A plain cut gave the three dashboards one name, the chart
   // Secret and notification's hook Secret one name, and hook pods a Secret name that was cut
   // differently from the Secret itself (CreateContainerConfigError, helm install hanging).
+  // Several helm renders, each seconds long on a loaded machine.
   test('a 53-character release name: names unique per kind, at most 63 characters, every reference resolves', () => {
     const releases = [
       'a-release-name-of-fifty-three-characters-for-the-test',
@@ -446,7 +447,7 @@ describe('helm chart', () => {
         }
       }
     }
-  })
+  }, 60_000)
 
   test('a dev signing key with several auth replicas is refused', () => {
     const run = runHelm([
