@@ -5,6 +5,8 @@
 #   bash scripts/k8s-cluster.sh tools     install or reuse everything, print one JSON object of paths:
 #                                         {"apiserver", "controllerManager", "etcd", "helm", "openssl", "crds"}
 #   bash scripts/k8s-cluster.sh build     only build (or reuse) the two Kubernetes binaries, print their folder
+#   bash scripts/k8s-cluster.sh node-build  also build (or reuse) kubelet, kube-scheduler and kube-proxy
+#                                         for scripts/k8s-node.sh, print their folder (same module and cache)
 #
 # kube-apiserver and kube-controller-manager come from the Go module proxy: a wrapper module that
 # requires k8s.io/kubernetes and replaces every staging module its go.mod names (k8s.io/api,
@@ -32,6 +34,8 @@ LOG_TAG=k8s-cluster
 source "$ROOT/scripts/lib.sh"
 
 COMMANDS=(kube-apiserver kube-controller-manager)
+# `node-build`: what a node adds (scripts/k8s-node.sh)
+if [[ ${1:-} == node-build ]]; then COMMANDS=(kubelet kube-scheduler kube-proxy); fi
 
 built() {
   local c
@@ -118,7 +122,7 @@ tools() {
 }
 
 case ${1:-} in
-build) build ;;
+build | node-build) build ;;
 tools) tools ;;
-*) die "usage: $0 build | tools" ;;
+*) die "usage: $0 build | node-build | tools" ;;
 esac

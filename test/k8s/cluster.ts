@@ -51,7 +51,7 @@ export type Cluster = {
 }
 
 /** Runs a command, killed after `timeoutMs`; with `echo`, its stderr is also streamed to ours (the progress of a cold build). */
-async function run(
+export async function run(
   cmd: string[],
   timeoutMs: number,
   env?: Record<string, string>,
@@ -87,7 +87,7 @@ export async function k8sTools(): Promise<Tools & { seconds: number }> {
   return { ...(JSON.parse(line) as Tools), seconds: out.seconds }
 }
 
-function freePort(): number {
+export function freePort(): number {
   const socket = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
   const port = socket.port
   socket.stop(true)
@@ -199,6 +199,8 @@ export async function startCluster(tools: Tools): Promise<Cluster> {
       '--service-cluster-ip-range=10.96.0.0/16',
       `--cert-dir=${join(dir, 'certs')}`,
       '--profiling=false',
+      // a node (test/k8s/node.ts) is reached by its address: its name resolves nowhere
+      '--kubelet-preferred-address-types=InternalIP',
     ])
     const headers = { Authorization: `Bearer ${token}` }
     const api = async (method: string, path: string, body?: unknown): Promise<Reply> => {
