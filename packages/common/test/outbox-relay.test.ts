@@ -448,8 +448,11 @@ test('broker down: nothing is dead-lettered, even at one allowed attempt, and ev
     await waitFor(async () => (await mongo.db.collection('outbox').countDocuments({})) === 0, {
       what: 'MongoDB outbox emptied',
     })
-    const [left] = await pg.sql<{ count: number }[]>`select count(*)::int as count from outbox`
-    expect(left?.count).toBe(0)
+    await waitFor(
+      async () =>
+        (await pg.sql<{ count: number }[]>`select count(*)::int as count from outbox`)[0]?.count === 0,
+      { what: 'PostgreSQL outbox emptied' },
+    )
     for (const runtime of Object.values(runtimes))
       expect(await metricValue(runtime, 'outbox_dead_total')).toBeUndefined()
   } finally {
