@@ -22,14 +22,17 @@ export const EMAIL_PATTERN =
 const EMAIL = new RegExp(EMAIL_PATTERN)
 
 export const uuidFormat = (value: string): boolean => UUID.test(value)
-export const emailFormat = (value: string): boolean =>
-  value.length <= 254 &&
-  EMAIL.test(value) &&
-  value.indexOf('@') <= 64 &&
-  value
-    .slice(value.indexOf('@') + 1)
-    .split('.')
-    .every((label) => label.length <= 63)
+export function emailFormat(value: string): boolean {
+  if (value.length > 254 || !EMAIL.test(value)) return false
+  const at = value.indexOf('@')
+  return (
+    at <= 64 &&
+    value
+      .slice(at + 1)
+      .split('.')
+      .every((label) => label.length <= 63)
+  )
+}
 
 /** Registers the formats Parley's schemas use; idempotent. */
 export function registerFormats(): void {

@@ -311,11 +311,11 @@ export function httpKit(options: HttpKitOptions) {
       // with routes of its own (e.g. /conversations/blocks) is theirs even where a parameter
       // route takes the method (PATCH /conversations/:id would only refuse `blocks` as an id),
       // or a wildcard route that finds nothing there (the gateway's proxy: PUT /api/v1/sync).
-      const staticPath =
+      const literalRoutesFirst =
         (code === 'VALIDATION' && error instanceof ValidationError && error.type === 'params') ||
         (error instanceof HttpProblem && error.status === 404)
-      if (code === 'NOT_FOUND' || staticPath) {
-        const allowed = methodsAt(url.pathname, staticPath)
+      if (code === 'NOT_FOUND' || literalRoutesFirst) {
+        const allowed = methodsAt(url.pathname, literalRoutesFirst)
         if (allowed.length > 0 && !allowed.includes(request.method))
           problem = problems.methodNotAllowed(request.method, allowed)
       }
